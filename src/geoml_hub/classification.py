@@ -1,0 +1,272 @@
+"""Classification of patches (sample trees, manifests) and of whole scenes.
+
+Scenes are read tile by tile (never whole), inference is batched, and the result is a
+single-band ``uint8`` GeoTIFF on the scene's grid (CRS, transform) with a colour table,
+class names in the ``CLASS_NAMES`` tag, and nodata (255) where the input is nodata.
+
+* Pixel models (patch size 1) predict every pixel.
+* Patch models slide over the scene with a ``stride``: the scene is cut into
+  ``stride``×``stride`` blocks; each block gets the class predicted for the patch
+  centred on it (edges padded by repeating edge pixels). ``stride=1`` is a dense
+  per-pixel sliding window.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from .errors import ModelError, ParameterError
+from .fileio import PathLike, atomic_path, write_csv
+from .models import Model, load_model
+from .progress import ProgressCallback, report
+from .samples import SampleSet, load_samples
+from .scene import Scene
+
+NODATA = 255
+PREDICTIONS_HEADER = ("file", "index", "reference", "predicted", "predicted_code", "probability")
+
+
+def as_model(model: Union[Model, PathLike], device: str = "auto") -> Model:
+    """Return ``model`` itself, or load it from a path."""
+    return model if isinstance(model, Model) else load_model(model, device=device)
+
+
+def _check_samples(model: Model, sample_set: SampleSet) -> None:
+    if sample_set.bands != model.sample_bands:
+        raise ModelError(f"{sample_set.source}: samples have {sample_set.bands} bands but the model was trained "
+                         f"on {model.sample_bands}-band samples")
+    if tuple(sample_set.patch_size) != tuple(model.patch_size):
+        raise ModelError(f"{sample_set.source}: patch size {sample_set.patch_size} does not match the model's "
+                         f"{tuple(model.patch_size)}")
+
+
+def predict_samples(model: Union[Model, PathLike], samples: Union[SampleSet, PathLike], out_csv: Optional[PathLike] = None,
+                    batch_size: int = 128, device: str = "auto",
+                    progress: Optional[ProgressCallback] = None) -> Dict[str, np.ndarray]:
+    """Predict the class of every sample of a tree or manifest.
+
+    Parameters
+    ----------
+    model : Model or path-like
+    samples : SampleSet or path-like
+        Tree or manifest; the reference class of a sample is its class directory.
+    out_csv : path-like, optional
+        Write ``file, index, reference, predicted, predicted_code, probability`` rows.
+    batch_size : int
+        Samples read and predicted at a time (memory is bounded by one batch).
+
+    Returns
+    -------
+    dict
+        ``reference`` and ``predicted``: ``(N,)`` arrays of class names (the reference is
+        a name of the samples' class table); ``probability``: ``(N,)`` float32 of the
+        predicted class.
+
+    Raises
+    ------
+    ModelError
+        If the samples' band count or patch size does not match the model.
+    """
+    model = as_model(model, device)
+    sample_set = samples if isinstance(samples, SampleSet) else load_samples(samples)
+    _check_samples(model, sample_set)
+    band_idx = [b - 1 for b in model.bands]
+    n = len(sample_set)
+    pred = np.empty(n, dtype=np.int64)
+    prob = np.empty(n, dtype=np.float32)
+    for start in range(0, n, batch_size):
+        pos = range(start, min(n, start + batch_size))
+        x = sample_set.read(pos)[:, band_idx]
+        p = model.predict_proba(x, batch_size=batch_size)
+        pred[start:start + len(pos)] = p.argmax(1)
+        prob[start:start + len(pos)] = p.max(1)
+        report(progress, (start + len(pos)) / n, f"predicted {start + len(pos)}/{n} samples")
+    names = np.array(model.class_names, dtype=object)
+    result = {"reference": np.array([s.class_name for s in sample_set.samples], dtype=object),
+              "predicted": names[pred], "probability": prob}
+    if out_csv is not None:
+        codes = model.class_codes
+        write_csv(out_csv, PREDICTIONS_HEADER,
+                  ((str(s.file), s.index, s.class_name, model.class_names[k], codes[k], f"{pr:.4f}")
+                   for s, k, pr in zip(sample_set.samples, pred, prob)))
+    return result
+
+
+def colour_table(codes: Sequence[int]) -> Dict[int, tuple]:
+    """A GDAL colour table: a distinct ``tab20`` colour per class code, nodata (255) black."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    table = {int(c): tuple(int(round(255 * v)) for v in cmap(i % 20)) for i, c in enumerate(codes)}
+    table[NODATA] = (0, 0, 0, 0)
+    return table
+
+
+def resolve_band_map(model: Model, scene_count: int, band_map: Optional[Sequence[int]], source: str) -> List[int]:
+    """Scene band (1-based) to read for each model band.
+
+    Without ``band_map`` the scene must have the training samples' band count and the
+    model's bands are read at the same positions.
+
+    Raises
+    ------
+    ModelError
+        If the band counts do not match, or ``band_map`` has the wrong length or an index
+        outside the scene.
+    """
+    if band_map is None:
+        if scene_count != model.sample_bands:
+            raise ModelError(f"{source}: scene has {scene_count} bands but the model was trained on "
+                             f"{model.sample_bands}-band samples (give a band map: {len(model.bands)} scene band indexes)")
+        return list(model.bands)
+    band_map = [int(b) for b in band_map]
+    if len(band_map) != len(model.bands):
+        raise ModelError(f"band map has {len(band_map)} entries but the model reads {len(model.bands)} bands")
+    bad = [b for b in band_map if b < 1 or b > scene_count]
+    if bad:
+        raise ModelError(f"band map entries {bad} outside the scene's bands 1..{scene_count}")
+    return band_map
+
+
+@dataclass
+class SceneClassification:
+    """What :func:`classify_scene` wrote."""
+
+    path: Path
+    counts: Dict[str, int]
+    pixels: int
+    nodata_pixels: int
+    stride: int
+
+
+def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike], PathLike], out: PathLike,
+                   stride: Optional[int] = None, band_map: Optional[Sequence[int]] = None, tile_size: int = 512,
+                   batch_size: int = 256, device: str = "auto",
+                   progress: Optional[ProgressCallback] = None) -> SceneClassification:
+    """Classify a scene window by window into a ``uint8`` classification GeoTIFF.
+
+    Parameters
+    ----------
+    model : Model or path-like
+    scene : path-like or sequence of path-like
+        One multi-band GeoTIFF or several files on one grid (bands in the order given).
+    out : path-like
+        Output GeoTIFF (written atomically; tiled, DEFLATE-compressed).
+    stride : int, optional
+        Block size in pixels for patch models (default: half the patch size; ignored
+        for pixel models, which predict every pixel).
+    band_map : sequence of int, optional
+        1-based scene band for each model band, when the scene's bands differ from the
+        training samples'.
+    tile_size : int
+        Output tile edge in pixels; memory is bounded by one tile (plus the patch halo),
+        whatever the scene size.
+    batch_size : int
+        Patches (or pixels ×256) per forward pass.
+
+    Returns
+    -------
+    SceneClassification
+
+    Raises
+    ------
+    DataError, GridMismatchError
+        If a scene file is missing, unreadable or off-grid.
+    ModelError
+        If the scene's bands do not fit the model, or a class code exceeds 254.
+    ParameterError
+        If ``stride`` or ``tile_size`` is below 1.
+    """
+    import rasterio
+
+    model = as_model(model, device)
+    if max(model.class_codes) >= NODATA or min(model.class_codes) < 0:
+        raise ModelError(f"class codes {model.class_codes} must be in 0..254 for a uint8 classification")
+    pr, pc = model.patch_size
+    pixel = model.is_pixel_model
+    stride = 1 if pixel else int(stride) if stride is not None else max(1, min(pr, pc) // 2)
+    if stride < 1 or tile_size < 1:
+        raise ParameterError(f"stride and tile size must be at least 1 (got {stride}, {tile_size})")
+    tile = max(stride, (tile_size // stride) * stride)  # whole blocks per tile
+    codes = np.array(model.class_codes, dtype=np.uint8)
+    counts = np.zeros(len(codes), dtype=np.int64)
+    nodata_pixels = 0
+    with Scene(scene) as sc:
+        bands = resolve_band_map(model, sc.count, band_map, str(sc.paths[0]))
+        profile = {"driver": "GTiff", "dtype": "uint8", "count": 1, "width": sc.width, "height": sc.height,
+                   "crs": sc.crs, "transform": sc.transform, "nodata": NODATA, "compress": "deflate",
+                   "tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER"}
+        if sc.width < 256 or sc.height < 256:
+            profile.update(tiled=False, blockxsize=None, blockysize=None)
+            profile = {k: v for k, v in profile.items() if v is not None}
+        tiles = list(sc.tiles(tile))
+        with atomic_path(out) as tmp:
+            with rasterio.open(tmp, "w", **profile) as dst:
+                for k, (r, c, h, w) in enumerate(tiles):
+                    if pixel:
+                        data, valid = sc.read(bands, r, c, h, w)
+                        x = data.reshape(len(bands), -1).T[:, :, None, None]
+                        cls = np.full(h * w, NODATA, dtype=np.uint8)
+                        ok = valid.ravel()
+                        if ok.any():
+                            cls[ok] = codes[model.predict_proba(x[ok], batch_size=batch_size * 256).argmax(1)]
+                        cls = cls.reshape(h, w)
+                    else:
+                        cls, valid = _classify_tile(model, sc, bands, r, c, h, w, stride, codes, batch_size)
+                        cls[~valid] = NODATA
+                    dst.write(cls, 1, window=rasterio.windows.Window(c, r, w, h))
+                    nodata_pixels += int((~valid).sum())
+                    counts += np.bincount(np.searchsorted(codes, cls[valid]), minlength=len(codes))
+                    report(progress, (k + 1) / len(tiles), f"classified window {k + 1}/{len(tiles)}")
+                dst.write_colormap(1, colour_table(model.class_codes))
+                dst.set_band_description(1, "classification")
+                dst.update_tags(CLASS_NAMES=json.dumps({str(c): n for c, n in zip(model.class_codes, model.class_names)}),
+                                MODEL=str(model.meta.get("manifest_sha256", "")))
+    # model classes are ordered by code, so position in ``codes`` is the class index
+    by_name = {name: int(n) for name, n in zip(model.class_names, counts)}
+    return SceneClassification(Path(out), by_name, sc.width * sc.height, nodata_pixels, stride)
+
+
+def _classify_tile(model: Model, sc: Scene, bands, r, c, h, w, stride, codes, batch_size):
+    """Classify output tile ``(r, c, h, w)`` of a patch model in ``stride`` blocks."""
+    pr, pc = model.patch_size
+    nbr, nbc = -(-h // stride), -(-w // stride)
+    # patch of block (i, j) starts at r + i*stride + stride//2 - pr//2
+    r0 = r + stride // 2 - pr // 2
+    c0 = c + stride // 2 - pc // 2
+    rows = (nbr - 1) * stride + pr
+    cols = (nbc - 1) * stride + pc
+    data, pvalid = sc.read(bands, r0, c0, rows, cols)
+    view = np.lib.stride_tricks.sliding_window_view(data, (pr, pc), axis=(1, 2))[:, ::stride, ::stride]
+    patches = view.transpose(1, 2, 0, 3, 4).reshape(nbr * nbc, len(bands), pr, pc)
+    pred = np.empty(len(patches), dtype=np.int64)
+    for start in range(0, len(patches), batch_size):
+        pred[start:start + batch_size] = model.predict_proba(patches[start:start + batch_size],
+                                                             batch_size=batch_size).argmax(1)
+    blocks = codes[pred].reshape(nbr, nbc)
+    cls = np.repeat(np.repeat(blocks, stride, axis=0), stride, axis=1)[:h, :w].copy()
+    orow, ocol = r - r0, c - c0
+    if orow >= 0 and ocol >= 0 and orow + h <= rows and ocol + w <= cols:
+        valid = pvalid[orow:orow + h, ocol:ocol + w]
+    else:  # stride larger than the patch: the patch window does not cover the tile
+        _, valid = sc.read(bands, r, c, h, w)
+    return cls, valid
+
+
+def class_names_from_raster(path: PathLike) -> Dict[int, str]:
+    """Code → class name from a classification GeoTIFF's ``CLASS_NAMES`` tag (empty if absent)."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        tag = src.tags().get("CLASS_NAMES")
+    if not tag:
+        return {}
+    try:
+        return {int(k): str(v) for k, v in json.loads(tag).items()}
+    except (ValueError, AttributeError):
+        return {}

@@ -1,0 +1,307 @@
+"""The ``geoml-hub`` command line.
+
+Sub-commands: ``extract``, ``balance``, ``train``, ``evaluate``, ``classify``,
+``validate``, ``compare`` and ``pipeline``. Long steps show a progress bar (on stderr).
+Expected errors print one line, ``geoml-hub: error: ...``, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Sequence
+
+from . import __version__
+from .errors import GeomlError
+
+
+@contextmanager
+def progress_bar(enabled: bool, desc: str) -> Iterator:
+    """A tqdm bar driven by a ``progress(fraction, message)`` callback."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, desc=desc, unit="‰", leave=False, file=sys.stderr,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+
+    def update(fraction: float, message: str) -> None:
+        bar.n = int(fraction * 1000)
+        bar.set_postfix_str(message[:60], refresh=False)
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def format_qc(summary: Dict) -> str:
+    """A plain-text QC summary: overall accuracy, kappa and the per-class table."""
+    def f(v):
+        return "  n/a" if v is None else f"{v:5.3f}"
+
+    lines = [f"overall accuracy {f(summary['overall_accuracy'])}   kappa {f(summary['kappa'])}   "
+             f"n {summary['n']}" + (f"   unclassified {summary['unclassified']}" if summary.get("unclassified") else "")]
+    width = max([len(c) for c in summary["classes"]] + [5])
+    lines.append(f"{'class':<{width}}  PPV (user's)  TPR (producer's)     F1  reference")
+    for c in summary["classes"]:
+        lines.append(f"{c:<{width}}  {f(summary['ppv'][c]):>12}  {f(summary['tpr'][c]):>16}  {f(summary['f1'][c]):>5}"
+                     f"  {summary['reference_counts'][c]:>9}")
+    return "\n".join(lines)
+
+
+def _floats(text: Optional[str]) -> Optional[float]:
+    return None if text is None or text.lower() == "none" else float(text)
+
+
+def _ints(text: Optional[str]) -> Optional[List[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise GeomlError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _class_names(text: Optional[str]) -> Optional[Dict[int, str]]:
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        code, sep, name = item.partition("=")
+        if not sep:
+            raise GeomlError(f"--class-names expects CODE=NAME pairs separated by commas, got {item!r}")
+        out[int(code)] = name.strip()
+    return out
+
+
+def _train_overrides(args) -> Dict:
+    keys = {"epochs": "epochs", "batch_size": "batch_size", "learning_rate": "learning_rate",
+            "val_fraction": "val_fraction", "patience": "patience", "device": "device"}
+    out = {k: getattr(args, a) for a, k in keys.items() if getattr(args, a, None) is not None}
+    if getattr(args, "bands", None):
+        out["bands"] = tuple(_ints(args.bands))
+    if getattr(args, "no_augment", False):
+        out["augment"] = False
+    return out
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training (defaults: the recommended settings, docs/training.md)")
+    g.add_argument("--epochs", type=int, help="maximum epochs (default 60)")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--learning-rate", type=float)
+    g.add_argument("--val-fraction", type=float, help="validation share for early stopping (default 0.15)")
+    g.add_argument("--patience", type=int, help="epochs without validation improvement before stopping")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--bands", help="1-based band subset, e.g. 2,3,4,8 (default: all)")
+    g.add_argument("--no-augment", action="store_true", help="no flips/rotations")
+
+
+def _add_balance_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("balancing")
+    g.add_argument("--threshold", type=int, help="clusters smaller than this are kept whole")
+    g.add_argument("--step", type=int, help="keep every STEP-th sample of larger clusters")
+    g.add_argument("--target", type=int, help="samples per class when --step is not given")
+    g.add_argument("--clusters", type=int, help="clusters per class (default: ~5 samples each, at most 10)")
+    g.add_argument("--global-clusters", action="store_true", help="cluster all samples together")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="geoml-hub", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"geoml-hub {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("extract", help="labelled pixels of a scene -> training-sample tree")
+    p.add_argument("scene", nargs="+", help="one multi-band GeoTIFF or single-band files on one grid")
+    p.add_argument("--reference", required=True, help="label raster on the scene's grid")
+    p.add_argument("--out", required=True, help="training-sample tree to write")
+    p.add_argument("--patch-size", type=int, default=1, help="odd window edge in pixels (default 1)")
+    p.add_argument("--reference-nodata", default="0", help="unlabelled value (default 0)")
+    p.add_argument("--class-names", help="CODE=NAME,... (default: the codes)")
+    p.add_argument("--ignore-crs-name", action="store_true", help="accept CRSs that differ only in name")
+
+    p = sub.add_parser("balance", help="cluster-based balancing of a training sample")
+    p.add_argument("samples", help="training-sample tree or manifest.csv")
+    p.add_argument("--out", required=True, help="directory for manifest.csv, summary.json, clusters.png")
+    p.add_argument("--seed", type=int, default=0)
+    _add_balance_options(p)
+
+    p = sub.add_parser("train", help="train a CNN on a tree or manifest")
+    p.add_argument("samples", help="training-sample tree or manifest.csv")
+    p.add_argument("--out", required=True, help="model file to write (e.g. model.pt)")
+    p.add_argument("--seed", type=int, default=0)
+    _add_train_options(p)
+
+    p = sub.add_parser("evaluate", help="patch-level QC of a model on a tree or manifest")
+    p.add_argument("model")
+    p.add_argument("samples")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+
+    p = sub.add_parser("classify", help="classify a scene into a uint8 GeoTIFF")
+    p.add_argument("model")
+    p.add_argument("scene", nargs="+")
+    p.add_argument("--out", required=True, help="classification GeoTIFF to write")
+    p.add_argument("--stride", type=int, help="block size of patch models (default: half the patch)")
+    p.add_argument("--band-map", help="scene band (1-based) for each model band, e.g. 2,3,4")
+    p.add_argument("--tile-size", type=int, default=512)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+
+    p = sub.add_parser("validate", help="PyCM QC of a classification on labelled reference pixels")
+    p.add_argument("classification")
+    p.add_argument("reference")
+    p.add_argument("--out", required=True)
+    p.add_argument("--reference-nodata", default="0", help="unlabelled value (default 0; 'none': file nodata)")
+    p.add_argument("--ignore-crs-name", action="store_true")
+
+    p = sub.add_parser("compare", help="compare two classifications against one reference")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--reference", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--names", default="A,B", help="names of the two versions (default A,B)")
+    p.add_argument("--reference-nodata", default="0")
+    p.add_argument("--ignore-crs-name", action="store_true")
+
+    p = sub.add_parser("pipeline", help="balance -> train -> evaluate (tree) or extract -> ... -> validate (scene)")
+    p.add_argument("samples", nargs="?", help="training-sample tree (patch pipeline)")
+    p.add_argument("--scene", nargs="+", help="scene files (scene pipeline)")
+    p.add_argument("--reference", help="label raster (scene pipeline)")
+    p.add_argument("--reference-nodata", default="0")
+    p.add_argument("--class-names", help="CODE=NAME,... for the scene's labels")
+    p.add_argument("--patch-size", type=int, default=1, help="scene pipeline sample window (default 1: pixels)")
+    p.add_argument("--stride", type=int)
+    p.add_argument("--test-fraction", type=float, help="held-out share (default 0.2 patches, 0.3 scene regions)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    _add_balance_options(p)
+    _add_train_options(p)
+    return parser
+
+
+def _balance_args(args) -> Dict:
+    return {"threshold": args.threshold, "step": args.step, "target": args.target, "n_clusters": args.clusters,
+            "per_class": not args.global_clusters}
+
+
+def run(args) -> int:
+    quiet = args.quiet
+    cmd = args.command
+    if cmd == "extract":
+        from .extraction import extract_samples
+
+        with progress_bar(not quiet, "extract") as cb:
+            res = extract_samples(args.scene, args.reference, args.out, args.patch_size,
+                                  _floats(args.reference_nodata), _class_names(args.class_names),
+                                  args.ignore_crs_name, progress=cb)
+        print(f"wrote {sum(res.counts.values())} samples from {len(res.regions)} regions to {res.root}: "
+              + ", ".join(f"{k} {v}" for k, v in res.counts.items()))
+    elif cmd == "balance":
+        from .balancing import balance_samples
+        from .samples import load_samples
+
+        with progress_bar(not quiet, "balance") as cb:
+            res = balance_samples(load_samples(args.samples), seed=args.seed, progress=cb, **_balance_args(args))
+            res.write(args.out)
+        s = res.summary
+        print(f"kept {s['total_after']} of {s['total_before']} samples; max/min class ratio "
+              f"{s['ratio_before']:.2f} -> {s['ratio_after']:.2f}; wrote {args.out}/manifest.csv")
+        for name, c in s["classes"].items():
+            print(f"  {name}: {c['before']} -> {c['after']} (step {c['step']}, threshold {c['threshold']})")
+    elif cmd == "train":
+        from .training import train_model
+
+        with progress_bar(not quiet, "train") as cb:
+            res = train_model(args.samples, args.out, progress=cb, seed=args.seed, **_train_overrides(args))
+        acc = res.val_overall_accuracy
+        print(f"trained on {res.n_train} samples ({res.n_val} validation) on {res.device} in {res.seconds:.0f} s; "
+              f"best epoch {res.best_epoch}" + (f", validation overall accuracy {acc:.3f}" if acc is not None else ""))
+        print(f"wrote {res.model_path}, {res.history_path}, {res.curves_path}")
+    elif cmd == "evaluate":
+        from .validation import evaluate_model
+
+        with progress_bar(not quiet, "evaluate") as cb:
+            s = evaluate_model(args.model, args.samples, args.out, device=args.device, progress=cb)
+        print(format_qc(s))
+    elif cmd == "classify":
+        from .classification import classify_scene
+
+        with progress_bar(not quiet, "classify") as cb:
+            res = classify_scene(args.model, args.scene, args.out, stride=args.stride, band_map=_ints(args.band_map),
+                                 tile_size=args.tile_size, device=args.device, progress=cb)
+        print(f"wrote {res.path} ({res.pixels} pixels, {res.nodata_pixels} nodata, stride {res.stride}): "
+              + ", ".join(f"{k} {v}" for k, v in res.counts.items()))
+    elif cmd == "validate":
+        from .validation import validate_classification
+
+        with progress_bar(not quiet, "validate") as cb:
+            s = validate_classification(args.classification, args.reference, args.out, _floats(args.reference_nodata),
+                                        ignore_crs_name=args.ignore_crs_name, progress=cb)
+        print(format_qc(s))
+    elif cmd == "compare":
+        from .validation import compare_classifications
+
+        names = tuple(n.strip() for n in args.names.split(","))
+        if len(names) != 2:
+            raise GeomlError(f"--names takes two names separated by a comma, got {args.names!r}")
+        with progress_bar(not quiet, "compare") as cb:
+            s = compare_classifications(args.a, args.b, args.reference, args.out, names,
+                                        _floats(args.reference_nodata), args.ignore_crs_name, progress=cb)
+        for stat in ("overall_accuracy", "kappa", "macro_ppv"):
+            row = s["table"][stat]
+            print(f"{stat:<17} " + "  ".join(f"{n} {row[n]:.3f}" if row[n] is not None else f"{n} n/a" for n in names))
+        print(f"better: {s['better'] or 'tie'} (PyCM Compare: {s['pycm_best'] or 'no verdict'})")
+    elif cmd == "pipeline":
+        from .pipeline import run_patch_pipeline, run_scene_pipeline
+
+        train = _train_overrides(args)
+        if args.scene:
+            if not args.reference:
+                raise GeomlError("pipeline --scene needs --reference LABELS.tif")
+            with progress_bar(not quiet, "pipeline") as cb:
+                s = run_scene_pipeline(args.scene, args.reference, args.out, _floats(args.reference_nodata),
+                                       args.patch_size, args.test_fraction or 0.3, args.seed,
+                                       _class_names(args.class_names), args.stride, _balance_args(args), train,
+                                       progress=cb)
+            print(f"scene pipeline: {s['regions']['train']} training / {s['regions']['test']} test regions, "
+                  f"{s['n_train_samples']} training samples -> {s['balance']['total_after']} balanced; "
+                  f"{s['training']['epochs_run']} epochs; {s['seconds']:.0f} s")
+        elif args.samples:
+            with progress_bar(not quiet, "pipeline") as cb:
+                s = run_patch_pipeline(args.samples, args.out, args.test_fraction or 0.2, args.seed,
+                                       _balance_args(args), train, progress=cb)
+            print(f"patch pipeline: {s['n_train']} training / {s['n_test']} held-out samples; balanced "
+                  f"{s['balance']['total_before']} -> {s['balance']['total_after']}; "
+                  f"{s['training']['epochs_run']} epochs; {s['seconds']:.0f} s")
+        else:
+            raise GeomlError("pipeline needs SAMPLES_DIR, or --scene SCENE... --reference LABELS.tif")
+        print(f"QC on held-out data ({args.out}/qc/summary.json):")
+        print(format_qc(s["qc"]))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``geoml-hub`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except GeomlError as exc:
+        print(f"geoml-hub: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        print(f"geoml-hub: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("geoml-hub: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

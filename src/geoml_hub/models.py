@@ -1,0 +1,256 @@
+"""Network architectures and the geoml-hub model file.
+
+One architecture family, :class:`PatchCNN`, serves both patch classifiers (EuroSAT
+64×64 patches) and pixel classifiers (patch size 1, iota2-style): a per-band
+normalisation layer, ``len(widths)`` convolution blocks (two 3×3 convolutions with batch
+normalisation and ReLU; 1×1 convolutions for patches smaller than 3 pixels), max-pooling
+after a block while the feature map is at least 8 pixels, global average pooling,
+dropout and a linear classifier.
+
+The model file (``torch.save`` of a plain dictionary, loaded with ``weights_only=True``)
+holds the weights, the architecture and the hyper-parameters, the class names and codes,
+the bands of the samples the model reads, the normalisation statistics, the library
+versions and the SHA-256 of the training manifest. :func:`load_model` checks all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .errors import ModelError, ParameterError
+from .fileio import PathLike, atomic_path
+
+FORMAT = "geoml-hub-model"
+FORMAT_VERSION = 1
+_REQUIRED = ("format", "format_version", "state_dict", "architecture", "hyperparameters", "classes",
+             "bands", "sample_bands", "normalization", "versions", "manifest_sha256")
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def build_network(architecture: Dict) -> "torch.nn.Module":
+    """Build the network described by ``architecture`` (as stored in a model file)."""
+    torch = _torch()
+    nn = torch.nn
+    name = architecture.get("name")
+    if name != "patch_cnn":
+        raise ModelError(f"unknown architecture {name!r}")
+    in_bands = int(architecture["in_bands"])
+    n_classes = int(architecture["n_classes"])
+    rows, cols = (int(v) for v in architecture["patch_size"])
+    widths = [int(w) for w in architecture["widths"]]
+    dropout = float(architecture.get("dropout", 0.0))
+
+    class Normalize(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("mean", torch.zeros(1, in_bands, 1, 1))
+            self.register_buffer("std", torch.ones(1, in_bands, 1, 1))
+
+        def forward(self, x):
+            return (x - self.mean) / self.std
+
+    layers: List[nn.Module] = [Normalize()]
+    k = 3 if min(rows, cols) >= 3 else 1
+    size = min(rows, cols)
+    c_in = in_bands
+    for w in widths:
+        layers += [nn.Conv2d(c_in, w, k, padding=k // 2, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                   nn.Conv2d(w, w, k, padding=k // 2, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+        if size >= 8:
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+        c_in = w
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, n_classes)]
+    return nn.Sequential(*layers)
+
+
+def manifest_hash(samples: Sequence) -> str:
+    """SHA-256 of a training manifest: ``class/file name,index`` lines, sorted.
+
+    Only the class directory and file name enter the hash, so moving the whole tree
+    does not change it.
+    """
+    lines = sorted(f"{s.class_name}/{Path(s.file).name},{s.index}" for s in samples)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def library_versions() -> Dict[str, str]:
+    """Versions of the libraries a model file depends on."""
+    from . import __version__
+
+    torch = _torch()
+    return {"geoml_hub": __version__, "torch": str(torch.__version__), "numpy": str(np.__version__),
+            "python": platform.python_version()}
+
+
+@dataclass
+class Model:
+    """A loaded, checked classifier.
+
+    Attributes
+    ----------
+    network : torch.nn.Module
+        In evaluation mode on :attr:`device`; input ``(batch, len(bands), rows, cols)``
+        float32 raw values (normalisation is inside the network), output logits
+        ``(batch, n_classes)``.
+    class_names : list of str
+        Ordered as the network outputs.
+    class_codes : list of int
+        Code of each output (written to classification rasters).
+    bands : list of int
+        1-based indexes, into the bands of the training samples, that the network reads.
+    sample_bands : int
+        Band count of the training samples.
+    patch_size : tuple of int
+        ``(rows, cols)`` in pixels.
+    meta : dict
+        Everything else in the file (architecture, hyper-parameters, normalisation,
+        versions, manifest hash, training history).
+    """
+
+    network: object
+    class_names: List[str]
+    class_codes: List[int]
+    bands: List[int]
+    sample_bands: int
+    patch_size: tuple
+    device: str
+    meta: Dict = field(default_factory=dict)
+
+    @property
+    def is_pixel_model(self) -> bool:
+        """True when the model classifies single pixels (patch size 1×1)."""
+        return tuple(self.patch_size) == (1, 1)
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities of samples.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            ``(N, len(bands), rows, cols)`` raw values (any numeric dtype).
+        batch_size : int
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N, n_classes)`` float32 probabilities.
+        """
+        torch = _torch()
+        out = np.empty((len(x), len(self.class_names)), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(x), batch_size):
+                xb = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size], dtype=np.float32))
+                logits = self.network(xb.to(self.device, non_blocking=True))
+                out[start:start + len(xb)] = torch.softmax(logits, dim=1).cpu().numpy()
+        return out
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` → ``cuda`` if PyTorch sees a GPU, else ``cpu``.
+
+    Raises
+    ------
+    ParameterError
+        If ``device`` is not ``auto``, ``cpu`` or ``cuda``, or ``cuda`` is asked for and
+        PyTorch sees no GPU.
+    """
+    torch = _torch()
+    if device not in ("auto", "cpu", "cuda"):
+        raise ParameterError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("device cuda requested but PyTorch sees no CUDA GPU")
+    return device
+
+
+def save_model(path: PathLike, network, *, architecture: Dict, hyperparameters: Dict, class_names: Sequence[str],
+               class_codes: Sequence[int], bands: Sequence[int], sample_bands: int, mean: Sequence[float],
+               std: Sequence[float], manifest_sha256: str, training: Optional[Dict] = None) -> Path:
+    """Write a model file atomically (see the module docstring for its content)."""
+    torch = _torch()
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    payload = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "state_dict": state,
+        "architecture": dict(architecture), "hyperparameters": dict(hyperparameters),
+        "classes": [{"name": str(n), "code": int(c)} for n, c in zip(class_names, class_codes)],
+        "bands": [int(b) for b in bands], "sample_bands": int(sample_bands),
+        "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+        "versions": library_versions(), "manifest_sha256": manifest_sha256, "training": dict(training or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_model(path: PathLike, device: str = "auto") -> Model:
+    """Load and check a model file.
+
+    Parameters
+    ----------
+    path : path-like
+    device : {'auto', 'cpu', 'cuda'}
+
+    Returns
+    -------
+    Model
+
+    Raises
+    ------
+    ModelError
+        If the file is missing, not a geoml-hub model, of a newer format, or its parts
+        disagree (class count, band count, normalisation length, weights).
+    """
+    torch = _torch()
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise ModelError(f"{path}: not a readable model file ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelError(f"{path}: not a geoml-hub model file")
+    missing = [k for k in _REQUIRED if k not in payload]
+    if missing:
+        raise ModelError(f"{path}: model file lacks {missing}")
+    if int(payload["format_version"]) > FORMAT_VERSION:
+        raise ModelError(f"{path}: model format {payload['format_version']} is newer than this geoml-hub "
+                         f"supports ({FORMAT_VERSION}); upgrade geoml-hub")
+    arch = payload["architecture"]
+    classes = payload["classes"]
+    bands = payload["bands"]
+    norm = payload["normalization"]
+    if len(classes) != int(arch.get("n_classes", -1)):
+        raise ModelError(f"{path}: {len(classes)} class names but the network has {arch.get('n_classes')} outputs")
+    if len(bands) != int(arch.get("in_bands", -1)):
+        raise ModelError(f"{path}: band list has {len(bands)} bands but the network reads {arch.get('in_bands')}")
+    if len(norm["mean"]) != len(bands) or len(norm["std"]) != len(bands):
+        raise ModelError(f"{path}: normalisation statistics do not match the {len(bands)} bands")
+    if any(b < 1 or b > int(payload["sample_bands"]) for b in bands):
+        raise ModelError(f"{path}: band indexes {bands} outside 1..{payload['sample_bands']}")
+    network = build_network(arch)
+    try:
+        network.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: weights do not fit the architecture ({str(exc).splitlines()[0][:160]})") from None
+    stored_mean = network[0].mean.flatten().tolist()
+    if not np.allclose(stored_mean, norm["mean"], rtol=1e-5):
+        raise ModelError(f"{path}: normalisation statistics disagree with the network's")
+    dev = resolve_device(device)
+    network.to(dev).eval()
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    return Model(network, [c["name"] for c in classes], [int(c["code"]) for c in classes], [int(b) for b in bands],
+                 int(payload["sample_bands"]), tuple(int(v) for v in arch["patch_size"]), dev, meta)

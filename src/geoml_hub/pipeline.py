@@ -1,0 +1,156 @@
+"""End-to-end pipelines: patch trees and labelled scenes.
+
+* :func:`run_patch_pipeline` — split a training-sample tree (stratified, seeded) into a
+  training part and a held-out test part, balance the training part, train on the
+  balanced selection, and run patch-level QC on the held-out part.
+* :func:`run_scene_pipeline` — split the labelled regions of a reference raster
+  spatially (whole regions to one side, as iota2 does), extract training samples from
+  the training regions, balance, train, classify the scene, and validate the
+  classification on the test regions only.
+
+Each step writes into its own sub-directory of ``out``; ``summary.json`` at the top
+gathers the headline figures.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence
+
+from .balancing import balance_samples, public_summary
+from .classification import classify_scene
+from .extraction import extract_samples, split_regions
+from .fileio import PathLike, write_json
+from .progress import ProgressCallback, report, scaled
+from .samples import load_samples, write_manifest
+from .training import TrainConfig, stratified_split, train_model
+from .validation import evaluate_model, validate_classification
+
+
+def _balance_kwargs(balance: Optional[Mapping]) -> Dict:
+    allowed = {"threshold", "step", "target", "n_clusters", "per_class", "seed"}
+    return {k: v for k, v in dict(balance or {}).items() if k in allowed and v is not None}
+
+
+def run_patch_pipeline(samples: PathLike, out: PathLike, test_fraction: float = 0.2, seed: int = 0,
+                       balance: Optional[Mapping] = None, train: Optional[Mapping] = None,
+                       progress: Optional[ProgressCallback] = None) -> Dict:
+    """Balance → train → evaluate on a held-out split of a training-sample tree.
+
+    Parameters
+    ----------
+    samples : path-like
+        Training-sample tree or manifest.
+    out : path-like
+        Output directory: ``split/`` (``train.csv``, ``test.csv`` manifests),
+        ``balance/``, ``model/model.pt`` (+ history and curves), ``qc/`` and
+        ``summary.json``.
+    test_fraction : float
+        Share of each class held out for QC (default 0.2), split with ``seed``.
+    balance : mapping, optional
+        Keyword arguments of :func:`~geoml_hub.balancing.balance_samples`.
+    train : mapping, optional
+        Fields of :class:`~geoml_hub.training.TrainConfig`.
+
+    Returns
+    -------
+    dict
+        The pipeline summary; ``qc`` holds the QC ``summary.json`` content.
+    """
+    out = Path(out)
+    started = time.perf_counter()
+    sample_set = load_samples(samples)
+    report(progress, 0.0, f"{len(sample_set)} samples in {len(sample_set.classes)} classes")
+    tr, te = stratified_split(sample_set.labels(), test_fraction, seed)
+    train_set, test_set = sample_set.subset(tr), sample_set.subset(te)
+    write_manifest(out / "split" / "train.csv", train_set)
+    write_manifest(out / "split" / "test.csv", test_set)
+
+    bal = balance_samples(train_set, progress=scaled(progress, 0.0, 0.1), **{"seed": seed, **_balance_kwargs(balance)})
+    bal.write(out / "balance")
+    cfg = dict(train or {})
+    cfg.setdefault("seed", seed)
+    result = train_model(bal.selected(), out / "model" / "model.pt", progress=scaled(progress, 0.1, 0.9), **cfg)
+    qc = evaluate_model(result.model_path, test_set, out / "qc", device=cfg.get("device", "auto"),
+                        progress=scaled(progress, 0.9, 1.0))
+    summary = {
+        "pipeline": "patches", "samples": str(samples), "seed": seed, "test_fraction": test_fraction,
+        "n_samples": len(sample_set), "n_train": len(train_set), "n_test": len(test_set),
+        "balance": {k: public_summary(bal.summary)[k] for k in ("total_before", "total_after", "ratio_before",
+                                                                 "ratio_after")},
+        "training": {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
+                     "val_overall_accuracy": result.val_overall_accuracy, "seconds": round(result.seconds, 1),
+                     "device": result.device},
+        "qc": qc, "seconds": round(time.perf_counter() - started, 1),
+        "outputs": {"model": str(result.model_path), "qc": str(out / "qc"), "balance": str(out / "balance")},
+    }
+    write_json(out / "summary.json", summary)
+    report(progress, 1.0, f"overall accuracy {qc['overall_accuracy']:.3f}")
+    return summary
+
+
+def run_scene_pipeline(scene: Sequence[PathLike], reference: PathLike, out: PathLike,
+                       reference_nodata: Optional[float] = 0, patch_size: int = 1, test_fraction: float = 0.3,
+                       seed: int = 0, class_names: Optional[Mapping[int, str]] = None, stride: Optional[int] = None,
+                       balance: Optional[Mapping] = None, train: Optional[Mapping] = None,
+                       progress: Optional[ProgressCallback] = None) -> Dict:
+    """Split regions → extract → balance → train → classify → validate on a labelled scene.
+
+    Parameters
+    ----------
+    scene : sequence of path-like
+        The scene (one multi-band file or single-band files on one grid).
+    reference : path-like
+        Label raster on the scene's grid.
+    out : path-like
+        Output directory: ``split/`` (``reference_train.tif``, ``reference_test.tif``,
+        ``regions.csv``), ``samples/``, ``balance/``, ``model/``,
+        ``classification.tif``, ``qc/`` and ``summary.json``.
+    reference_nodata : float, optional
+        The reference's unlabelled value (default 0).
+    patch_size : int
+        Odd sample window (1 = pixel classifier).
+    test_fraction : float
+        Share of each class's labelled pixels, in whole regions, held out for QC.
+
+    Returns
+    -------
+    dict
+        The pipeline summary; ``qc`` holds the validation ``summary.json`` content.
+    """
+    out = Path(out)
+    started = time.perf_counter()
+    scene = [scene] if isinstance(scene, (str, Path)) else list(scene)
+    split = split_regions(reference, out / "split", test_fraction, seed, reference_nodata)
+    report(progress, 0.02, f"{len(split.train_regions)} training and {len(split.test_regions)} test regions")
+    ext = extract_samples(scene, split.train_reference, out / "samples", patch_size, reference_nodata, class_names,
+                          progress=scaled(progress, 0.02, 0.1))
+    sample_set = load_samples(ext.root)
+    bal = balance_samples(sample_set, progress=scaled(progress, 0.1, 0.2), **{"seed": seed, **_balance_kwargs(balance)})
+    bal.write(out / "balance")
+    cfg = dict(train or {})
+    cfg.setdefault("seed", seed)
+    result = train_model(bal.selected(), out / "model" / "model.pt", progress=scaled(progress, 0.2, 0.85), **cfg)
+    cls = classify_scene(result.model_path, scene, out / "classification.tif", stride=stride,
+                         device=cfg.get("device", "auto"), progress=scaled(progress, 0.85, 0.95))
+    qc = validate_classification(cls.path, split.test_reference, out / "qc", reference_nodata,
+                                 progress=scaled(progress, 0.95, 1.0))
+    tested_codes = {r["code"] for r in split.table if r.get("side") == "test"}
+    summary = {
+        "pipeline": "scene", "scene": [str(s) for s in scene], "reference": str(reference), "seed": seed,
+        "patch_size": patch_size, "test_fraction": test_fraction,
+        "regions": {"train": len(split.train_regions), "test": len(split.test_regions)},
+        "classes_without_test_region": sorted({r["code"] for r in split.table} - tested_codes),
+        "n_train_samples": len(sample_set),
+        "balance": {k: public_summary(bal.summary)[k] for k in ("total_before", "total_after", "ratio_before",
+                                                                 "ratio_after")},
+        "training": {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
+                     "val_overall_accuracy": result.val_overall_accuracy, "seconds": round(result.seconds, 1),
+                     "device": result.device},
+        "classification": {"path": str(cls.path), "counts": cls.counts},
+        "qc": qc, "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json(out / "summary.json", summary)
+    report(progress, 1.0, f"overall accuracy {qc['overall_accuracy']:.3f}")
+    return summary

@@ -1,0 +1,322 @@
+"""Training of patch and pixel classifiers with PyTorch.
+
+:func:`train_model` trains a :class:`~geoml_hub.models.PatchCNN`-family network on a
+training-sample tree or manifest: a seeded, stratified split into training and
+validation samples, per-band normalisation statistics from the training split only,
+dihedral augmentation (flips, 90° rotations — overhead imagery has no "up"), AdamW with
+a cosine learning-rate schedule, label smoothing, and early stopping on the validation
+loss (the weights of the best epoch are kept). CPU and CUDA run the same code.
+
+Outputs: the model file (see :mod:`geoml_hub.models`), ``<model>.history.csv``
+(per-epoch loss and overall accuracy of both splits) and ``<model>.curves.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import DataError, ParameterError
+from .fileio import PathLike, save_figure, write_csv
+from .models import build_network, manifest_hash, resolve_device, save_model
+from .progress import ProgressCallback, report
+from .samples import SampleSet, load_samples
+
+HISTORY_HEADER = ("epoch", "train_loss", "train_overall_accuracy", "val_loss", "val_overall_accuracy",
+                  "learning_rate", "seconds")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`train_model`; the defaults are the recommended settings.
+
+    Tuned on the 269 EuroSAT patches of ``../shared/data`` (see ``docs/training.md``).
+    """
+
+    epochs: int = 60
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    weight_decay: float = 5e-4
+    val_fraction: float = 0.15
+    patience: int = 20
+    widths: Tuple[int, ...] = (32, 64, 128)
+    dropout: float = 0.2
+    label_smoothing: float = 0.1
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    bands: Optional[Tuple[int, ...]] = None
+
+    def check(self) -> None:
+        """Raise :class:`ParameterError` for an out-of-range value."""
+        if self.epochs < 1:
+            raise ParameterError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ParameterError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ParameterError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.learning_rate <= 0:
+            raise ParameterError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.patience < 1:
+            raise ParameterError(f"patience must be at least 1, got {self.patience}")
+        if not self.widths or min(self.widths) < 1:
+            raise ParameterError(f"widths must be positive integers, got {self.widths}")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_model` produced."""
+
+    model_path: Path
+    history_path: Path
+    curves_path: Path
+    history: List[Dict[str, float]]
+    best_epoch: int
+    val_overall_accuracy: Optional[float]
+    n_train: int
+    n_val: int
+    seconds: float
+    device: str
+    config: Dict = field(default_factory=dict)
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Split sample positions per class into ``(first, second)`` with ``fraction`` in the second.
+
+    Each class with at least 2 samples puts ``max(1, round(fraction * n))`` samples in the
+    second part (when ``fraction > 0``). Seeded: the same seed gives the same split.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Sorted int64 positions.
+    """
+    rng = np.random.default_rng(seed)
+    first: List[int] = []
+    second: List[int] = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        rng.shuffle(members)
+        k = 0 if fraction <= 0 or len(members) < 2 else min(len(members) - 1, max(1, round(fraction * len(members))))
+        second.extend(members[:k])
+        first.extend(members[k:])
+    return np.sort(np.array(first, dtype=np.int64)), np.sort(np.array(second, dtype=np.int64))
+
+
+def band_statistics(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and standard deviation over all pixels of ``x`` ``(N, bands, rows, cols)``.
+
+    Returns float64 arrays ``(bands,)``; a zero standard deviation becomes 1.
+    """
+    mean = x.mean(axis=(0, 2, 3), dtype=np.float64)
+    std = x.std(axis=(0, 2, 3), dtype=np.float64)
+    std[std == 0] = 1.0
+    return mean, std
+
+
+def augment_batch(xb, generator):
+    """Random dihedral transform per sample (flips; 90° rotations for square patches)."""
+    torch = __import__("torch")
+    n = xb.shape[0]
+    masks = torch.rand((3, n), generator=generator, device="cpu").lt(0.5).to(xb.device)
+    xb = torch.where(masks[0].view(-1, 1, 1, 1), xb.flip(-1), xb)
+    xb = torch.where(masks[1].view(-1, 1, 1, 1), xb.flip(-2), xb)
+    if xb.shape[-1] == xb.shape[-2] and xb.shape[-1] > 1:
+        xb = torch.where(masks[2].view(-1, 1, 1, 1), xb.transpose(-1, -2), xb)
+    return xb
+
+
+def _select_bands(sample_set: SampleSet, bands: Optional[Sequence[int]]) -> List[int]:
+    if bands is None:
+        return list(range(1, sample_set.bands + 1))
+    bands = [int(b) for b in bands]
+    bad = [b for b in bands if b < 1 or b > sample_set.bands]
+    if bad or not bands:
+        raise ParameterError(f"bands {bands}: each must be in 1..{sample_set.bands} (the samples' band count)")
+    return bands
+
+
+def train_model(samples: Union[SampleSet, PathLike], out: PathLike, config: Optional[TrainConfig] = None,
+                progress: Optional[ProgressCallback] = None, **overrides) -> TrainResult:
+    """Train a classifier and write the model file, its history CSV and curves PNG.
+
+    Parameters
+    ----------
+    samples : SampleSet or path-like
+        A training-sample tree, a ``manifest.csv``, or an opened sample set. Samples are
+        ``(bands, rows, cols)``; rows = cols = 1 trains a pixel classifier.
+    out : path-like
+        The model file to write (``.pt`` by convention). ``<stem>.history.csv`` and
+        ``<stem>.curves.png`` are written beside it.
+    config : TrainConfig, optional
+        Hyper-parameters; ``overrides`` (e.g. ``epochs=5``) replace single fields.
+    progress : callable, optional
+        ``progress(fraction, message)`` once per epoch.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    DataError
+        If the samples cannot be read or hold fewer than 2 classes.
+    ParameterError
+        If a hyper-parameter is out of range, a band index is outside the samples'
+        bands, or ``device='cuda'`` without a GPU.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    cfg = _replace(config or TrainConfig(), overrides)
+    cfg.check()
+    device = resolve_device(cfg.device)
+    sample_set = samples if isinstance(samples, SampleSet) else load_samples(samples)
+    labels = sample_set.labels()
+    if len(np.unique(labels)) < 2:
+        raise DataError(f"{sample_set.source}: training needs at least 2 classes with samples")
+    bands = _select_bands(sample_set, cfg.bands)
+    out = Path(out)
+    started = time.perf_counter()
+    report(progress, 0.0, f"reading {len(sample_set)} samples")
+
+    x_all = sample_set.read()[:, [b - 1 for b in bands]]
+    tr, va = stratified_split(labels, cfg.val_fraction, cfg.seed)
+    mean, std = band_statistics(x_all[tr])
+
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    arch = {"name": "patch_cnn", "in_bands": len(bands), "n_classes": len(sample_set.classes),
+            "patch_size": list(sample_set.patch_size), "widths": list(cfg.widths), "dropout": cfg.dropout}
+    net = build_network(arch)
+    net[0].mean.copy_(torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+    net[0].std.copy_(torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+    net.to(device)
+    x_tr = torch.from_numpy(x_all[tr]).to(device)
+    y_tr = torch.from_numpy(labels[tr]).to(device)
+    x_va = torch.from_numpy(x_all[va]).to(device)
+    y_va = torch.from_numpy(labels[va]).to(device)
+    del x_all
+
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(tr) / cfg.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.learning_rate, epochs=cfg.epochs,
+                                                steps_per_epoch=steps_per_epoch, pct_start=0.15)
+    history: List[Dict[str, float]] = []
+    best = (math.inf, -1, None)
+    since_best = 0
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        net.train()
+        perm = torch.from_numpy(rng.permutation(len(tr))).to(device)
+        loss_sum = correct = seen = 0.0
+        for start in range(0, len(tr), cfg.batch_size):
+            idx = perm[start:start + cfg.batch_size]
+            if len(idx) < 2 and len(tr) > 1:  # BatchNorm needs 2 samples: fold a lone last one into the epoch
+                continue
+            xb, yb = x_tr[idx], y_tr[idx]
+            if cfg.augment:
+                xb = augment_batch(xb, gen)
+            logits = net(xb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += float((logits.argmax(1) == yb).sum())
+            seen += len(idx)
+        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_overall_accuracy": correct / max(seen, 1),
+               "val_loss": float("nan"), "val_overall_accuracy": float("nan"),
+               "learning_rate": opt.param_groups[0]["lr"]}
+        if len(va):
+            vloss, vacc = _evaluate(net, x_va, y_va, cfg.batch_size * 4)
+            row["val_loss"], row["val_overall_accuracy"] = vloss, vacc
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        monitor = row["val_loss"] if len(va) else row["train_loss"]
+        if monitor < best[0]:
+            best = (monitor, epoch, {k: v.detach().clone() for k, v in net.state_dict().items()})
+            since_best = 0
+        else:
+            since_best += 1
+        msg = (f"epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.3f}"
+               + (f", val overall accuracy {row['val_overall_accuracy']:.3f}" if len(va) else ""))
+        report(progress, epoch / cfg.epochs, msg)
+        if since_best >= cfg.patience:
+            report(progress, 1.0, f"early stop at epoch {epoch}: best epoch {best[1]}")
+            break
+    net.load_state_dict(best[2])
+    best_row = history[best[1] - 1]
+    seconds = time.perf_counter() - started
+    training = {"best_epoch": best[1], "epochs_run": len(history), "n_train": int(len(tr)), "n_val": int(len(va)),
+                "val_overall_accuracy": None if not len(va) else best_row["val_overall_accuracy"],
+                "device": device, "seconds": seconds, "source": sample_set.source}
+    hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    save_model(out, net, architecture=arch, hyperparameters=hparams, class_names=sample_set.class_names,
+               class_codes=list(sample_set.classes.values()), bands=bands, sample_bands=sample_set.bands,
+               mean=mean, std=std, manifest_sha256=manifest_hash([sample_set.samples[i] for i in tr]),
+               training=training)
+    stem = out.with_suffix("")
+    history_path = write_csv(f"{stem}.history.csv", HISTORY_HEADER,
+                             ([r[k] for k in HISTORY_HEADER] for r in history))
+    curves_path = plot_history(history, f"{stem}.curves.png", best[1])
+    return TrainResult(out, history_path, curves_path, history, best[1], training["val_overall_accuracy"],
+                       int(len(tr)), int(len(va)), seconds, device, hparams)
+
+
+def _replace(cfg: TrainConfig, overrides: Dict) -> TrainConfig:
+    data = asdict(cfg)
+    unknown = set(overrides) - set(data)
+    if unknown:
+        raise ParameterError(f"unknown training parameter(s) {sorted(unknown)}")
+    data.update({k: v for k, v in overrides.items()})
+    return TrainConfig(**data)
+
+
+def _evaluate(net, x, y, batch_size: int) -> Tuple[float, float]:
+    import torch
+    import torch.nn.functional as F
+
+    net.eval()
+    loss_sum = correct = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            logits = net(x[start:start + batch_size])
+            yb = y[start:start + batch_size]
+            loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += float((logits.argmax(1) == yb).sum())
+    return loss_sum / len(x), correct / len(x)
+
+
+def plot_history(history: List[Dict[str, float]], path: PathLike, best_epoch: Optional[int] = None) -> Path:
+    """Plot per-epoch loss and overall accuracy (training and validation) to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.plot(epochs, [r["train_loss"] for r in history], label="training")
+    ax1.plot(epochs, [r["val_loss"] for r in history], label="validation")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("cross-entropy loss")
+    ax2.plot(epochs, [r["train_overall_accuracy"] for r in history], label="training")
+    ax2.plot(epochs, [r["val_overall_accuracy"] for r in history], label="validation")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("overall accuracy")
+    ax2.set_ylim(0, 1.02)
+    for ax in (ax1, ax2):
+        if best_epoch:
+            ax.axvline(best_epoch, color="0.5", ls="--", lw=0.8, label=f"best epoch {best_epoch}")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Training curves")
+    return save_figure(fig, path)

@@ -54,8 +54,13 @@ def format_qc(summary: Dict) -> str:
     return "\n".join(lines)
 
 
-def _floats(text: Optional[str]) -> Optional[float]:
-    return None if text is None or text.lower() == "none" else float(text)
+def _floats(text: Optional[str], option: str = "--reference-nodata") -> Optional[float]:
+    if text is None or text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise GeomlError(f"{option} expects a number or 'none', got {text!r}") from None
 
 
 def _ints(text: Optional[str]) -> Optional[List[int]]:
@@ -75,7 +80,10 @@ def _class_names(text: Optional[str]) -> Optional[Dict[int, str]]:
         code, sep, name = item.partition("=")
         if not sep:
             raise GeomlError(f"--class-names expects CODE=NAME pairs separated by commas, got {item!r}")
-        out[int(code)] = name.strip()
+        try:
+            out[int(code)] = name.strip()
+        except ValueError:
+            raise GeomlError(f"--class-names expects integer codes, got {code!r} in {item!r}") from None
     return out
 
 

@@ -1,11 +1,12 @@
 """Network architectures and the geoml-hub model file.
 
-One architecture family, :class:`PatchCNN`, serves both patch classifiers (EuroSAT
-64×64 patches) and pixel classifiers (patch size 1, iota2-style): a per-band
-normalisation layer, ``len(widths)`` convolution blocks (two 3×3 convolutions with batch
-normalisation and ReLU; 1×1 convolutions for patches smaller than 3 pixels), max-pooling
-after a block while the feature map is at least 8 pixels, global average pooling,
-dropout and a linear classifier.
+One architecture family, :class:`geoml_hub.networks.PatchCNN`, serves both patch
+classifiers (EuroSAT 64×64 patches) and pixel classifiers (patch size 1, iota2-style):
+a per-band normalisation layer, ``len(widths)`` convolution blocks (two 3×3 convolutions
+with batch normalisation and ReLU; 1×1 convolutions for patches smaller than 3 pixels),
+max-pooling after a block while the feature map is at least 8 pixels, global average
+pooling (optionally with the per-band mean and standard deviation of the normalised
+input), dropout and a linear classifier.
 
 The model file (``torch.save`` of a plain dictionary, loaded with ``weights_only=True``)
 holds the weights, the architecture and the hyper-parameters, the class names and codes,
@@ -39,40 +40,26 @@ def _torch():
 
 
 def build_network(architecture: Dict) -> "torch.nn.Module":
-    """Build the network described by ``architecture`` (as stored in a model file)."""
-    torch = _torch()
-    nn = torch.nn
+    """Build the network described by ``architecture`` (as stored in a model file).
+
+    ``architecture`` keys: ``name`` (``"patch_cnn"``), ``in_bands``, ``n_classes``,
+    ``patch_size`` ``[rows, cols]``, ``widths`` (channels of each convolution block),
+    ``dropout`` and ``band_statistics`` (bool). See :class:`geoml_hub.networks.PatchCNN`.
+
+    Raises
+    ------
+    ModelError
+        If the architecture name is unknown.
+    """
     name = architecture.get("name")
     if name != "patch_cnn":
         raise ModelError(f"unknown architecture {name!r}")
-    in_bands = int(architecture["in_bands"])
-    n_classes = int(architecture["n_classes"])
+    from .networks import PatchCNN
+
     rows, cols = (int(v) for v in architecture["patch_size"])
-    widths = [int(w) for w in architecture["widths"]]
-    dropout = float(architecture.get("dropout", 0.0))
-
-    class Normalize(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.register_buffer("mean", torch.zeros(1, in_bands, 1, 1))
-            self.register_buffer("std", torch.ones(1, in_bands, 1, 1))
-
-        def forward(self, x):
-            return (x - self.mean) / self.std
-
-    layers: List[nn.Module] = [Normalize()]
-    k = 3 if min(rows, cols) >= 3 else 1
-    size = min(rows, cols)
-    c_in = in_bands
-    for w in widths:
-        layers += [nn.Conv2d(c_in, w, k, padding=k // 2, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-                   nn.Conv2d(w, w, k, padding=k // 2, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
-        if size >= 8:
-            layers.append(nn.MaxPool2d(2))
-            size //= 2
-        c_in = w
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, n_classes)]
-    return nn.Sequential(*layers)
+    return PatchCNN(int(architecture["in_bands"]), int(architecture["n_classes"]), min(rows, cols),
+                    [int(w) for w in architecture["widths"]], float(architecture.get("dropout", 0.0)),
+                    bool(architecture.get("band_statistics", False)))
 
 
 def manifest_hash(samples: Sequence) -> str:
@@ -151,7 +138,8 @@ class Model:
         out = np.empty((len(x), len(self.class_names)), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(x), batch_size):
-                xb = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size], dtype=np.float32))
+                chunk = np.ascontiguousarray(x[start:start + batch_size], dtype=np.float32)
+                xb = torch.from_numpy(chunk if chunk.flags.writeable else chunk.copy())
                 logits = self.network(xb.to(self.device, non_blocking=True))
                 out[start:start + len(xb)] = torch.softmax(logits, dim=1).cpu().numpy()
         return out
@@ -246,7 +234,7 @@ def load_model(path: PathLike, device: str = "auto") -> Model:
         network.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:
         raise ModelError(f"{path}: weights do not fit the architecture ({str(exc).splitlines()[0][:160]})") from None
-    stored_mean = network[0].mean.flatten().tolist()
+    stored_mean = network.norm.mean.flatten().tolist()
     if not np.allclose(stored_mean, norm["mean"], rtol=1e-5):
         raise ModelError(f"{path}: normalisation statistics disagree with the network's")
     dev = resolve_device(device)

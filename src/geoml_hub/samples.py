@@ -231,8 +231,12 @@ def container_info(path: PathLike) -> Tuple[int, Tuple[int, int, int], str]:
         try:
             with open(path, "rb") as fh:
                 shape, dtype = _npy_header(fh)
+                expected = fh.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize
         except (ValueError, OSError, EOFError) as exc:
             raise DataError(f"{path}: corrupt .npy file ({_first_line(exc)})") from None
+        size = path.stat().st_size
+        if size < expected:
+            raise DataError(f"{path}: truncated .npy file ({size} bytes, header promises {expected})")
     elif suffix == ".npz":
         member = _npz_member(path)
         try:

@@ -46,6 +46,7 @@ class TrainConfig:
     patience: int = 20
     widths: Tuple[int, ...] = (32, 64, 128)
     dropout: float = 0.2
+    band_statistics: bool = True
     label_smoothing: float = 0.1
     augment: bool = True
     seed: int = 0
@@ -193,10 +194,11 @@ def train_model(samples: Union[SampleSet, PathLike], out: PathLike, config: Opti
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     arch = {"name": "patch_cnn", "in_bands": len(bands), "n_classes": len(sample_set.classes),
-            "patch_size": list(sample_set.patch_size), "widths": list(cfg.widths), "dropout": cfg.dropout}
+            "patch_size": list(sample_set.patch_size), "widths": list(cfg.widths), "dropout": cfg.dropout,
+            "band_statistics": cfg.band_statistics}
     net = build_network(arch)
-    net[0].mean.copy_(torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-    net[0].std.copy_(torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+    net.norm.mean.copy_(torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+    net.norm.std.copy_(torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
     net.to(device)
     x_tr = torch.from_numpy(x_all[tr]).to(device)
     y_tr = torch.from_numpy(labels[tr]).to(device)

@@ -351,7 +351,10 @@ def _pycm_best(results: Mapping[str, Dict]) -> Optional[str]:
     ``Compare`` needs both matrices over the same classes; otherwise there is no verdict.
     """
     from pycm import Compare, ConfusionMatrix
-    from pycm.pycm_error import pycmCompareError
+    try:
+        from pycm.errors import pycmCompareError
+    except ImportError:  # pycm < 4.1
+        from pycm.pycm_error import pycmCompareError
 
     cms = {}
     for name, s in results.items():

@@ -1,0 +1,120 @@
+"""Shared fixtures: the real data in ../shared/data and small trained models.
+
+The real data lives beside the repository (``<repo>/../shared/data``); it is never copied
+into the repository and every output goes to pytest's temporary directories.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One BLAS/OpenMP thread per process: the suite shares the CPUs with other work, and
+# oversubscribed OpenMP threads make tiny PyTorch models orders of magnitude slower.
+# Set before torch is imported; inherited by the console-script subprocesses.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+EUROSAT = DATA / "eurosat_ms"
+CHIAPAS = DATA / "landsat7_chiapas"
+SCENE_1999 = CHIAPAS / "LE70220491999322EDC01_stack.gtif"
+SCENE_2002 = CHIAPAS / "LE70220492002106EDC00_stack.gtif"
+LABELS = CHIAPAS / "training_data.gtif"
+
+EUROSAT_COUNTS = {"AnnualCrop": 30, "Forest": 30, "HerbaceousVegetation": 30, "Highway": 24, "Industrial": 25,
+                  "Pasture": 20, "PermanentCrop": 25, "Residential": 30, "River": 25, "SeaLake": 30}
+CHIAPAS_NAMES = {1: "forest", 2: "water", 3: "herbaceous", 4: "barren", 5: "urban"}
+CHIAPAS_COUNTS = {"forest": 383, "water": 16, "herbaceous": 145, "barren": 106, "urban": 68}
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    missing = [p for p in (EUROSAT, SCENE_1999, SCENE_2002, LABELS) if not p.exists()]
+    assert not missing, f"real data missing (expected beside the repository in {DATA}): {missing}"
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def chiapas_scene(data_dir) -> np.ndarray:
+    """The 1999 Chiapas stack, ``(8, 250, 250)`` int16."""
+    import rasterio
+
+    with rasterio.open(SCENE_1999) as src:
+        return src.read()
+
+
+@pytest.fixture(scope="session")
+def chiapas_labels(data_dir) -> np.ndarray:
+    import rasterio
+
+    with rasterio.open(LABELS) as src:
+        return src.read(1)
+
+
+@pytest.fixture(scope="session")
+def chiapas_samples(tmp_path_factory, data_dir):
+    """Pixel samples extracted from the real Chiapas scene and labels (an ExtractResult)."""
+    from geoml_hub.extraction import extract_samples
+
+    out = tmp_path_factory.mktemp("chiapas") / "samples"
+    return extract_samples(SCENE_1999, LABELS, out, patch_size=1, class_names=CHIAPAS_NAMES)
+
+
+@pytest.fixture(scope="session")
+def pixel_model(tmp_path_factory, chiapas_samples):
+    """A pixel classifier trained on the Chiapas samples (a TrainResult)."""
+    from geoml_hub.training import train_model
+
+    out = tmp_path_factory.mktemp("pixel_model") / "pixel.pt"
+    return train_model(chiapas_samples.root, out, epochs=6, widths=(16,), seed=0, device="cpu")
+
+
+PATCH_TREE_CLASSES = {"bare": 3, "crop": 7, "wood": 11}  # deliberately not 0..K-1
+
+
+@pytest.fixture(scope="session")
+def patch_tree(tmp_path_factory) -> Path:
+    """Synthetic ``.npy`` tree: 3 separable classes, 4 bands, 9x9 patches, codes 3/7/11 via classes.json."""
+    from helpers import class_samples, write_npy_tree
+
+    rng = np.random.default_rng(42)
+    spec = {}
+    for k, name in enumerate(PATCH_TREE_CLASSES):
+        arr = class_samples(rng, 16, 4, 9, level=100.0 + 40.0 * k, spread=2.0)
+        spec[name] = [arr[:10], arr[10:]]
+    return write_npy_tree(tmp_path_factory.mktemp("patch_tree") / "tree", spec, classes=PATCH_TREE_CLASSES)
+
+
+@pytest.fixture(scope="session")
+def patch_model(tmp_path_factory, patch_tree):
+    """A 9x9 patch classifier trained on :func:`patch_tree` (a TrainResult)."""
+    from geoml_hub.training import train_model
+
+    out = tmp_path_factory.mktemp("patch_model") / "patch.pt"
+    return train_model(patch_tree, out, epochs=15, batch_size=8, widths=(8,), seed=0, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def patch_scene(tmp_path_factory) -> Path:
+    """Synthetic 4-band float32 scene (45x53) whose areas look like the patch-tree classes."""
+    from helpers import write_raster
+
+    rng = np.random.default_rng(7)
+    rows, cols = 45, 53
+    levels = np.full((rows, cols), 100.0)
+    levels[:, 18:36] = 140.0
+    levels[20:, 36:] = 180.0
+    data = levels[None] + np.arange(4.0).reshape(4, 1, 1) + rng.normal(0, 2.0, (4, rows, cols))
+    return write_raster(tmp_path_factory.mktemp("patch_scene") / "scene.tif", data.astype(np.float32))

@@ -1,0 +1,114 @@
+"""Helpers shared by the test modules: small synthetic trees and rasters, file checks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+CONSOLE_SCRIPT = Path(sys.executable).parent / "geoml-hub"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DEFAULT_CRS = "EPSG:32615"
+
+
+def assert_png(path) -> None:
+    path = Path(path)
+    assert path.is_file(), f"{path} missing"
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    assert len(data) > 1000, f"{path} is suspiciously small ({len(data)} bytes)"
+
+
+def read_csv_rows(path) -> List[Dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def csv_header(path) -> List[str]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return next(csv.reader(fh))
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def class_samples(rng: np.random.Generator, n: int, bands: int, size: int, level: float, spread: float = 1.0,
+                  dtype=np.float32) -> np.ndarray:
+    """``(n, bands, size, size)`` samples around ``level`` with a per-sample offset (so clusters form)."""
+    per_sample = rng.normal(0.0, spread * 3.0, size=(n, bands, 1, 1))
+    noise = rng.normal(0.0, spread, size=(n, bands, size, size))
+    band_offsets = np.arange(bands, dtype=np.float64).reshape(1, bands, 1, 1)
+    return (level + band_offsets + per_sample + noise).astype(dtype)
+
+
+def write_npy_tree(root, spec: Mapping[str, Sequence[np.ndarray]], classes: Optional[Mapping[str, int]] = None) -> Path:
+    """Write a ``.npy`` tree: ``spec`` maps class name → list of ``(N, bands, rows, cols)`` arrays (one file each)."""
+    root = Path(root)
+    for name, arrays in spec.items():
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for k, arr in enumerate(arrays):
+            np.save(d / f"part_{k:02d}.npy", np.asarray(arr))
+    if classes is not None:
+        (root / "classes.json").write_text(json.dumps(dict(classes)), encoding="utf-8")
+    return root
+
+
+def make_unbalanced_tree(root, counts: Mapping[str, int], bands: int = 3, size: int = 4, seed: int = 0,
+                         files_per_class: int = 2) -> Path:
+    """A tree whose classes have ``counts`` samples, each class split over several ``.npy`` files."""
+    rng = np.random.default_rng(seed)
+    spec = {}
+    for k, (name, n) in enumerate(counts.items()):
+        arr = class_samples(rng, n, bands, size, level=10.0 * k)
+        cuts = np.array_split(np.arange(n), min(files_per_class, n))
+        spec[name] = [arr[c] for c in cuts if len(c)]
+    return write_npy_tree(root, spec)
+
+
+def write_raster(path, data: np.ndarray, crs=DEFAULT_CRS, transform=None, nodata=None, **extra) -> Path:
+    """Write a GeoTIFF from ``(bands, rows, cols)`` or ``(rows, cols)`` data."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[np.newaxis]
+    if transform is None:
+        transform = from_origin(462405.0, 1741815.0, 30.0, 30.0)
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
+               "dtype": data.dtype.name, "crs": crs, "transform": transform}
+    if nodata is not None:
+        profile["nodata"] = nodata
+    profile.update(extra)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def read_raster(path):
+    """``(array (bands, rows, cols), profile dict)`` of a raster."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return src.read(), dict(src.profile)
+
+
+def script(*args, check_rc=None):
+    exe = str(CONSOLE_SCRIPT) if CONSOLE_SCRIPT.exists() else shutil.which("geoml-hub")
+    assert exe, "the geoml-hub console script is not installed"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([exe, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+    if check_rc is not None:
+        assert proc.returncode == check_rc, proc.stderr
+    return proc

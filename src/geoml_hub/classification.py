@@ -164,8 +164,8 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
         1-based scene band for each model band, when the scene's bands differ from the
         training samples'.
     tile_size : int
-        Output tile edge in pixels; memory is bounded by one tile (plus the patch halo),
-        whatever the scene size.
+        Output tile edge in pixels; memory is bounded by one tile (plus the patch halo
+        and GDAL's block cache, capped at 64 MB), whatever the scene size.
     batch_size : int
         Patches (or pixels ×256) per forward pass.
 
@@ -196,7 +196,9 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
     codes = np.array(model.class_codes, dtype=np.uint8)
     counts = np.zeros(len(codes), dtype=np.int64)
     nodata_pixels = 0
-    with Scene(scene) as sc:
+    from .validation import GDAL_CACHE_MB
+
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), Scene(scene) as sc:
         bands = resolve_band_map(model, sc.count, band_map, str(sc.paths[0]))
         profile = {"driver": "GTiff", "dtype": "uint8", "count": 1, "width": sc.width, "height": sc.height,
                    "crs": sc.crs, "transform": sc.transform, "nodata": NODATA, "compress": "deflate",

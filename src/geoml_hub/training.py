@@ -195,7 +195,8 @@ def train_model(samples: Union[SampleSet, PathLike], out: PathLike, config: Opti
     rng = np.random.default_rng(cfg.seed)
     arch = {"name": "patch_cnn", "in_bands": len(bands), "n_classes": len(sample_set.classes),
             "patch_size": list(sample_set.patch_size), "widths": list(cfg.widths), "dropout": cfg.dropout,
-            "band_statistics": cfg.band_statistics}
+            # on 1x1 pixel samples the band statistics are the input itself: no extra head
+            "band_statistics": bool(cfg.band_statistics and min(sample_set.patch_size) > 1)}
     net = build_network(arch)
     net.norm.mean.copy_(torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
     net.norm.std.copy_(torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))

@@ -31,6 +31,7 @@ from .fileio import PathLike, save_figure, write_csv, write_json
 from .progress import ProgressCallback, report
 
 ROW_BLOCK = 1024  # rows per window; bounded memory whatever the raster width
+GDAL_CACHE_MB = 64  # GDAL's block cache defaults to 5 % of RAM: cap it so memory stays flat
 
 
 def _clean(value) -> Optional[float]:
@@ -107,15 +108,17 @@ def confusion_counts(classification: PathLike, reference: PathLike, reference_no
 
     from .scene import _open, check_same_grid
 
-    with _open(classification) as cls_src, _open(reference) as ref_src:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), _open(classification) as cls_src, _open(reference) as ref_src:
         check_same_grid(cls_src, ref_src, f"classification {classification}", f"reference {reference}", ignore_crs_name)
         unlabelled = reference_nodata if reference_nodata is not None else ref_src.nodata
         cls_nodata = cls_src.nodata
+        h, w = ref_src.height, ref_src.width
+        windows = [Window(0, r, w, min(ROW_BLOCK, h - r)) for r in range(0, h, ROW_BLOCK)]
+        if ref_src.dtypes[0] in _BYTE_TYPES and cls_src.dtypes[0] in _BYTE_TYPES:
+            return _byte_counts(ref_src, cls_src, windows, unlabelled, cls_nodata, progress)
         counts: Counter = Counter()
         unclassified = labelled = 0
-        h, w = ref_src.height, ref_src.width
-        for r in range(0, h, ROW_BLOCK):
-            win = Window(0, r, w, min(ROW_BLOCK, h - r))
+        for k, win in enumerate(windows):
             ref = ref_src.read(1, window=win)
             pred = cls_src.read(1, window=win)
             mask = np.ones(ref.shape, dtype=bool)
@@ -130,8 +133,43 @@ def confusion_counts(classification: PathLike, reference: PathLike, reference_no
                 unclassified += int((~ok).sum())
                 ref_l, pred_l = ref_l[ok], pred_l[ok]
             accumulate_pairs(_as_labels(ref_l, str(reference)), _as_labels(pred_l, str(classification)), counts)
-            report(progress, min(h, r + ROW_BLOCK) / h, f"compared rows {min(h, r + ROW_BLOCK)}/{h}")
+            report(progress, (k + 1) / len(windows), f"compared rows {win.row_off + win.height}/{h}")
     return PixelCounts(counts, unclassified, labelled)
+
+
+_BYTE_TYPES = ("uint8", "int8")
+
+
+def _byte_counts(ref_src, cls_src, windows, unlabelled, cls_nodata, progress) -> PixelCounts:
+    """8-bit reference and classification: one ``bincount`` of ``ref << 8 | pred`` per window.
+
+    No masking or copying per window: the full 256×256 table is accumulated, then the
+    unlabelled row is dropped and the classification-nodata column becomes the
+    ``unclassified`` count.
+    """
+    r_off = 128 if ref_src.dtypes[0] == "int8" else 0
+    p_off = 128 if cls_src.dtypes[0] == "int8" else 0
+    table = np.zeros(256 * 256, dtype=np.int64)
+    for k, win in enumerate(windows):
+        ref = ref_src.read(1, window=win)
+        key = (ref.astype(np.int16) + r_off).astype(np.uint16) if r_off else ref.astype(np.uint16)  # 0..255
+        key <<= 8
+        pred = cls_src.read(1, window=win)
+        key |= (pred.astype(np.int16) + p_off).astype(np.uint16) if p_off else pred
+        table += np.bincount(key.ravel(), minlength=256 * 256)
+        report(progress, (k + 1) / len(windows), f"compared rows {win.row_off + win.height}/{ref_src.height}")
+    table = table.reshape(256, 256)
+    if unlabelled is not None and float(unlabelled).is_integer() and -r_off <= unlabelled < 256 - r_off:
+        table[int(unlabelled) + r_off, :] = 0
+    unclassified = 0
+    if cls_nodata is not None and float(cls_nodata).is_integer() and -p_off <= cls_nodata < 256 - p_off:
+        column = int(cls_nodata) + p_off
+        unclassified = int(table[:, column].sum())
+        table[:, column] = 0
+    counts: Counter = Counter()
+    for i, j in zip(*np.nonzero(table)):
+        counts[(int(i) - r_off, int(j) - p_off)] = int(table[i, j])
+    return PixelCounts(counts, unclassified, int(table.sum()) + unclassified)
 
 
 def build_confusion_matrix(pairs: Mapping[Tuple, int], names: Optional[Mapping] = None):

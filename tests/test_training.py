@@ -23,12 +23,12 @@ def per_band_stats(x):
 
 def test_train_outputs_and_model_round_trip(tmp_path, patch_tree):
     out = tmp_path / "models" / "m.pt"
-    res = train_model(patch_tree, out, seed=0, **TINY)
+    res = train_model(patch_tree, out, seed=0, refit=False, **TINY)
     assert res.model_path == out and out.is_file()
     assert res.history_path == tmp_path / "models" / "m.history.csv"
     assert res.curves_path == tmp_path / "models" / "m.curves.png"
     assert csv_header(res.history_path) == list(HISTORY_HEADER) == [
-        "epoch", "train_loss", "train_overall_accuracy", "val_loss", "val_overall_accuracy", "learning_rate",
+        "phase", "epoch", "train_loss", "train_overall_accuracy", "val_loss", "val_overall_accuracy", "learning_rate",
         "seconds"]
     rows = read_csv_rows(res.history_path)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -65,6 +65,25 @@ def test_train_outputs_and_model_round_trip(tmp_path, patch_tree):
     assert p.shape == (3, 3) and np.allclose(p.sum(1), 1.0, atol=1e-5)
 
 
+def test_refit_on_training_and_validation_samples(tmp_path, patch_tree):
+    """refit (the default): after the validation split chose the best epoch, a fresh network is
+    trained on all samples for that many epochs; its normalisation uses all samples."""
+    res = train_model(patch_tree, tmp_path / "m.pt", seed=0, **{**TINY, "epochs": 3})
+    rows = read_csv_rows(res.history_path)
+    select = [r for r in rows if r["phase"] == "select"]
+    refit = [r for r in rows if r["phase"] == "refit"]
+    assert [int(r["epoch"]) for r in select] == [1, 2, 3]
+    assert [int(r["epoch"]) for r in refit] == list(range(1, res.best_epoch + 1))
+    assert all(r["val_loss"].lower() == "nan" for r in refit)
+    model = load_model(res.model_path, device="cpu")
+    assert model.meta["training"]["refit_samples"] == 48
+    mean, std = per_band_stats(open_tree(patch_tree).read())
+    assert np.allclose(model.meta["normalization"]["mean"], mean, rtol=1e-6)
+    assert np.allclose(model.meta["normalization"]["std"], std, rtol=1e-6)
+    no_refit = load_model(train_model(patch_tree, tmp_path / "n.pt", seed=0, refit=False, **TINY).model_path, "cpu")
+    assert no_refit.meta["manifest_sha256"] != model.meta["manifest_sha256"]  # the hash covers the samples used
+
+
 def test_normalisation_without_validation_split(tmp_path, patch_tree):
     res = train_model(patch_tree, tmp_path / "m.pt", seed=0, val_fraction=0.0, **TINY)
     assert res.n_val == 0 and res.n_train == 48 and res.val_overall_accuracy is None
@@ -91,8 +110,7 @@ def test_band_subset(tmp_path, patch_tree):
     assert model.bands == [2, 3, 4] and model.sample_bands == 4
     assert model.meta["architecture"]["in_bands"] == 3
     tree = open_tree(patch_tree)
-    tr, _ = stratified_split(tree.labels(), 0.15, 0)
-    mean, std = per_band_stats(tree.read(tr)[:, 1:4])
+    mean, std = per_band_stats(tree.read()[:, 1:4])  # refit: statistics of all samples, of the chosen bands
     assert np.allclose(model.meta["normalization"]["mean"], mean, rtol=1e-6)
     assert np.allclose(model.meta["normalization"]["std"], std, rtol=1e-6)
     assert model.predict_proba(tree.read([0])[:, 1:4]).shape == (1, 3)
@@ -174,7 +192,7 @@ def test_early_stopping(tmp_path):
     x = rng.normal(0, 1, size=(80, 3, 1, 1)).astype(np.float32)
     root = write_npy_tree(tmp_path / "noise", {"a": [x[:40]], "b": [x[40:]]})
     res = train_model(root, tmp_path / "m.pt", epochs=40, patience=1, widths=(8,), device="cpu", seed=0,
-                      val_fraction=0.3, learning_rate=0.05)
+                      val_fraction=0.3, learning_rate=0.05, refit=False)
     assert len(res.history) < 40
     assert len(res.history) == res.best_epoch + 1
     val_losses = [r["val_loss"] for r in res.history]

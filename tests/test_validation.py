@@ -297,3 +297,21 @@ def test_compare_tie_and_bad_names(tmp_path):
     assert compare_classifications(c, c, r)["better"] is None
     with pytest.raises(ParameterError):
         compare_classifications(c, c, r, names=("same", "same"))
+
+
+def test_evaluate_class_unknown_to_the_model(tmp_path):
+    """Samples of a class the model never saw count as errors and are listed after the model's classes."""
+    from geoml_hub.training import train_model
+    from helpers import write_npy_tree
+
+    rng = np.random.default_rng(0)
+    known = {"a": [rng.normal(0, 1, (30, 3, 1, 1)).astype(np.float32)],
+             "b": [rng.normal(5, 1, (30, 3, 1, 1)).astype(np.float32)]}
+    model = train_model(write_npy_tree(tmp_path / "train", known), tmp_path / "m.pt", epochs=3, widths=(4,),
+                        device="cpu").model_path
+    extra = dict(known, zz=[rng.normal(9, 1, (5, 3, 1, 1)).astype(np.float32)])
+    s = evaluate_model(model, write_npy_tree(tmp_path / "eval", extra), tmp_path / "qc")
+    assert s["classes"] == ["a", "b", "zz"]
+    assert s["codes"] == {"a": 0, "b": 1, "zz": "zz"}
+    assert s["n"] == 65 and s["reference_counts"]["zz"] == 5
+    assert s["tpr"]["zz"] == 0.0  # never predicted: the model has no such output

@@ -120,7 +120,7 @@ class Model:
         """True when the model classifies single pixels (patch size 1×1)."""
         return tuple(self.patch_size) == (1, 1)
 
-    def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def predict_proba(self, x: np.ndarray, batch_size: int = 256, tta: bool = False) -> np.ndarray:
         """Class probabilities of samples.
 
         Parameters
@@ -128,6 +128,9 @@ class Model:
         x : numpy.ndarray
             ``(N, len(bands), rows, cols)`` raw values (any numeric dtype).
         batch_size : int
+        tta : bool
+            Test-time augmentation: average the probabilities over the 8 flips and
+            90° rotations of each patch (square patches larger than 1 pixel; 8× the cost).
 
         Returns
         -------
@@ -136,13 +139,20 @@ class Model:
         """
         torch = _torch()
         out = np.empty((len(x), len(self.class_names)), dtype=np.float32)
+        rows, cols = self.patch_size
+        views = _DIHEDRAL if tta and rows == cols and rows > 1 else _DIHEDRAL[:1]
         with torch.inference_mode():
             for start in range(0, len(x), batch_size):
                 chunk = np.ascontiguousarray(x[start:start + batch_size], dtype=np.float32)
-                xb = torch.from_numpy(chunk if chunk.flags.writeable else chunk.copy())
-                logits = self.network(xb.to(self.device, non_blocking=True))
-                out[start:start + len(xb)] = torch.softmax(logits, dim=1).cpu().numpy()
+                xb = torch.from_numpy(chunk if chunk.flags.writeable else chunk.copy()).to(self.device)
+                prob = sum(torch.softmax(self.network(view(xb)), dim=1) for view in views) / len(views)
+                out[start:start + len(xb)] = prob.cpu().numpy()
         return out
+
+
+_DIHEDRAL = [lambda t: t, lambda t: t.flip(-1), lambda t: t.flip(-2), lambda t: t.flip(-1).flip(-2),
+             lambda t: t.transpose(-1, -2), lambda t: t.transpose(-1, -2).flip(-1),
+             lambda t: t.transpose(-1, -2).flip(-2), lambda t: t.transpose(-1, -2).flip(-1).flip(-2)]
 
 
 def resolve_device(device: str = "auto") -> str:

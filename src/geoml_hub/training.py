@@ -52,6 +52,7 @@ class TrainConfig:
     band_statistics: bool = True
     label_smoothing: float = 0.1
     augment: bool = True
+    crop: Optional[int] = None
     refit: bool = True
     seed: int = 0
     device: str = "auto"
@@ -265,6 +266,9 @@ def _fit(cfg: TrainConfig, arch: Dict, x_all: np.ndarray, labels: np.ndarray, tr
             xb, yb = x_tr[idx], y_tr[idx]
             if cfg.augment:
                 xb = augment_batch(xb, gen)
+            if cfg.crop and cfg.crop < min(xb.shape[-2:]):
+                r0, c0 = (int(v) for v in torch.randint(0, min(xb.shape[-2:]) - cfg.crop + 1, (2,), generator=gen))
+                xb = xb[..., r0:r0 + cfg.crop, c0:c0 + cfg.crop]
             logits = net(xb)
             loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)

@@ -203,7 +203,8 @@ def build_confusion_matrix(pairs: Mapping[Tuple, int], names: Optional[Mapping] 
     if len(set(label.values())) != len(label):  # two codes with one name: keep them apart
         label = {c: f"{label[c]} ({c})" for c in codes}
     matrix = {label[a]: {label[b]: int(pairs.get((a, b), 0)) for b in codes} for a in codes}
-    return ConfusionMatrix(matrix=matrix), [(c, label[c]) for c in codes]
+    classes = [(c, label[c]) for c in codes]
+    return ConfusionMatrix(matrix=matrix, classes=[n for _, n in classes]), classes  # ordered by code
 
 
 def qc_summary(cm, classes: Sequence[Tuple], extra: Optional[Dict] = None) -> Dict:
@@ -325,8 +326,9 @@ def evaluate_model(model, samples, out_dir: Optional[PathLike] = None, device: s
                              progress=progress)
     pairs: Counter = Counter(zip(result["reference"], result["predicted"]))
     code_of = dict(zip(model.class_names, model.class_codes))
-    cm, classes = build_confusion_matrix({(a, b): n for (a, b), n in pairs.items()})
-    classes = [(code_of.get(name, name), name) for _, name in classes]
+    key = lambda name: code_of.get(name, name)  # a class the model does not know stays a name, listed last
+    cm, classes = build_confusion_matrix({(key(a), key(b)): n for (a, b), n in pairs.items()},
+                                         {c: n for n, c in code_of.items()})
     summary = qc_summary(cm, classes, {"samples": str(getattr(samples, "source", samples))})
     if out is not None:
         write_reports(cm, classes, summary, out, title="Confusion matrix (patches)")

@@ -280,3 +280,22 @@ def test_bad_stride_or_tile(tmp_path, patch_model, patch_scene, stride, tile_siz
     with pytest.raises(ParameterError):
         classify_scene(patch_model.model_path, patch_scene, tmp_path / "o.tif", stride=stride, tile_size=tile_size,
                        device="cpu")
+
+
+def test_tta_is_the_mean_over_the_eight_dihedral_views(patch_model, patch_tree):
+    import torch
+
+    model = load_model(patch_model.model_path, device="cpu")
+    x = open_tree(patch_tree).read([0, 20, 40])
+    views = []
+    for t in (False, True):
+        base = np.swapaxes(x, -1, -2) if t else x
+        for flip_c in (False, True):
+            for flip_r in (False, True):
+                v = base[..., ::-1] if flip_c else base
+                views.append(v[..., ::-1, :] if flip_r else v)
+    expected = np.mean([model.predict_proba(np.ascontiguousarray(v)) for v in views], axis=0)
+    got = model.predict_proba(x, tta=True)
+    assert np.allclose(got, expected, atol=1e-5)
+    assert not np.allclose(got, model.predict_proba(x), atol=1e-4)  # the views do change the answer
+    assert np.allclose(got.sum(1), 1.0, atol=1e-5)

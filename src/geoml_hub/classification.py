@@ -46,7 +46,7 @@ def _check_samples(model: Model, sample_set: SampleSet) -> None:
 
 
 def predict_samples(model: Union[Model, PathLike], samples: Union[SampleSet, PathLike], out_csv: Optional[PathLike] = None,
-                    batch_size: int = 128, device: str = "auto",
+                    batch_size: int = 128, device: str = "auto", tta: bool = False,
                     progress: Optional[ProgressCallback] = None) -> Dict[str, np.ndarray]:
     """Predict the class of every sample of a tree or manifest.
 
@@ -59,6 +59,8 @@ def predict_samples(model: Union[Model, PathLike], samples: Union[SampleSet, Pat
         Write ``file, index, reference, predicted, predicted_code, probability`` rows.
     batch_size : int
         Samples read and predicted at a time (memory is bounded by one batch).
+    tta : bool
+        Average over the 8 flips/rotations of each patch (8× the inference cost).
 
     Returns
     -------
@@ -82,7 +84,7 @@ def predict_samples(model: Union[Model, PathLike], samples: Union[SampleSet, Pat
     for start in range(0, n, batch_size):
         pos = range(start, min(n, start + batch_size))
         x = sample_set.read(pos)[:, band_idx]
-        p = model.predict_proba(x, batch_size=batch_size)
+        p = model.predict_proba(x, batch_size=batch_size, tta=tta)
         pred[start:start + len(pos)] = p.argmax(1)
         prob[start:start + len(pos)] = p.max(1)
         report(progress, (start + len(pos)) / n, f"predicted {start + len(pos)}/{n} samples")
@@ -146,7 +148,7 @@ class SceneClassification:
 
 def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike], PathLike], out: PathLike,
                    stride: Optional[int] = None, band_map: Optional[Sequence[int]] = None, tile_size: int = 512,
-                   batch_size: int = 256, device: str = "auto",
+                   batch_size: int = 256, device: str = "auto", tta: bool = False,
                    progress: Optional[ProgressCallback] = None) -> SceneClassification:
     """Classify a scene window by window into a ``uint8`` classification GeoTIFF.
 
@@ -168,6 +170,8 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
         and GDAL's block cache, capped at 64 MB), whatever the scene size.
     batch_size : int
         Patches (or pixels ×256) per forward pass.
+    tta : bool
+        Patch models: average over the 8 flips/rotations of each patch (8× the cost).
 
     Returns
     -------
@@ -219,7 +223,7 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
                             cls[ok] = codes[model.predict_proba(x[ok], batch_size=batch_size * 256).argmax(1)]
                         cls = cls.reshape(h, w)
                     else:
-                        cls, valid = _classify_tile(model, sc, bands, r, c, h, w, stride, codes, batch_size)
+                        cls, valid = _classify_tile(model, sc, bands, r, c, h, w, stride, codes, batch_size, tta)
                         cls[~valid] = NODATA
                     dst.write(cls, 1, window=rasterio.windows.Window(c, r, w, h))
                     nodata_pixels += int((~valid).sum())
@@ -234,7 +238,7 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
     return SceneClassification(Path(out), by_name, sc.width * sc.height, nodata_pixels, stride)
 
 
-def _classify_tile(model: Model, sc: Scene, bands, r, c, h, w, stride, codes, batch_size):
+def _classify_tile(model: Model, sc: Scene, bands, r, c, h, w, stride, codes, batch_size, tta=False):
     """Classify output tile ``(r, c, h, w)`` of a patch model in ``stride`` blocks."""
     pr, pc = model.patch_size
     nbr, nbc = -(-h // stride), -(-w // stride)
@@ -249,7 +253,7 @@ def _classify_tile(model: Model, sc: Scene, bands, r, c, h, w, stride, codes, ba
     pred = np.empty(len(patches), dtype=np.int64)
     for start in range(0, len(patches), batch_size):
         pred[start:start + batch_size] = model.predict_proba(patches[start:start + batch_size],
-                                                             batch_size=batch_size).argmax(1)
+                                                             batch_size=batch_size, tta=tta).argmax(1)
     blocks = codes[pred].reshape(nbr, nbc)
     cls = np.repeat(np.repeat(blocks, stride, axis=0), stride, axis=1)[:h, :w].copy()
     orow, ocol = r - r0, c - c0

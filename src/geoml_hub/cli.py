@@ -151,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("samples")
     p.add_argument("--out", required=True)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations of each patch")
 
     p = sub.add_parser("classify", help="classify a scene into a uint8 GeoTIFF")
     p.add_argument("model")
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--band-map", help="scene band (1-based) for each model band, e.g. 2,3,4")
     p.add_argument("--tile-size", type=int, default=512)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--tta", action="store_true", help="patch models: average over the 8 flips/rotations (8x cost)")
 
     p = sub.add_parser("validate", help="PyCM QC of a classification on labelled reference pixels")
     p.add_argument("classification")
@@ -235,14 +237,14 @@ def run(args) -> int:
         from .validation import evaluate_model
 
         with progress_bar(not quiet, "evaluate") as cb:
-            s = evaluate_model(args.model, args.samples, args.out, device=args.device, progress=cb)
+            s = evaluate_model(args.model, args.samples, args.out, device=args.device, tta=args.tta, progress=cb)
         print(format_qc(s))
     elif cmd == "classify":
         from .classification import classify_scene
 
         with progress_bar(not quiet, "classify") as cb:
             res = classify_scene(args.model, args.scene, args.out, stride=args.stride, band_map=_ints(args.band_map),
-                                 tile_size=args.tile_size, device=args.device, progress=cb)
+                                 tile_size=args.tile_size, device=args.device, tta=args.tta, progress=cb)
         print(f"wrote {res.path} ({res.pixels} pixels, {res.nodata_pixels} nodata, stride {res.stride}): "
               + ", ".join(f"{k} {v}" for k, v in res.counts.items()))
     elif cmd == "validate":

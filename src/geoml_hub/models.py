@@ -44,7 +44,7 @@ def build_network(architecture: Dict) -> "torch.nn.Module":
 
     ``architecture`` keys: ``name`` (``"patch_cnn"``), ``in_bands``, ``n_classes``,
     ``patch_size`` ``[rows, cols]``, ``widths`` (channels of each convolution block),
-    ``dropout`` and ``band_statistics`` (bool). See :class:`geoml_hub.networks.PatchCNN`.
+    ``dropout``, ``band_statistics`` and ``log_input`` (bools). See :class:`geoml_hub.networks.PatchCNN`.
 
     Raises
     ------
@@ -59,7 +59,7 @@ def build_network(architecture: Dict) -> "torch.nn.Module":
     rows, cols = (int(v) for v in architecture["patch_size"])
     return PatchCNN(int(architecture["in_bands"]), int(architecture["n_classes"]), min(rows, cols),
                     [int(w) for w in architecture["widths"]], float(architecture.get("dropout", 0.0)),
-                    bool(architecture.get("band_statistics", False)))
+                    bool(architecture.get("band_statistics", False)), bool(architecture.get("log_input", False)))
 
 
 def manifest_hash(samples: Sequence) -> str:

@@ -12,14 +12,22 @@ from torch import nn
 
 
 class Normalize(nn.Module):
-    """Per-band standardisation ``(x - mean) / std`` with the training split's statistics as buffers."""
+    """Per-band standardisation ``(f(x) - mean) / std`` with the training split's statistics as buffers.
 
-    def __init__(self, bands: int) -> None:
+    ``f`` is the identity, or with ``log_input`` ``log1p(max(x, 0))``: in log space a linear
+    layer forms any band ratio (``log a - log b``), the family of NDVI, NDWI and NDBI, for
+    any sensor.
+    """
+
+    def __init__(self, bands: int, log_input: bool = False) -> None:
         super().__init__()
+        self.log_input = log_input
         self.register_buffer("mean", torch.zeros(1, bands, 1, 1))
         self.register_buffer("std", torch.ones(1, bands, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.log_input:
+            x = torch.log1p(torch.clamp(x, min=0))
         return (x - self.mean) / self.std
 
 
@@ -33,9 +41,9 @@ class PatchCNN(nn.Module):
     """
 
     def __init__(self, in_bands: int, n_classes: int, patch_size: int, widths: List[int], dropout: float,
-                 band_statistics: bool) -> None:
+                 band_statistics: bool, log_input: bool = False) -> None:
         super().__init__()
-        self.norm = Normalize(in_bands)
+        self.norm = Normalize(in_bands, log_input)
         k = 3 if patch_size >= 3 else 1
         size = patch_size
         layers: List[nn.Module] = []

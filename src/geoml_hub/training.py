@@ -53,6 +53,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     augment: bool = True
     crop: Optional[int] = None
+    log_input: bool = False
     refit: bool = True
     seed: int = 0
     device: str = "auto"
@@ -194,7 +195,8 @@ def train_model(samples: Union[SampleSet, PathLike], out: PathLike, config: Opti
     arch = {"name": "patch_cnn", "in_bands": len(bands), "n_classes": len(sample_set.classes),
             "patch_size": list(sample_set.patch_size), "widths": list(cfg.widths), "dropout": cfg.dropout,
             # on 1x1 pixel samples the band statistics are the input itself: no extra head
-            "band_statistics": bool(cfg.band_statistics and min(sample_set.patch_size) > 1)}
+            "band_statistics": bool(cfg.band_statistics and min(sample_set.patch_size) > 1),
+            "log_input": bool(cfg.log_input)}
     refit = cfg.refit and len(va) > 0
     phase1 = scaled(progress, 0.0, 0.5 if refit else 1.0)
     net, history, best_epoch = _fit(cfg, arch, x_all, labels, tr, va, device, cfg.epochs, phase1, "select")
@@ -237,7 +239,7 @@ def _fit(cfg: TrainConfig, arch: Dict, x_all: np.ndarray, labels: np.ndarray, tr
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    mean, std = band_statistics(x_all[tr])
+    mean, std = band_statistics(np.log1p(np.maximum(x_all[tr], 0)) if arch.get("log_input") else x_all[tr])
     net = build_network(arch)
     net.norm.mean.copy_(torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
     net.norm.std.copy_(torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))

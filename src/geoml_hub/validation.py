@@ -306,7 +306,7 @@ def validate_classification(classification: PathLike, reference: PathLike, out_d
     return summary
 
 
-def evaluate_model(model, samples, out_dir: Optional[PathLike] = None, device: str = "auto",
+def evaluate_model(model, samples, out_dir: Optional[PathLike] = None, device: str = "auto", tta: bool = False,
                    progress: Optional[ProgressCallback] = None) -> Dict:
     """Patch-level QC: predict a tree or manifest and compare with the samples' classes.
 
@@ -322,14 +322,14 @@ def evaluate_model(model, samples, out_dir: Optional[PathLike] = None, device: s
 
     model = as_model(model, device)
     out = Path(out_dir) if out_dir is not None else None
-    result = predict_samples(model, samples, out / "predictions.csv" if out else None, device=device,
+    result = predict_samples(model, samples, out / "predictions.csv" if out else None, device=device, tta=tta,
                              progress=progress)
     pairs: Counter = Counter(zip(result["reference"], result["predicted"]))
     code_of = dict(zip(model.class_names, model.class_codes))
     key = lambda name: code_of.get(name, name)  # a class the model does not know stays a name, listed last
     cm, classes = build_confusion_matrix({(key(a), key(b)): n for (a, b), n in pairs.items()},
                                          {c: n for n, c in code_of.items()})
-    summary = qc_summary(cm, classes, {"samples": str(getattr(samples, "source", samples))})
+    summary = qc_summary(cm, classes, {"samples": str(getattr(samples, "source", samples)), "tta": tta})
     if out is not None:
         write_reports(cm, classes, summary, out, title="Confusion matrix (patches)")
     return summary

@@ -33,6 +33,25 @@ def _balance_kwargs(balance: Optional[Mapping]) -> Dict:
     return {k: v for k, v in dict(balance or {}).items() if k in allowed and v is not None}
 
 
+def _balance_and_train(sample_set, out: Path, seed: int, balance: Optional[Mapping], train: Optional[Mapping],
+                       progress: Optional[ProgressCallback], start: float, mid: float, stop: float):
+    """Balance ``sample_set`` into ``out/balance`` and train on the selection into ``out/model/model.pt``.
+
+    Returns the :class:`~geoml_hub.training.TrainResult` and the ``balance``/``training``
+    parts of the pipeline summary.
+    """
+    bal = balance_samples(sample_set, progress=scaled(progress, start, mid), **{"seed": seed, **_balance_kwargs(balance)})
+    bal.write(out / "balance")
+    cfg = {"seed": seed, **dict(train or {})}
+    result = train_model(bal.selected(), out / "model" / "model.pt", progress=scaled(progress, mid, stop), **cfg)
+    summary = public_summary(bal.summary)
+    steps = {"balance": {k: summary[k] for k in ("total_before", "total_after", "ratio_before", "ratio_after")},
+             "training": {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
+                          "val_overall_accuracy": result.val_overall_accuracy, "seconds": round(result.seconds, 1),
+                          "device": result.device}}
+    return result, steps
+
+
 def run_patch_pipeline(samples: PathLike, out: PathLike, test_fraction: float = 0.2, seed: int = 0,
                        balance: Optional[Mapping] = None, train: Optional[Mapping] = None,
                        progress: Optional[ProgressCallback] = None) -> Dict:
@@ -67,21 +86,13 @@ def run_patch_pipeline(samples: PathLike, out: PathLike, test_fraction: float = 
     write_manifest(out / "split" / "train.csv", train_set)
     write_manifest(out / "split" / "test.csv", test_set)
 
-    bal = balance_samples(train_set, progress=scaled(progress, 0.0, 0.1), **{"seed": seed, **_balance_kwargs(balance)})
-    bal.write(out / "balance")
-    cfg = dict(train or {})
-    cfg.setdefault("seed", seed)
-    result = train_model(bal.selected(), out / "model" / "model.pt", progress=scaled(progress, 0.1, 0.9), **cfg)
-    qc = evaluate_model(result.model_path, test_set, out / "qc", device=cfg.get("device", "auto"),
+    result, steps = _balance_and_train(train_set, out, seed, balance, train, progress, 0.0, 0.1, 0.9)
+    qc = evaluate_model(result.model_path, test_set, out / "qc", device=result.device,
                         progress=scaled(progress, 0.9, 1.0))
     summary = {
         "pipeline": "patches", "samples": str(samples), "seed": seed, "test_fraction": test_fraction,
         "n_samples": len(sample_set), "n_train": len(train_set), "n_test": len(test_set),
-        "balance": {k: public_summary(bal.summary)[k] for k in ("total_before", "total_after", "ratio_before",
-                                                                 "ratio_after")},
-        "training": {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
-                     "val_overall_accuracy": result.val_overall_accuracy, "seconds": round(result.seconds, 1),
-                     "device": result.device},
+        **steps,
         "qc": qc, "seconds": round(time.perf_counter() - started, 1),
         "outputs": {"model": str(result.model_path), "qc": str(out / "qc"), "balance": str(out / "balance")},
     }
@@ -127,13 +138,9 @@ def run_scene_pipeline(scene: Sequence[PathLike], reference: PathLike, out: Path
     ext = extract_samples(scene, split.train_reference, out / "samples", patch_size, reference_nodata, class_names,
                           progress=scaled(progress, 0.02, 0.1))
     sample_set = load_samples(ext.root)
-    bal = balance_samples(sample_set, progress=scaled(progress, 0.1, 0.2), **{"seed": seed, **_balance_kwargs(balance)})
-    bal.write(out / "balance")
-    cfg = dict(train or {})
-    cfg.setdefault("seed", seed)
-    result = train_model(bal.selected(), out / "model" / "model.pt", progress=scaled(progress, 0.2, 0.85), **cfg)
+    result, steps = _balance_and_train(sample_set, out, seed, balance, train, progress, 0.1, 0.2, 0.85)
     cls = classify_scene(result.model_path, scene, out / "classification.tif", stride=stride,
-                         device=cfg.get("device", "auto"), progress=scaled(progress, 0.85, 0.95))
+                         device=result.device, progress=scaled(progress, 0.85, 0.95))
     qc = validate_classification(cls.path, split.test_reference, out / "qc", reference_nodata,
                                  progress=scaled(progress, 0.95, 1.0))
     tested_codes = {r["code"] for r in split.table if r.get("side") == "test"}
@@ -143,11 +150,7 @@ def run_scene_pipeline(scene: Sequence[PathLike], reference: PathLike, out: Path
         "regions": {"train": len(split.train_regions), "test": len(split.test_regions)},
         "classes_without_test_region": sorted({r["code"] for r in split.table} - tested_codes),
         "n_train_samples": len(sample_set),
-        "balance": {k: public_summary(bal.summary)[k] for k in ("total_before", "total_after", "ratio_before",
-                                                                 "ratio_after")},
-        "training": {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
-                     "val_overall_accuracy": result.val_overall_accuracy, "seconds": round(result.seconds, 1),
-                     "device": result.device},
+        **steps,
         "classification": {"path": str(cls.path), "counts": cls.counts},
         "qc": qc, "seconds": round(time.perf_counter() - started, 1),
     }

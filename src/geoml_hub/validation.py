@@ -34,6 +34,14 @@ ROW_BLOCK = 1024  # rows per window; bounded memory whatever the raster width
 GDAL_CACHE_MB = 64  # GDAL's block cache defaults to 5 % of RAM: cap it so memory stays flat
 
 
+def gdal_env():
+    """GDAL settings for windowed reading: a 64 MB block cache (memory flat in raster size) and
+    block decoding on all cores (``GDAL_NUM_THREADS``: compressed tiles of one window in parallel)."""
+    import rasterio
+
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_NUM_THREADS="ALL_CPUS")
+
+
 def _clean(value) -> Optional[float]:
     """PyCM reports undefined values as the string 'None'; JSON gets null."""
     try:
@@ -108,7 +116,7 @@ def confusion_counts(classification: PathLike, reference: PathLike, reference_no
 
     from .scene import _open, check_same_grid
 
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), _open(classification) as cls_src, _open(reference) as ref_src:
+    with gdal_env(), _open(classification) as cls_src, _open(reference) as ref_src:
         check_same_grid(cls_src, ref_src, f"classification {classification}", f"reference {reference}", ignore_crs_name)
         unlabelled = reference_nodata if reference_nodata is not None else ref_src.nodata
         cls_nodata = cls_src.nodata
@@ -118,9 +126,7 @@ def confusion_counts(classification: PathLike, reference: PathLike, reference_no
             return _byte_counts(ref_src, cls_src, windows, unlabelled, cls_nodata, progress)
         counts: Counter = Counter()
         unclassified = labelled = 0
-        for k, win in enumerate(windows):
-            ref = ref_src.read(1, window=win)
-            pred = cls_src.read(1, window=win)
+        for k, (win, ref, pred) in enumerate(_read_pairs(ref_src, cls_src, windows)):
             mask = np.ones(ref.shape, dtype=bool)
             if unlabelled is not None:
                 mask &= ~np.isnan(ref) if (isinstance(unlabelled, float) and math.isnan(unlabelled)) else ref != unlabelled
@@ -140,24 +146,48 @@ def confusion_counts(classification: PathLike, reference: PathLike, reference_no
 _BYTE_TYPES = ("uint8", "int8")
 
 
+def _read_pairs(ref_src, cls_src, windows):
+    """Yield ``(window, reference, classification)`` arrays, reading the next window in a
+    background thread while the caller counts the current one (GDAL releases the GIL).
+    Only the reader thread touches the datasets."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(win):
+        return ref_src.read(1, window=win), cls_src.read(1, window=win)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoml-qc-read") as pool:
+        pending = pool.submit(read, windows[0]) if windows else None
+        for k, win in enumerate(windows):
+            ref, pred = pending.result()
+            if k + 1 < len(windows):
+                pending = pool.submit(read, windows[k + 1])
+            yield win, ref, pred
+
+
 def _byte_counts(ref_src, cls_src, windows, unlabelled, cls_nodata, progress) -> PixelCounts:
     """8-bit reference and classification: one ``bincount`` of ``ref << 8 | pred`` per window.
 
-    No masking or copying per window: the full 256×256 table is accumulated, then the
+    Windows are read one ahead in a background thread, and each window's two halves are
+    counted on two threads. No masking or copying per window: the full 256×256 table is accumulated, then the
     unlabelled row is dropped and the classification-nodata column becomes the
     ``unclassified`` count.
     """
     r_off = 128 if ref_src.dtypes[0] == "int8" else 0
     p_off = 128 if cls_src.dtypes[0] == "int8" else 0
+    from concurrent.futures import ThreadPoolExecutor
+
     table = np.zeros(256 * 256, dtype=np.int64)
-    for k, win in enumerate(windows):
-        ref = ref_src.read(1, window=win)
-        key = (ref.astype(np.int16) + r_off).astype(np.uint16) if r_off else ref.astype(np.uint16)  # 0..255
-        key <<= 8
-        pred = cls_src.read(1, window=win)
-        key |= (pred.astype(np.int16) + p_off).astype(np.uint16) if p_off else pred
-        table += np.bincount(key.ravel(), minlength=256 * 256)
-        report(progress, (k + 1) / len(windows), f"compared rows {win.row_off + win.height}/{ref_src.height}")
+    count = lambda part: np.bincount(part, minlength=256 * 256)  # noqa: E731
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="geoml-qc-count") as pool:
+        for k, (win, ref, pred) in enumerate(_read_pairs(ref_src, cls_src, windows)):
+            key = (ref.astype(np.int16) + r_off).astype(np.uint16) if r_off else ref.astype(np.uint16)  # 0..255
+            key <<= 8
+            key |= (pred.astype(np.int16) + p_off).astype(np.uint16) if p_off else pred
+            key = key.ravel()
+            half = key.size // 2  # bincount releases the GIL: count the two halves on two cores
+            for part in pool.map(count, (key[:half], key[half:])):
+                table += part
+            report(progress, (k + 1) / len(windows), f"compared rows {win.row_off + win.height}/{ref_src.height}")
     table = table.reshape(256, 256)
     if unlabelled is not None and float(unlabelled).is_integer() and -r_off <= unlabelled < 256 - r_off:
         table[int(unlabelled) + r_off, :] = 0

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark 4 — training throughput: ``train_model`` vs a plain PyTorch loop on the same network.
 
-Data: the 269 EuroSAT patches (``--data``, default ``/work/shared/data/eurosat_ms``) or,
+Data: the 269 EuroSAT patches (``--data``, default ``../shared/data/eurosat_ms`` beside the repository) or,
 with ``--synthetic N``, a generated ``.npy`` tree of N samples 13x64x64 uint16 in 10 classes.
 
 Cases, each in its own fresh process, alternated ``--repeats`` times:
@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
-EUROSAT = Path("/work/shared/data/eurosat_ms")
+EUROSAT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eurosat_ms"
 
 
 def add_args(p):

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Run the four geoml-hub benchmarks and write one JSON of results (standard library only).
 
-    /work/venv/bin/python benchmarks/run_all.py                 # full sizes (see docs/benchmarks.md)
-    /work/venv/bin/python benchmarks/run_all.py --quick         # small sizes, ~3-5 minutes
-    /work/venv/bin/python benchmarks/run_all.py --only qc,training --qc-pixels 1e7
+    .venv/bin/python benchmarks/run_all.py                 # full sizes (see docs/benchmarks.md)
+    .venv/bin/python benchmarks/run_all.py --quick         # small sizes, ~3-5 minutes
+    .venv/bin/python benchmarks/run_all.py --only qc,training --qc-pixels 1e7
 
 Each benchmark script can also be run alone (``benchmarks/bench_*.py --help``). Every
 measured case runs in a fresh child process; this process imports nothing heavy.

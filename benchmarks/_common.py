@@ -255,3 +255,21 @@ def child_result(path: Path, result: Dict) -> None:
 
 def gib(nbytes: float) -> float:
     return nbytes / 1024 ** 3
+
+
+def bench_main(argv, doc: str, name: str, add_args, hidden: Sequence[str], cases: Dict, run, print_results) -> Dict:
+    """The ``main`` of every ``bench_*.py``: parse options; as a child, run one case and hand
+    back its result; as the parent, run every case, print the table and write ``<name>.json``."""
+    p = add_args(common_parser(doc.splitlines()[1]))
+    for option in hidden:  # set by the parent for its children
+        p.add_argument(option, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.case:
+        child_result(args.result_file, cases[args.case](args))
+        return {}
+    res = run(args)
+    print_results(res)
+    out = args.out or args.workdir / f"{name}.json"
+    write_json(out, {"machine": machine_info(), name: res})
+    print(f"  results: {out}")
+    return res

@@ -228,18 +228,7 @@ def print_results(res: dict) -> None:
 
 
 def main(argv=None) -> dict:
-    p = add_args(C.common_parser(__doc__.splitlines()[1]))
-    p.add_argument("--data", help=C.argparse.SUPPRESS)
-    p.add_argument("--out-dir", help=C.argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.case:
-        C.child_result(args.result_file, CASES[args.case](args))
-        return {}
-    res = run(args)
-    print_results(res)
-    out = args.out or args.workdir / "balancing.json"
-    C.write_json(out, {"machine": C.machine_info(), "balancing": res})
-    print(f"  results: {out}")
+    res = C.bench_main(argv, __doc__, "balancing", add_args, ['--data', '--out-dir'], CASES, run, print_results)
     return res
 
 

@@ -259,17 +259,7 @@ def print_results(res: dict) -> None:
 
 
 def main(argv=None) -> dict:
-    p = add_args(C.common_parser(__doc__.splitlines()[1]))
-    p.add_argument("--data", help=C.argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.case:
-        C.child_result(args.result_file, CASES[args.case](args))
-        return {}
-    res = run(args)
-    print_results(res)
-    out = args.out or args.workdir / "qc.json"
-    C.write_json(out, {"machine": C.machine_info(), "qc": res})
-    print(f"  results: {out}")
+    res = C.bench_main(argv, __doc__, "qc", add_args, ['--data'], CASES, run, print_results)
     if "statistics" in res and not res["statistics"]["equal"]:
         raise SystemExit("QC statistics differ between geoml-hub and PyCM")
     return res

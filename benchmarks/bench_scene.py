@@ -220,18 +220,7 @@ def print_results(res: dict) -> None:
 
 
 def main(argv=None) -> dict:
-    p = add_args(C.common_parser(__doc__.splitlines()[1]))
-    for name in ("--data", "--size", "--model", "--out-file"):
-        p.add_argument(name, help=C.argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.case:
-        C.child_result(args.result_file, CASES[args.case](args))
-        return {}
-    res = run(args)
-    print_results(res)
-    out = args.out or args.workdir / "scene.json"
-    C.write_json(out, {"machine": C.machine_info(), "scene": res})
-    print(f"  results: {out}")
+    res = C.bench_main(argv, __doc__, "scene", add_args, ['--data', '--size', '--model', '--out-file'], CASES, run, print_results)
     return res
 
 

@@ -239,18 +239,7 @@ def print_results(res: dict) -> None:
 
 
 def main(argv=None) -> dict:
-    p = add_args(C.common_parser(__doc__.splitlines()[1]))
-    for name in ("--tree", "--model-out", "--arch-from"):
-        p.add_argument(name, help=C.argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.case:
-        C.child_result(args.result_file, CASES[args.case](args))
-        return {}
-    res = run(args)
-    print_results(res)
-    out = args.out or args.workdir / "training.json"
-    C.write_json(out, {"machine": C.machine_info(), "training": res})
-    print(f"  results: {out}")
+    res = C.bench_main(argv, __doc__, "training", add_args, ['--tree', '--model-out', '--arch-from'], CASES, run, print_results)
     return res
 
 

@@ -19,13 +19,14 @@ from .errors import GeomlError
 
 @contextmanager
 def progress_bar(enabled: bool, desc: str) -> Iterator:
-    """A tqdm bar driven by a ``progress(fraction, message)`` callback."""
+    """A tqdm bar on stderr driven by a ``progress(fraction, message)`` callback (none when stderr is
+    not a terminal, so logs stay clean)."""
     if not enabled:
         yield None
         return
     from tqdm import tqdm
 
-    bar = tqdm(total=1000, desc=desc, unit="‰", leave=False, file=sys.stderr,
+    bar = tqdm(total=1000, desc=desc, unit="‰", leave=False, file=sys.stderr, disable=None,  # off when not a TTY
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
 
     def update(fraction: float, message: str) -> None:

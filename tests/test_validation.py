@@ -199,6 +199,14 @@ def test_ignore_crs_name(tmp_path):
     summary = validate_classification(c, r, ignore_crs_name=True)
     mask = ref != 0
     assert_matches_pycm(summary, ref[mask], cls[mask])
+    # the same projection as a PROJ definition GDAL's IsSame refuses: only the override accepts it
+    towgs84 = "+proj=utm +zone=15 +ellps=WGS84 +towgs84=0,0,0,0,0,0,0 +units=m +no_defs"
+    r1 = write_raster(tmp_path / "ref1.tif", ref, nodata=0, crs=towgs84)
+    with rasterio.open(r1) as src:
+        assert src.crs != CRS.from_epsg(32615)  # the file really differs by rasterio's comparison
+    with pytest.raises(GridMismatchError, match="CRS"):
+        validate_classification(c, r1)
+    assert_matches_pycm(validate_classification(c, r1, ignore_crs_name=True), ref[mask], cls[mask])
     # a really different CRS is still refused
     r2 = write_raster(tmp_path / "ref2.tif", ref, nodata=0, crs="EPSG:32616")
     with pytest.raises(GridMismatchError, match="CRS"):

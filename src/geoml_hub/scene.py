@@ -30,17 +30,17 @@ def _open(path: PathLike):
 
 
 def crs_equal(a, b, ignore_name: bool = False) -> bool:
-    """True if two CRSs are equal; with ``ignore_name``, if they are the same projection by another name."""
+    """True if two CRSs are equal (rasterio's comparison, GDAL ``IsSame``, which ignores names).
+
+    With ``ignore_name``, also if both identify as the same EPSG code, or have equal PROJ
+    strings, e.g. ``+ellps=WGS84 +towgs84=0,...`` against EPSG:32615, which ``IsSame`` refuses.
+    """
     if a == b:
         return True
     if not ignore_name or a is None or b is None:
         return False
-    try:
-        from pyproj import CRS as PCRS
-
-        return PCRS.from_wkt(a.to_wkt()).equals(PCRS.from_wkt(b.to_wkt()), ignore_axis_order=True)
-    except Exception:
-        return a.to_proj4() == b.to_proj4()
+    epsg = a.to_epsg()
+    return (epsg is not None and epsg == b.to_epsg()) or a.to_proj4() == b.to_proj4()
 
 
 def check_same_grid(a, b, name_a: str, name_b: str, ignore_crs_name: bool = False) -> None:

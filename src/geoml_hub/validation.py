@@ -168,13 +168,14 @@ def _byte_counts(ref_src, cls_src, windows, unlabelled, cls_nodata, progress) ->
     """8-bit reference and classification: one ``bincount`` of ``ref << 8 | pred`` per window.
 
     Windows are read one ahead in a background thread, and each window's two halves are
-    counted on two threads. No masking or copying per window: the full 256×256 table is accumulated, then the
-    unlabelled row is dropped and the classification-nodata column becomes the
-    ``unclassified`` count.
+    counted on two threads. No masking or copying per window: the full 256×256 table is
+    accumulated, then the unlabelled row is dropped and the classification-nodata column
+    becomes the ``unclassified`` count.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     r_off = 128 if ref_src.dtypes[0] == "int8" else 0
     p_off = 128 if cls_src.dtypes[0] == "int8" else 0
-    from concurrent.futures import ThreadPoolExecutor
 
     table = np.zeros(256 * 256, dtype=np.int64)
     count = lambda part: np.bincount(part, minlength=256 * 256)  # noqa: E731

@@ -193,6 +193,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_balance_options(p)
     _add_train_options(p)
+
+    p = sub.add_parser("wps", help="the OGC WPS server (docs/wps.md)")
+    wsub = p.add_subparsers(dest="wps_command", required=True, metavar="WPS_COMMAND")
+    w = wsub.add_parser("serve", help="serve the WPS processes (standalone: loopback, no authentication)")
+    w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    w.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    w.add_argument("--config", help="INI file: a [geoml] section plus optional PyWPS sections")
+    w.add_argument("--state-dir", help="directory for the database, outputs and job directories")
+    w.add_argument("--data-root", action="append", metavar="NAME=DIR",
+                   help="a read-only data root, e.g. data=../shared/data (repeatable)")
+    w.add_argument("--database", help="SQLAlchemy URL of the job/logging database (default: SQLite file)")
+    w.add_argument("--parallel", type=int, help="jobs running at once (parallelprocesses, default 2)")
+    w.add_argument("--max-queued", type=int, help="jobs that may wait (maxprocesses, default 30)")
+    w.add_argument("--retention-hours", type=float, help="remove outputs this long after a job ends (default 168)")
+    w.add_argument("--url", help="public base URL (default http://HOST:PORT)")
+    w.add_argument("--server", choices=["gunicorn", "werkzeug"], default="gunicorn",
+                   help="gunicorn (default) or the werkzeug development server")
+    w.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    w.add_argument("--ready-file", help=argparse.SUPPRESS)
     return parser
 
 
@@ -268,6 +287,8 @@ def run(args) -> int:
             row = s["table"][stat]
             print(f"{stat:<17} " + "  ".join(f"{n} {row[n]:.3f}" if row[n] is not None else f"{n} n/a" for n in names))
         print(f"better: {s['better'] or 'tie'} (PyCM Compare: {s['pycm_best'] or 'no verdict'})")
+    elif cmd == "wps":
+        return run_wps(args)
     elif cmd == "pipeline":
         from .pipeline import run_patch_pipeline, run_scene_pipeline
 
@@ -295,6 +316,33 @@ def run(args) -> int:
         print(f"QC on held-out data ({args.out}/qc/summary.json):")
         print(format_qc(s["qc"]))
     return 0
+
+
+def run_wps(args) -> int:
+    """``geoml-hub wps serve``."""
+    from .wps.server import serve
+    from .wps.settings import load_settings
+
+    roots = None
+    if args.data_root:
+        roots = ",".join(args.data_root)
+    settings = load_settings(args.config, state_dir=args.state_dir, data_roots=roots, database=args.database,
+                             parallelprocesses=args.parallel, maxprocesses=args.max_queued,
+                             retention_hours=args.retention_hours, url=args.url)
+    if not args.url and not _config_sets_url(args.config):
+        host = args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        settings.url = f"http://{host}:{args.port}"
+    return serve(settings, args.host, args.port, server=args.server, workers=args.workers, ready_file=args.ready_file)
+
+
+def _config_sets_url(config: Optional[str]) -> bool:
+    if not config:
+        return False
+    import configparser
+
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(config)
+    return cfg.has_option("geoml", "url")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,0 +1,1 @@
+"""geoml-hub's OGC WPS processes (installed as ``geoml_hub.processes``)."""

@@ -1,0 +1,38 @@
+"""WPS process ``validate_classification``: PyCM quality control of a classified scene."""
+
+from geoml_hub.wps import wpsio
+from geoml_hub.wps import tasks
+from geoml_hub.wps.process import GeomlProcess
+
+
+class ValidateClassification(GeomlProcess):
+    def __init__(self):
+        inputs = [
+            wpsio.dataset_input("classification", "Classification",
+                                "Single-band classification GeoTIFF (class codes), e.g. the output of classify_scene: "
+                                "jobs/JOB_ID/classification.tif."),
+            wpsio.dataset_input("reference", "Reference labels",
+                                "Reference (ground truth) label raster on the same grid, e.g. "
+                                "data/landsat7_chiapas/training_data.gtif."),
+            wpsio.literal_input("reference_nodata", "Reference nodata", "float",
+                                "Value of unlabelled reference pixels; they are left out.", default=0.0),
+            wpsio.literal_input("ignore_crs_name", "Ignore CRS name", "boolean",
+                                "Accept CRSs that differ only in name (e.g. the same EPSG code).", default=False),
+        ]
+        outputs = wpsio.qc_outputs()
+        super().__init__(
+            self._handler, identifier="validate_classification", title="Validate a classification",
+            abstract="PyCM quality control of a classification against labelled reference pixels: overall accuracy, "
+                     "kappa, PPV (user's accuracy) and TPR (producer's accuracy) per class, confusion-matrix heatmap "
+                     "and PyCM's HTML report.",
+            keywords=["quality control", "PyCM", "confusion matrix", "accuracy"],
+            inputs=inputs, outputs=outputs, datasets={"classification": "file", "reference": "file"})
+
+    def _handler(self, request, response):
+        result = tasks.validate_classification(
+            self.job, self.dataset(request, "classification"), self.dataset(request, "reference"),
+            reference_nodata=self.value(request, "reference_nodata", 0.0),
+            ignore_crs_name=self.value(request, "ignore_crs_name", False),
+            progress=self.progress(response))
+        self.set_outputs(response, result)
+        return response

@@ -1,0 +1,187 @@
+"""The WSGI application of the WPS server.
+
+Routes, under the path of the configured service URL (e.g. ``/services/wps`` behind the
+hub, ``/`` standalone):
+
+``GET|POST /wps``
+    The OGC WPS 1.0.0 endpoint (PyWPS): GetCapabilities, DescribeProcess, Execute.
+``GET /outputs/<job>.xml``, ``GET /outputs/<job>/<file>``
+    Status documents and outputs, only for the job's owner, admins, or published jobs.
+``GET /jobs``
+    The caller's jobs as JSON (admins: everyone's; ``?owner=NAME`` to filter).
+``GET /jobs/<job>``
+    One job's record.
+``POST /jobs/<job>/cancel`` (or ``DELETE /jobs/<job>``)
+    Cancel a queued or running job.
+
+Every request is first identified by the authenticator (:mod:`geoml_hub.wps.auth`); a
+request without an identity gets 401 and nothing runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import os
+import re
+import urllib.parse
+from pathlib import Path
+
+from pywps.exceptions import NoApplicableCode
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import wrap_file
+
+from .auth import make_authenticator
+from .dispatcher import cancel_job
+from .jobs import store_for
+
+LOGGER = logging.getLogger("geoml_hub.wps")
+
+_JOB = re.compile(r"^[0-9a-fA-F-]{8,64}$")
+
+
+def _json(data, status: int = 200) -> Response:
+    return Response(json.dumps(data, indent=1) + "\n", status=status, mimetype="application/json")
+
+
+def _error(status: int, message: str) -> Response:
+    return _json({"error": message}, status)
+
+
+class WpsApp:
+    """The WSGI app (see the module docstring).
+
+    Parameters
+    ----------
+    settings : Settings
+        Prepared server settings.
+    service : pywps.Service
+        The PyWPS service with the processes.
+    authenticator : object, optional
+        Has ``identify(environ) -> Identity | None`` (default: from ``settings.auth``).
+    """
+
+    def __init__(self, settings, service, authenticator=None):
+        self.settings = settings
+        self.service = service
+        self.auth = authenticator or make_authenticator(settings)
+        self.store = store_for(settings.database)
+        self.base = urllib.parse.urlparse(settings.url).path.rstrip("/")
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        try:
+            response = self.dispatch(request, environ)
+        except HTTPException as exc:
+            response = exc
+        return response(environ, start_response)
+
+    def dispatch(self, request: Request, environ):
+        path = request.path
+        if self.base and (path == self.base or path.startswith(self.base + "/")):
+            path = path[len(self.base):]
+        path = "/" + path.lstrip("/")
+        if path in ("/", ""):
+            return _json({"service": "geoml-hub WPS", "wps": self.settings.wps_url,
+                          "jobs": self.settings.url + "/jobs", "outputs": self.settings.outputs_url})
+        if path == "/health":
+            return _json({"status": "ok"})
+        identity = self.auth.identify(environ)
+        if identity is None:
+            if path == "/wps":
+                return NoApplicableCode("authentication required: send a JupyterHub token", code=401)
+            return _error(401, "authentication required")
+        environ["geoml.identity"] = identity
+        if path == "/wps":
+            return self.service.call(Request(environ))
+        if path.startswith("/outputs/"):
+            return self.serve_output(path[len("/outputs/"):], identity, request)
+        if path == "/jobs":
+            return self.list_jobs(identity, request)
+        m = re.match(r"^/jobs/([^/]+)(/cancel)?/?$", path)
+        if m:
+            return self.job(m.group(1), bool(m.group(2)), identity, request)
+        return _error(404, f"no such resource: {path}")
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def _visible(self, job, identity) -> bool:
+        return identity.admin or job.owner == identity.name
+
+    def _status_url(self, job) -> str:
+        return f"{self.settings.outputs_url}/{job.uuid}.xml" if job.mode == "async" else None
+
+    def list_jobs(self, identity, request: Request) -> Response:
+        owner = request.args.get("owner")
+        if not identity.admin:
+            if owner not in (None, identity.name):
+                return _error(403, "you may list only your own jobs")
+            owner = identity.name
+        states = [s for s in request.args.get("status", "").split(",") if s] or None
+        try:
+            limit = int(request.args.get("limit", "200"))
+        except ValueError:
+            return _error(400, "limit must be an integer")
+        jobs = self.store.list(owner=owner, states=states, limit=max(1, min(limit, 5000)))
+        return _json({"jobs": [j.as_dict(self._status_url(j)) for j in jobs]})
+
+    def job(self, uuid: str, cancel: bool, identity, request: Request) -> Response:
+        if not _JOB.match(uuid):
+            return _error(404, "no such job")
+        job = self.store.get(uuid)
+        if job is None or not self._visible(job, identity):
+            return _error(404, "no such job")
+        if cancel or request.method == "DELETE":
+            if request.method not in ("POST", "DELETE"):
+                return _error(405, "use POST to cancel")
+            ok, message = cancel_job(self.settings, self.service, self.store, uuid, identity.name)
+            job = self.store.get(uuid)
+            body = job.as_dict(self._status_url(job))
+            if not ok:
+                body["error"] = message
+            return _json(body, 200 if ok else 409)
+        if request.method != "GET":
+            return _error(405, "method not allowed")
+        return _json(job.as_dict(self._status_url(job)))
+
+    # -- outputs ----------------------------------------------------------------------------------
+    def serve_output(self, rel: str, identity, request: Request) -> Response:
+        rel = urllib.parse.unquote(rel)
+        parts = [p for p in rel.split("/") if p]
+        if not parts or any(p in ("..", ".") for p in parts) or "\x00" in rel:
+            return _error(404, "no such output")
+        uuid = parts[0][:-4] if len(parts) == 1 and parts[0].endswith(".xml") else parts[0]
+        if not _JOB.match(uuid):
+            return _error(404, "no such output")
+        job = self.store.get(uuid)
+        if job is None or not (self._visible(job, identity) or job.published):
+            return _error(404 if job is None else 403, "no such output" if job is None else "not your job")
+        root = Path(os.path.realpath(self.settings.outputs_dir))
+        path = Path(os.path.realpath(root.joinpath(*parts)))
+        try:
+            path.relative_to(root)
+        except ValueError:
+            return _error(404, "no such output")
+        if not path.is_file():
+            if job.outputs_removed is not None and len(parts) > 1:
+                return _error(410, f"outputs of job {uuid} were removed by the retention policy")
+            return _error(404, "no such output")
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if path.suffix == ".xml":
+            mime = "text/xml"
+        f = open(path, "rb")
+        size = os.fstat(f.fileno()).st_size
+        resp = Response(wrap_file(request.environ, f), mimetype=mime, direct_passthrough=True)
+        resp.content_length = size
+        resp.headers["Cache-Control"] = "no-store" if path.suffix == ".xml" else "private, max-age=60"
+        return resp
+
+
+def make_app(settings, service=None, authenticator=None) -> WpsApp:
+    """The WSGI app for prepared ``settings`` (builds the service if not given)."""
+    if service is None:
+        from .service import build_service
+
+        service = build_service(settings)
+    return WpsApp(settings, service, authenticator)

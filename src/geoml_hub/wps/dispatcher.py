@@ -1,0 +1,291 @@
+"""The dispatcher: starts queued jobs, watches their workers, cancels, and applies retention.
+
+One dispatcher runs per server (a thread in the werkzeug process, or in the gunicorn
+master). It closes PyWPS 4.8's gaps:
+
+- queued jobs start as soon as a slot is free (``parallelprocesses``) — also right after
+  a restart, without waiting for another job to end;
+- at startup, a job still marked running whose worker is gone (kill -9, reboot) is
+  marked failed with the reason; a worker that survived a server crash is adopted and
+  watched until it ends;
+- a worker that exits without writing a final status is marked failed with its exit
+  code or signal, and its status document says so;
+- on a graceful stop (SIGTERM, Ctrl-C) running jobs are stopped and put back in the
+  queue, so they run again on the next start;
+- outputs of jobs finished more than ``retention_hours`` ago are removed, and the job
+  record says when.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Dict, Optional, Tuple
+
+from pywps.response.status import WPS_STATUS
+
+from . import datasets as ds
+from .jobs import DISMISSED, FAILED, HOST, QUEUED, RUNNING, Job, JobStore, store_for, utcnow, worker_alive
+
+LOGGER = logging.getLogger("geoml_hub.wps")
+
+_WAKE = threading.Event()
+
+
+def wake() -> None:
+    """Ask the dispatcher of this process (if any) to look at the queue now."""
+    _WAKE.set()
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except (ValueError, TypeError):
+        return f"signal {-code}"
+
+
+def write_final_status(settings, service, job: Job, message: str) -> None:
+    """Write a failed status document for ``job`` (atomically), e.g. after its worker died or it
+    was cancelled. The job table is not changed here."""
+    from .process import AtomicExecuteResponse, restore_request
+    from .service import process_copy
+
+    if not job.request:
+        return
+    try:
+        request = restore_request(job)
+        process = process_copy(service, request.identifier)
+        process._set_uuid(job.uuid)
+        process._setup_status_storage()
+        response = AtomicExecuteResponse(request, process=process, uuid=job.uuid)
+        response.store_status_file = True
+        response._update_status(WPS_STATUS.FAILED, message, 100, clean=False)
+    except Exception:  # never let a status document stop the dispatcher
+        LOGGER.exception("could not write the status document of job %s", job.uuid)
+
+
+def remove_partial_outputs(settings, uuid: str) -> None:
+    """Remove a job's output directory and working directory (its status document stays)."""
+    ds.remove_tree(settings.job_outputs(uuid))
+    ds.remove_tree(settings.job_workdir(uuid))
+
+
+def stop_worker(pid: Optional[int], pid_start: Optional[int], grace: float = 3.0) -> bool:
+    """Stop a worker and its process group: SIGTERM, then SIGKILL after ``grace`` seconds.
+    Returns ``True`` once no such process is left."""
+    if not worker_alive(pid, pid_start):
+        return True
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not worker_alive(pid, pid_start):
+                return True
+            time.sleep(0.05)
+    return not worker_alive(pid, pid_start)
+
+
+def cancel_job(settings, service, store: JobStore, uuid: str, by: str) -> Tuple[bool, str]:
+    """Cancel (dismiss) a queued or running job.
+
+    The job becomes ``dismissed``; its WPS status document says failed with the reason; a
+    running worker is stopped with its whole process group; partial outputs are removed.
+
+    Returns
+    -------
+    (bool, str)
+        Whether the job was cancelled, and a message (why not, when it was not).
+    """
+    job = store.get(uuid)
+    if job is None:
+        return False, "no such job"
+    if job.final:
+        return False, f"job already {job.state}"
+    if job.mode == "sync":
+        return False, "a synchronous request cannot be cancelled"
+    message = f"dismissed: cancelled by {by}"
+    if job.state == RUNNING and job.host not in (None, HOST):
+        return False, f"job runs on host {job.host}; cancel it there"
+    if not store.finish(uuid, DISMISSED, message, expected=(job.state,)):
+        job = store.get(uuid)
+        return False, f"job already {job.state}" if job else "no such job"
+    if job.state == RUNNING:
+        fresh = store.get(uuid)
+        stop_worker(fresh.pid, fresh.pid_start)
+    write_final_status(settings, service, store.get(uuid), message)
+    remove_partial_outputs(settings, uuid)
+    LOGGER.info("job %s (%s) %s", uuid, job.identifier, message)
+    return True, message
+
+
+class Dispatcher(threading.Thread):
+    """Background thread that drives the job table (see the module docstring).
+
+    Parameters
+    ----------
+    settings : Settings
+        The server settings (prepared).
+    service : pywps.Service
+        The service (used to write status documents of jobs that died).
+    poll : float
+        Seconds between looks at the queue (a submission in this process wakes it at once).
+    """
+
+    def __init__(self, settings, service, poll: float = 0.25):
+        super().__init__(name="geoml-wps-dispatcher", daemon=True)
+        self.settings = settings
+        self.service = service
+        self.poll = poll
+        self.store = store_for(settings.database)
+        self.children: Dict[str, subprocess.Popen] = {}
+        self._stop_event = threading.Event()
+        self._stopped = threading.Event()
+        self._last_sweep = 0.0
+        self._last_check = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self.recover()
+        except Exception:
+            LOGGER.exception("job recovery failed")
+        while not self._stop_event.is_set():
+            try:
+                self.step()
+            except Exception:
+                LOGGER.exception("dispatcher step failed")
+            _WAKE.wait(self.poll)
+            _WAKE.clear()
+        self._stopped.set()
+
+    def step(self) -> None:
+        self.reap()
+        self.start_queued()
+        now = time.monotonic()
+        if now - self._last_check > 2.0:
+            self._last_check = now
+            self.check_running()
+        if self.settings.retention_hours > 0 and now - self._last_sweep > 60.0:
+            self._last_sweep = now
+            self.sweep()
+
+    def stop(self, requeue: bool = True, timeout: float = 10.0) -> None:
+        """Stop the thread; stop running workers and put their jobs back in the queue."""
+        self._stop_event.set()
+        wake()
+        self._stopped.wait(timeout)
+        if not requeue:
+            return
+        for uuid, proc in list(self.children.items()):
+            job = self.store.get(uuid)
+            if job is None or job.state != RUNNING:
+                continue
+            stop_worker(proc.pid, job.pid_start)
+            proc.poll()
+            if self.store._transition(uuid, RUNNING, state=QUEUED, started=None, pid=None, pid_start=None,
+                                      percent=0.0, message="re-queued: the server stopped while it ran"):
+                remove_partial_outputs(self.settings, uuid)
+                LOGGER.info("job %s re-queued (server stopping)", uuid)
+        self.children.clear()
+
+    # -- the work -------------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Startup: fail running jobs whose worker is gone; adopt the ones that survived."""
+        for job in self.store.list(states=[RUNNING]):
+            if job.host not in (None, HOST):
+                continue
+            if worker_alive(job.pid, job.pid_start) and job.pid != os.getpid():
+                LOGGER.info("job %s: worker %s survived a server restart; watching it", job.uuid, job.pid)
+                continue
+            if job.mode == "sync":
+                reason = "failed: the server stopped while it handled this synchronous request"
+            elif job.pid is None:
+                reason = "failed: the server stopped before the job's worker started"
+            else:
+                reason = "failed: the worker died while the server was down, e.g. killed or a restart; rerun the job"
+            self._fail(job, reason)
+
+    def _fail(self, job: Job, reason: str) -> None:
+        if self.store.finish(job.uuid, FAILED, reason, expected=(RUNNING,)):
+            LOGGER.warning("job %s (%s) %s", job.uuid, job.identifier, reason)
+            write_final_status(self.settings, self.service, self.store.get(job.uuid), reason)
+            remove_partial_outputs(self.settings, job.uuid)
+
+    def reap(self) -> None:
+        for uuid, proc in list(self.children.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del self.children[uuid]
+            job = self.store.get(uuid)
+            if job is not None and job.state == RUNNING:
+                if code < 0:
+                    why = f"killed by {_signal_name(code)}"
+                elif code > 0:
+                    why = f"exited with status {code}"
+                else:
+                    why = "ended without a final status"
+                self._fail(job, f"failed: the worker process {why}; see the server log {job.uuid}.log")
+        if self.children or not _WAKE.is_set():
+            pass
+
+    def check_running(self) -> None:
+        """Fail running jobs of this host whose worker is gone and that no thread of ours watches
+        (adopted workers, or workers whose exit status another process reaped)."""
+        for job in self.store.list(states=[RUNNING]):
+            if job.uuid in self.children or job.host not in (None, HOST) or job.pid is None or job.mode == "sync":
+                continue
+            if not worker_alive(job.pid, job.pid_start):
+                job2 = self.store.get(job.uuid)
+                if job2 is not None and job2.state == RUNNING:
+                    self._fail(job2, "failed: the worker process ended without a final status")
+
+    def start_queued(self) -> None:
+        running = self.store.counts()[RUNNING]
+        free = self.settings.parallelprocesses - running
+        if free <= 0:
+            return
+        for job in self.store.list(states=[QUEUED], limit=free, oldest_first=True):
+            if self.store.claim(job.uuid):
+                self.spawn(job)
+
+    def spawn(self, job: Job) -> None:
+        log = open(self.settings.logs_dir / f"{job.uuid}.log", "ab")
+        env = dict(os.environ)
+        env.setdefault("MPLBACKEND", "Agg")
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "geoml_hub.wps.worker", str(self.settings.settings_file),
+                                     job.uuid], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, env=env, close_fds=True)
+        except OSError as exc:
+            self._fail(job, f"failed: could not start a worker: {exc}")
+            return
+        finally:
+            log.close()
+        self.children[job.uuid] = proc
+        self.store.set_worker(job.uuid, proc.pid)
+        LOGGER.info("job %s (%s) started in worker %s", job.uuid, job.identifier, proc.pid)
+
+    def sweep(self, now: Optional[dt.datetime] = None) -> int:
+        """Remove outputs of jobs finished more than ``retention_hours`` ago; return how many."""
+        now = now or utcnow()
+        before = now - dt.timedelta(hours=self.settings.retention_hours)
+        n = 0
+        for job in self.store.expired(before):
+            remove_partial_outputs(self.settings, job.uuid)
+            self.store.mark_outputs_removed(job.uuid)
+            LOGGER.info("job %s: outputs removed (finished %s, retention %g h)", job.uuid, job.finished,
+                        self.settings.retention_hours)
+            n += 1
+        return n

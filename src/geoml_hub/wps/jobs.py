@@ -1,0 +1,241 @@
+"""The job table: durable records of every WPS Execute, beside PyWPS's logging tables.
+
+PyWPS 4.8 keeps async jobs in its logging database, but only starts a queued job when
+another one finishes and never notices a worker that died. geoml-hub keeps its own
+table, ``geoml_jobs``, in the same database (a SQLite file or PostgreSQL) and drives
+it from :mod:`geoml_hub.wps.dispatcher`.
+
+States (``state`` column)::
+
+    queued -> running -> succeeded | failed
+    queued | running -> dismissed          (cancelled by its owner or an admin)
+
+Every state change is a single conditional ``UPDATE ... WHERE state = <expected>``, so
+two server processes sharing the database never both start, finish or cancel a job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, DISMISSED = "queued", "running", "succeeded", "failed", "dismissed"
+FINAL_STATES = (SUCCEEDED, FAILED, DISMISSED)
+
+_metadata = sa.MetaData()
+jobs_table = sa.Table(
+    "geoml_jobs", _metadata,
+    sa.Column("uuid", sa.String(64), primary_key=True),
+    sa.Column("identifier", sa.String(255), nullable=False),
+    sa.Column("owner", sa.String(255), nullable=False, index=True),
+    sa.Column("mode", sa.String(8), nullable=False, default="async"),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("percent", sa.Float, nullable=False, default=0.0),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("created", sa.DateTime, nullable=False),
+    sa.Column("started", sa.DateTime, nullable=True),
+    sa.Column("finished", sa.DateTime, nullable=True),
+    sa.Column("host", sa.String(255), nullable=True),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Column("pid_start", sa.BigInteger, nullable=True),
+    sa.Column("request", sa.Text, nullable=True),
+    sa.Column("outputs_removed", sa.DateTime, nullable=True),
+    sa.Column("published", sa.Boolean, nullable=False, default=False),
+)
+
+HOST = socket.gethostname()
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def process_start_ticks(pid: int) -> Optional[int]:
+    """Start time of process ``pid`` (clock ticks since boot, ``/proc/PID/stat`` field 22), or
+    ``None`` if no such live process exists (zombies count as dead).
+
+    Together with the pid it identifies a process even after the pid is reused.
+    """
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            raw = f.read().decode("ascii", "replace")
+    except (OSError, ValueError):
+        return None
+    # the command name (field 2) is in parentheses and may contain spaces
+    rest = raw[raw.rfind(")") + 2:].split()
+    if not rest or rest[0] in ("Z", "X"):
+        return None
+    return int(rest[19])
+
+
+def worker_alive(pid: Optional[int], pid_start: Optional[int]) -> bool:
+    """Whether the worker ``pid`` started at ``pid_start`` ticks is still running."""
+    if not pid:
+        return False
+    ticks = process_start_ticks(pid)
+    return ticks is not None and (pid_start is None or ticks == pid_start)
+
+
+@dataclass
+class Job:
+    """One row of the job table (see the module docstring for ``state``)."""
+
+    uuid: str
+    identifier: str
+    owner: str
+    mode: str
+    state: str
+    percent: float
+    message: Optional[str]
+    created: dt.datetime
+    started: Optional[dt.datetime]
+    finished: Optional[dt.datetime]
+    host: Optional[str]
+    pid: Optional[int]
+    pid_start: Optional[int]
+    request: Optional[str]
+    outputs_removed: Optional[dt.datetime]
+    published: bool
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def as_dict(self, status_url: Optional[str] = None) -> Dict:
+        """JSON-ready summary (no request body, no pid)."""
+        def iso(t):
+            return t.isoformat(timespec="seconds") + "Z" if t else None
+
+        out = {"job_id": self.uuid, "process": self.identifier, "owner": self.owner, "mode": self.mode,
+               "status": self.state, "percent": round(self.percent or 0.0, 1), "message": self.message,
+               "created": iso(self.created), "started": iso(self.started), "finished": iso(self.finished),
+               "outputs_removed": iso(self.outputs_removed), "published": bool(self.published)}
+        if status_url:
+            out["status_location"] = status_url
+        return out
+
+
+class JobStore:
+    """Access to the ``geoml_jobs`` table of one database.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy URL: ``sqlite:////abs/path.sqlite`` or ``postgresql://...``.
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        if url.startswith("sqlite"):
+            self.engine = sa.create_engine(url, poolclass=NullPool, connect_args={"timeout": 60,
+                                                                                   "check_same_thread": False})
+
+            @sa.event.listens_for(self.engine, "connect")
+            def _pragmas(conn, _record):  # WAL: readers never wait for the (single) writer
+                cur = conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA busy_timeout=60000")
+                cur.close()
+        else:
+            self.engine = sa.create_engine(url, poolclass=NullPool)
+        _metadata.create_all(self.engine)
+
+    # -- writes -------------------------------------------------------------------------------
+    def submit(self, uuid: str, identifier: str, owner: str, request: Optional[str], mode: str = "async",
+               state: str = QUEUED, message: str = "queued") -> None:
+        now = utcnow()
+        with self.engine.begin() as c:
+            c.execute(jobs_table.insert().values(
+                uuid=str(uuid), identifier=identifier, owner=owner, mode=mode, state=state, percent=0.0,
+                message=message, created=now, started=now if state == RUNNING else None,
+                host=HOST if state == RUNNING else None, pid=os.getpid() if state == RUNNING else None,
+                pid_start=process_start_ticks(os.getpid()) if state == RUNNING else None,
+                request=request, published=False))
+
+    def _transition(self, uuid: str, expected, **values) -> bool:
+        expected = (expected,) if isinstance(expected, str) else tuple(expected)
+        with self.engine.begin() as c:
+            res = c.execute(jobs_table.update()
+                            .where(jobs_table.c.uuid == str(uuid), jobs_table.c.state.in_(expected))
+                            .values(**values))
+            return res.rowcount == 1
+
+    def claim(self, uuid: str) -> bool:
+        """Mark a queued job running on this host; ``False`` if someone else took it."""
+        return self._transition(uuid, QUEUED, state=RUNNING, started=utcnow(), host=HOST,
+                                message="starting", pid=None, pid_start=None)
+
+    def set_worker(self, uuid: str, pid: int) -> None:
+        self._transition(uuid, RUNNING, pid=pid, pid_start=process_start_ticks(pid))
+
+    def progress(self, uuid: str, percent: float, message: str) -> None:
+        self._transition(uuid, RUNNING, percent=float(percent), message=message)
+
+    def finish(self, uuid: str, state: str, message: str, expected=(QUEUED, RUNNING)) -> bool:
+        """Set a final state unless the job already has one (first writer wins)."""
+        assert state in FINAL_STATES
+        values = dict(state=state, message=message, finished=utcnow())
+        if state == SUCCEEDED:
+            values["percent"] = 100.0
+        return self._transition(uuid, expected, **values)
+
+    def mark_outputs_removed(self, uuid: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(jobs_table.update().where(jobs_table.c.uuid == str(uuid))
+                      .values(outputs_removed=utcnow()))
+
+    def set_published(self, uuid: str, published: bool = True) -> None:
+        with self.engine.begin() as c:
+            c.execute(jobs_table.update().where(jobs_table.c.uuid == str(uuid)).values(published=published))
+
+    # -- reads --------------------------------------------------------------------------------
+    def get(self, uuid: str) -> Optional[Job]:
+        with self.engine.connect() as c:
+            row = c.execute(jobs_table.select().where(jobs_table.c.uuid == str(uuid))).mappings().first()
+        return Job(**row) if row else None
+
+    def list(self, owner: Optional[str] = None, states=None, limit: Optional[int] = None,
+             oldest_first: bool = False) -> List[Job]:
+        q = jobs_table.select()
+        if owner is not None:
+            q = q.where(jobs_table.c.owner == owner)
+        if states:
+            q = q.where(jobs_table.c.state.in_(tuple(states)))
+        q = q.order_by(jobs_table.c.created.asc() if oldest_first else jobs_table.c.created.desc())
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as c:
+            return [Job(**r) for r in c.execute(q).mappings().all()]
+
+    def counts(self) -> Dict[str, int]:
+        q = sa.select(jobs_table.c.state, sa.func.count()).group_by(jobs_table.c.state)
+        with self.engine.connect() as c:
+            out = {s: n for s, n in c.execute(q).all()}
+        return {s: out.get(s, 0) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED, DISMISSED)}
+
+    def expired(self, before: dt.datetime) -> List[Job]:
+        """Finished jobs that ended before ``before`` and still have their outputs."""
+        q = (jobs_table.select().where(jobs_table.c.state.in_(FINAL_STATES), jobs_table.c.finished < before,
+                                       jobs_table.c.outputs_removed.is_(None)))
+        with self.engine.connect() as c:
+            return [Job(**r) for r in c.execute(q).mappings().all()]
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_STORES: Dict[str, JobStore] = {}
+
+
+def store_for(url: str) -> JobStore:
+    """One :class:`JobStore` per database URL and process (re-created after a fork)."""
+    key = f"{os.getpid()}:{url}"
+    if key not in _STORES:
+        _STORES[key] = JobStore(url)
+    return _STORES[key]

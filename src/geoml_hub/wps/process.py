@@ -1,0 +1,361 @@
+"""The base class of geoml-hub's WPS processes and the pieces PyWPS lacks.
+
+:class:`GeomlProcess` is a :class:`pywps.Process` that
+
+- records every Execute in the job table (:mod:`geoml_hub.wps.jobs`) with its owner;
+- queues async Executes for the dispatcher instead of PyWPS's own queue (which starts a
+  queued job only when another job finishes, and forgets it on a restart);
+- checks dataset inputs (:mod:`geoml_hub.wps.datasets`) before accepting a job, so a bad
+  name is an ExceptionReport and nothing runs;
+- writes status documents atomically (temporary file + rename);
+- turns library errors into messages that survive PyWPS's sanitising (at most 300
+  characters; letters, digits and ``.:!?=,;-_/`` only).
+
+A process module subclasses it with no constructor arguments, so PyWPS and the job
+worker can re-create it from its class name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional
+
+from pywps import Process
+from pywps.app.exceptions import ProcessError, format_message
+from pywps.exceptions import InvalidParameterValue, NoApplicableCode, ServerBusy
+from pywps.inout.formats import FORMATS
+from pywps.inout.outputs import ComplexOutput, LiteralOutput
+from pywps.response.execute import ExecuteResponse
+from pywps.response.status import WPS_STATUS
+
+from .. import __version__
+from ..errors import GeomlError
+from . import datasets as ds
+from .jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, store_for
+from .settings import current_settings
+
+LOGGER = logging.getLogger("geoml_hub.wps")
+
+_UNSAFE = re.compile(r"[^\w.:!?=,;\-_/ ]")
+
+
+def wps_message(text: str, settings=None, limit: int = 300) -> str:
+    """Rewrite ``text`` so that PyWPS's message sanitiser keeps it whole.
+
+    Server paths of the data roots and state directory are replaced by their dataset
+    names, quotes and brackets are dropped, and the text is cut at a word boundary to
+    ``limit`` characters. ``format_message(wps_message(t)) == wps_message(t)``.
+    """
+    text = str(text)
+    if settings is not None:
+        subs = [(str(settings.outputs_dir), "jobs"), (str(settings.workspace_dir), "workspace"),
+                (str(settings.work_dir), "work"), (str(settings.state_dir), "state")]
+        subs += [(str(p), name) for name, p in settings.data_roots.items()]
+        for path, name in sorted(subs, key=lambda s: -len(s[0])):
+            text = text.replace(path, name)
+    text = text.replace("%", " percent").replace("->", " to ").replace("<=", " at most ").replace(">=", " at least ")
+    text = text.replace("(", ", ").replace(")", "").replace("[", "").replace("]", "").replace("{", "").replace("}", "")
+    text = _UNSAFE.sub(" ", text)
+    text = re.sub(r"\s+", " ", text).strip(" ,")
+    text = re.sub(r"\s+,", ",", text)
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0].rstrip(" ,.:;")
+    if len(text) < 3:
+        text = "process failed"
+    assert format_message(text) == text, text
+    return text
+
+
+class AtomicExecuteResponse(ExecuteResponse):
+    """PyWPS's ExecuteResponse with an atomically written status document that also keeps
+    the job table in step with every status change."""
+
+    def _update_status(self, status, message, status_percentage, clean=True):
+        super()._update_status(status, message, status_percentage, clean)
+        job = getattr(self.process, "job", None)
+        if job is None:
+            return
+        store = job.store
+        if status == WPS_STATUS.SUCCEEDED:
+            store.finish(self.uuid, SUCCEEDED, message)
+        elif status == WPS_STATUS.FAILED:
+            store.finish(self.uuid, FAILED, message)
+        elif status == WPS_STATUS.STARTED:
+            store.progress(self.uuid, float(status_percentage or 0), message)
+
+    def _update_status_file(self):
+        path = Path(self.process.status_location)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        data = self.doc if isinstance(self.doc, (bytes, bytearray)) else str(self.doc).encode("utf-8")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise NoApplicableCode(f"Writing Response Document failed with : {exc}")
+
+
+@dataclass
+class JobContext:
+    """What a running handler knows about its job."""
+
+    uuid: str
+    access: ds.Access
+    settings: Any
+    store: Any
+    workdir: Path
+
+    @property
+    def outputs(self) -> Path:
+        """The job's output directory (``jobs/<uuid>`` as a dataset name)."""
+        return self.settings.job_outputs(self.uuid)
+
+    def dataset_name(self, path: Path) -> str:
+        """The dataset name of a file or directory inside this job's outputs."""
+        rel = Path(path).resolve().relative_to(self.outputs.resolve())
+        return f"jobs/{self.uuid}/{rel.as_posix()}"
+
+
+def request_access(wps_request, settings) -> ds.Access:
+    """The identity of a request: set by the server's authentication middleware in the WSGI
+    environ (``geoml.identity``); the standalone server (``auth = none``) has one local owner.
+
+    Raises
+    ------
+    NoApplicableCode
+        (HTTP 401) when the server requires authentication and the request has none.
+    """
+    http = getattr(wps_request, "http_request", None)
+    ident = http.environ.get("geoml.identity") if http is not None else None
+    if ident is not None:
+        return ds.Access(ident.name, ident.admin)
+    if settings.auth == "none":
+        from .auth import STANDALONE_OWNER
+
+        return ds.Access(STANDALONE_OWNER, True)
+    raise NoApplicableCode("authentication required", code=401)
+
+
+class GeomlProcess(Process):
+    """Base class of the geoml-hub WPS processes (see the module docstring).
+
+    Parameters
+    ----------
+    handler : callable
+        ``handler(request, response)``; it may raise :class:`geoml_hub.errors.GeomlError`,
+        which becomes a failed status or an ExceptionReport with the error's message.
+    datasets : mapping of str to str
+        Inputs that name datasets and what they must be (``'file'``, ``'dir'`` or
+        ``'any'``); they are checked before a job is accepted.
+    **kwargs
+        Passed to :class:`pywps.Process` (``identifier``, ``title``, ``abstract``,
+        ``inputs``, ``outputs``, ...). Store and status are always supported.
+    """
+
+    def __init__(self, handler: Callable, datasets: Optional[Mapping[str, str]] = None, **kwargs):
+        kwargs.setdefault("version", __version__)
+        kwargs.setdefault("store_supported", True)
+        kwargs.setdefault("status_supported", True)
+        self.datasets = dict(datasets or {})
+        self.job: Optional[JobContext] = None
+        self._inner_handler = handler
+        super().__init__(self._run_guarded, **kwargs)
+
+    # -- handler helpers ------------------------------------------------------------------------
+    def _run_guarded(self, request, response):
+        # A bound method, not a closure: PyWPS deep-copies the process for every request and
+        # deepcopy rebinds methods to the copy (closures would keep the original instance).
+        try:
+            return self._inner_handler(request, response)
+        except ProcessError:
+            raise
+        except GeomlError as exc:
+            LOGGER.info("job %s failed: %s", self.uuid, exc)
+            raise ProcessError(wps_message(str(exc), self._settings())) from exc
+        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+            LOGGER.info("job %s failed: %s", self.uuid, exc)
+            raise ProcessError(wps_message(f"{type(exc).__name__}: {exc}", self._settings())) from exc
+        except MemoryError as exc:
+            raise ProcessError("out of memory: try smaller settings, e.g. a smaller batch_size or tile_size") from exc
+        except Exception as exc:
+            LOGGER.exception("job %s: unexpected error in %s", self.uuid, self.identifier)
+            raise ProcessError(wps_message(f"internal error in {self.identifier}: {type(exc).__name__}: {exc}",
+                                           self._settings())) from exc
+
+    def _settings(self):
+        try:
+            return current_settings()
+        except GeomlError:
+            return None
+
+    def dataset(self, request, identifier: str, kind: Optional[str] = None, must_exist: bool = True) -> Optional[Path]:
+        """Resolve the dataset named by input ``identifier`` (``None`` if the input is absent).
+
+        URLs of other servers are downloaded into the job's working directory.
+        """
+        if identifier not in request.inputs:
+            return None
+        return self._resolve(request.inputs[identifier][0].data, kind or self.datasets.get(identifier, "any"),
+                             must_exist, identifier)
+
+    def datasets_of(self, request, identifier: str, kind: Optional[str] = None):
+        """All datasets given for a repeatable input (e.g. the files of a multi-file scene)."""
+        if identifier not in request.inputs:
+            return []
+        kind = kind or self.datasets.get(identifier, "any")
+        return [self._resolve(i.data, kind, True, identifier) for i in request.inputs[identifier]]
+
+    def _resolve(self, name, kind, must_exist, identifier) -> Path:
+        job = self.job
+        settings = job.settings if job else current_settings()
+        access = job.access if job else ds.Access("local", True)
+        try:
+            if ds.is_url(name) and ds.own_output_path(name, settings) is None:
+                workdir = Path(job.workdir if job else self.workdir)
+                return ds.fetch_url(name, workdir / "inputs", settings.max_download_mb)
+            return ds.resolve(name, settings, access, kind=kind, must_exist=must_exist,
+                              job_store=job.store if job else None)
+        except ds.DatasetError as exc:
+            raise ds.DatasetError(f"input {identifier}: {exc}") from None
+
+    def allowed_roots(self):
+        job = self.job
+        return ds.allowed_roots(job.settings, job.access, job.store)
+
+    @staticmethod
+    def value(request, identifier: str, default=None):
+        """The data of a literal input, or ``default`` when it was not given."""
+        if identifier in request.inputs and request.inputs[identifier]:
+            return request.inputs[identifier][0].data
+        return default
+
+    def progress(self, response, start: float = 0.0, stop: float = 100.0, min_interval: float = 1.0):
+        """A core-library ``progress(fraction, message)`` callback that updates the WPS status
+        (percent between ``start`` and ``stop``; at most one update per whole percent or per
+        ``min_interval`` seconds)."""
+        state = {"pct": -1, "t": 0.0}
+        settings = self.job.settings if self.job else None
+
+        def update(fraction: float, message: str) -> None:
+            pct = int(start + (stop - start) * min(1.0, max(0.0, fraction)))
+            now = time.monotonic()
+            if pct == state["pct"] and now - state["t"] < min_interval:
+                return
+            state.update(pct=pct, t=now)
+            response.update_status(wps_message(message, settings, limit=200), min(pct, 99))
+
+        return update
+
+    @staticmethod
+    def set_outputs(response, values: Mapping[str, Any]) -> None:
+        """Set outputs by identifier: files (paths) for complex outputs, values for literal ones."""
+        for name, value in values.items():
+            if name not in response.outputs or value is None:
+                continue
+            out = response.outputs[name]
+            if isinstance(out, ComplexOutput):
+                out.file = str(value)
+            else:
+                out.data = value
+
+    # -- execution ----------------------------------------------------------------------------------
+    def execute(self, wps_request, uuid):
+        from pywps.exceptions import OperationNotSupported, StorageNotSupported
+
+        self._set_uuid(uuid)
+        self._setup_status_storage()
+        self.async_ = False
+        wps_response = AtomicExecuteResponse(wps_request, process=self, uuid=self.uuid)
+        if wps_request.store_execute == "true":
+            if self.store_supported != "true":
+                raise StorageNotSupported("Process does not support the storing of the execute response")
+            if wps_request.status == "true":
+                if self.status_supported != "true":
+                    raise OperationNotSupported("Process does not support the updating of status")
+                wps_response.store_status_file = True
+                self.async_ = True
+            else:
+                wps_response.store_status_file = False
+        return self._execute_process(self.async_, wps_request, wps_response)
+
+    def check_inputs(self, wps_request, access: ds.Access, settings) -> None:
+        """Resolve every dataset input before a job is accepted.
+
+        Raises
+        ------
+        InvalidParameterValue
+            With the dataset error's message and the input as locator.
+        """
+        store = store_for(settings.database)
+        for ident, kind in self.datasets.items():
+            for inp in wps_request.inputs.get(ident, []):
+                name = inp.data
+                if ds.is_url(name) and ds.own_output_path(name, settings) is None:
+                    continue  # fetched (and checked) when the job runs
+                try:
+                    ds.resolve(name, settings, access, kind=kind, job_store=store)
+                except ds.DatasetError as exc:
+                    raise InvalidParameterValue(wps_message(f"input {ident}: {exc}", settings), ident) from None
+        try:
+            self.check(wps_request)
+        except GeomlError as exc:
+            raise InvalidParameterValue(wps_message(str(exc), settings), "DataInputs") from None
+
+    def check(self, wps_request) -> None:
+        """Process-specific checks of literal inputs before a job is accepted (override);
+        raise :class:`geoml_hub.errors.ParameterError`."""
+
+    def _execute_process(self, async_, wps_request, wps_response):
+        settings = current_settings()
+        store = store_for(settings.database)
+        access = request_access(wps_request, settings)
+        self.check_inputs(wps_request, access, settings)
+        if async_:
+            counts = store.counts()
+            if settings.maxprocesses and counts[QUEUED] >= settings.maxprocesses:
+                raise ServerBusy(f"Maximum number of processes in queue reached, {settings.maxprocesses}. "
+                                 "Please try later.")
+            store.submit(str(self.uuid), self.identifier, access.owner, wps_request.json, mode="async")
+            wps_response._update_status(WPS_STATUS.ACCEPTED, "queued: waiting for a free worker", 0)
+            if self.workdir and os.path.isdir(self.workdir):
+                shutil.rmtree(self.workdir, ignore_errors=True)  # the worker gets its own
+            from . import dispatcher
+
+            dispatcher.wake()
+            return wps_response
+        store.submit(str(self.uuid), self.identifier, access.owner, None, mode="sync", state=RUNNING,
+                     message="running")
+        self.job = JobContext(str(self.uuid), access, settings, store, Path(self.workdir))
+        wps_response._update_status(WPS_STATUS.ACCEPTED, "PyWPS Request accepted", 0)
+        wps_response = self._run_process(wps_request, wps_response)
+        job = store.get(str(self.uuid))
+        if job is not None and job.state == RUNNING:  # PyWPS ended without a final status
+            store.finish(str(self.uuid), FAILED, wps_response.message or "process ended without a status")
+        return wps_response
+
+    def launch_next_process(self):
+        """Disabled: the dispatcher starts queued jobs (PyWPS would start one only when another
+        one ends)."""
+        return None
+
+
+def restore_request(job) -> "Any":
+    """Re-create the :class:`pywps.app.WPSRequest` stored with an async job."""
+    from pywps.app.WPSRequest import WPSRequest
+
+    req = WPSRequest()
+    req.restore_json(json.loads(job.request))
+    return req
+
+
+__all__ = ["GeomlProcess", "AtomicExecuteResponse", "JobContext", "wps_message", "request_access",
+           "restore_request", "LiteralOutput", "ComplexOutput", "FORMATS"]

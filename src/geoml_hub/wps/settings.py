@@ -1,0 +1,312 @@
+"""Settings of the geoml-hub WPS server and the PyWPS configuration generated from them.
+
+One INI file configures the server. Its ``[geoml]`` section holds our settings; any
+other section (``[server]``, ``[logging]``, ``[processing]``, ...) is passed to PyWPS
+as it is and overrides what we generate. Example::
+
+    [geoml]
+    state_dir = /var/lib/geoml-hub/wps
+    data_roots = data=/srv/shared/data
+    database = postgresql://wps@db/wps
+    parallelprocesses = 2
+    maxprocesses = 30
+    retention_hours = 168
+    url = https://hub.example.org/services/wps
+
+Everything the server writes lives under ``state_dir``: ``pywps.cfg`` (generated),
+``log.sqlite`` (the logging database unless ``database`` names another one),
+``outputs/`` (status documents and job outputs, served at ``<url>/outputs/``),
+``work/`` (working directories of running jobs), ``workspace/`` (the writable
+workspace data root) and ``logs/`` (one log file per async job).
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+from ..errors import ParameterError
+from ..fileio import write_text
+
+#: Names that data-root names may not take: they are dataset prefixes with their own meaning.
+RESERVED_ROOTS = ("jobs", "workspace", "http", "https", "file")
+
+ENV_SETTINGS = "GEOML_WPS_SETTINGS"
+
+
+@dataclass
+class Settings:
+    """Resolved server settings.
+
+    Attributes
+    ----------
+    state_dir : Path
+        Directory for everything the server writes (created on start).
+    data_roots : dict of str to Path
+        Read-only data roots by name; a dataset ``data/eurosat_ms`` is ``eurosat_ms``
+        inside the root named ``data``.
+    database : str
+        SQLAlchemy URL of the logging and job database. Default: a SQLite file
+        ``state_dir/log.sqlite`` (never ``:memory:``, which breaks async jobs).
+    parallelprocesses : int
+        Jobs that run at the same time (worker processes).
+    maxprocesses : int
+        Jobs that may wait in the queue; a submission beyond it gets ServerBusy.
+    maxrequestsize : str
+        Largest request body PyWPS accepts, e.g. ``3mb``.
+    max_download_mb : float
+        Largest file fetched for a URL input, in MiB.
+    retention_hours : float
+        Outputs of finished jobs older than this are removed (0: keep forever).
+    url : str
+        Public base URL of the service (the WPS endpoint is ``url + '/wps'``).
+    auth : str
+        ``none`` (standalone: requests are not authenticated) or ``jupyterhub``.
+    log_level : str
+        PyWPS log level.
+    pywps : dict
+        Extra PyWPS configuration sections, ``{section: {option: value}}``.
+    """
+
+    state_dir: Path
+    data_roots: Dict[str, Path] = field(default_factory=dict)
+    database: str = ""
+    parallelprocesses: int = 2
+    maxprocesses: int = 30
+    maxrequestsize: str = "3mb"
+    max_download_mb: float = 512.0
+    retention_hours: float = 168.0
+    url: str = "http://127.0.0.1:5000"
+    auth: str = "none"
+    log_level: str = "INFO"
+    pywps: Dict[str, Dict[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir).expanduser().resolve()
+        self.data_roots = {str(k): Path(v).expanduser().resolve() for k, v in self.data_roots.items()}
+        for name in self.data_roots:
+            if name in RESERVED_ROOTS or not name.replace("_", "").replace("-", "").isalnum():
+                raise ParameterError(f"data root name {name!r} is reserved or not a plain word")
+        if not self.database:
+            self.database = f"sqlite:///{self.state_dir / 'log.sqlite'}"
+        if ":memory:" in self.database:
+            raise ParameterError("database: an in-memory SQLite database breaks async jobs; give a file or PostgreSQL URL")
+        if self.parallelprocesses < 1:
+            raise ParameterError(f"parallelprocesses must be at least 1, got {self.parallelprocesses}")
+        if self.maxprocesses < 0:
+            raise ParameterError(f"maxprocesses must be 0 or more, got {self.maxprocesses}")
+        if self.auth not in ("none", "jupyterhub"):
+            raise ParameterError(f"auth must be none or jupyterhub, got {self.auth!r}")
+        self.url = self.url.rstrip("/")
+
+    # -- layout -----------------------------------------------------------------------------
+    @property
+    def outputs_dir(self) -> Path:
+        return self.state_dir / "outputs"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.state_dir / "work"
+
+    @property
+    def workspace_dir(self) -> Path:
+        return self.state_dir / "workspace"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def pywps_cfg(self) -> Path:
+        return self.state_dir / "pywps.cfg"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.state_dir / "settings.json"
+
+    @property
+    def wps_url(self) -> str:
+        return self.url + "/wps"
+
+    @property
+    def outputs_url(self) -> str:
+        return self.url + "/outputs"
+
+    def job_outputs(self, uuid: str) -> Path:
+        return self.outputs_dir / str(uuid)
+
+    def job_workdir(self, uuid: str) -> Path:
+        return self.work_dir / str(uuid)
+
+    def status_file(self, uuid: str) -> Path:
+        return self.outputs_dir / f"{uuid}.xml"
+
+    # -- files ----------------------------------------------------------------------------------
+    def prepare(self) -> "Settings":
+        """Create the state directory layout, write ``pywps.cfg`` and ``settings.json``, and load
+        the configuration into PyWPS in this process (``PYWPS_CFG`` is set for children)."""
+        for d in (self.state_dir, self.outputs_dir, self.work_dir, self.workspace_dir, self.logs_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        write_text(self.pywps_cfg, self.render_pywps_cfg())
+        data = asdict(self)
+        data["state_dir"] = str(self.state_dir)
+        data["data_roots"] = {k: str(v) for k, v in self.data_roots.items()}
+        write_text(self.settings_file, json.dumps(data, indent=2) + "\n")
+        self.activate()
+        return self
+
+    def activate(self) -> None:
+        """Load ``pywps.cfg`` into PyWPS's configuration of this process."""
+        from pywps import configuration
+
+        os.environ["PYWPS_CFG"] = str(self.pywps_cfg)
+        os.environ[ENV_SETTINGS] = str(self.settings_file)
+        configuration.load_configuration([str(self.pywps_cfg)])
+        _set_current(self)
+
+    def render_pywps_cfg(self) -> str:
+        """The PyWPS configuration (INI text) for these settings."""
+        cfg = configparser.ConfigParser(interpolation=None)
+        cfg["metadata:main"] = {
+            "identification_title": "geoml-hub WPS",
+            "identification_abstract": "Training-sample balancing, PyTorch training, scene classification and "
+                                       "PyCM quality control for satellite imagery.",
+            "identification_keywords": "remote sensing,machine learning,classification,quality control,WPS",
+            "provider_name": "geoml-hub",
+        }
+        cfg["server"] = {
+            "url": self.wps_url,
+            "outputurl": self.outputs_url + "/",
+            "outputpath": str(self.outputs_dir),
+            "workdir": str(self.work_dir),
+            "maxrequestsize": self.maxrequestsize,
+            "parallelprocesses": str(self.parallelprocesses),
+            "maxprocesses": str(self.maxprocesses),
+            "maxsingleinputsize": "1mb",
+            "allowedinputpaths": "",
+            "cleantempdir": "true",
+            "storage_copy_function": "link",
+            "language": "en-US",
+        }
+        cfg["processing"] = {"mode": "multiprocessing"}
+        cfg["logging"] = {
+            "level": self.log_level,
+            "database": self.database,
+            "prefix": "pywps_",
+        }
+        for section, options in self.pywps.items():
+            if not cfg.has_section(section):
+                cfg[section] = {}
+            for k, v in options.items():
+                cfg[section][k] = str(v)
+        lines = []
+        for section in cfg.sections():
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {v}" for k, v in cfg[section].items()]
+            lines.append("")
+        return "\n".join(lines)
+
+
+_CURRENT: Optional[Settings] = None
+
+
+def _set_current(settings: Settings) -> None:
+    global _CURRENT
+    _CURRENT = settings
+
+
+def current_settings() -> Settings:
+    """The settings of this server process (or job worker).
+
+    Set by :meth:`Settings.activate`; in a fresh process (a PyWPS-restored job) read from the
+    ``settings.json`` named by ``GEOML_WPS_SETTINGS``.
+
+    Raises
+    ------
+    ParameterError
+        If no settings were activated and the environment names none.
+    """
+    if _CURRENT is not None:
+        return _CURRENT
+    path = os.environ.get(ENV_SETTINGS)
+    if not path:
+        raise ParameterError("no WPS settings: start the server with geoml-hub wps serve or set GEOML_WPS_SETTINGS")
+    settings = load_settings_json(path)
+    settings.activate()
+    return settings
+
+
+def load_settings_json(path) -> Settings:
+    """Read the ``settings.json`` written by :meth:`Settings.prepare`."""
+    data = json.loads(Path(path).read_text())
+    return Settings(**data)
+
+
+def _parse_roots(text: str) -> Dict[str, Path]:
+    roots = {}
+    for item in text.replace("\n", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise ParameterError(f"data_roots expects NAME=DIR items, got {item!r}")
+        roots[name.strip()] = Path(path.strip())
+    return roots
+
+
+def load_settings(config: Optional[os.PathLike] = None, **overrides) -> Settings:
+    """Build :class:`Settings` from an optional INI file and keyword overrides.
+
+    Parameters
+    ----------
+    config : path-like, optional
+        INI file with a ``[geoml]`` section (see the module docstring); other sections are
+        passed to PyWPS.
+    **overrides
+        Settings fields that win over the file (``None`` values are ignored);
+        ``data_roots`` may be a dict or a ``NAME=DIR,...`` string.
+
+    Raises
+    ------
+    ParameterError
+        If the file is missing or a value is invalid.
+    """
+    values: Dict = {}
+    pywps_sections: Dict[str, Dict[str, str]] = {}
+    if config is not None:
+        path = Path(config)
+        if not path.is_file():
+            raise ParameterError(f"--config: no such file {path}")
+        cfg = configparser.ConfigParser(interpolation=None)
+        try:
+            cfg.read(path)
+        except configparser.Error as exc:
+            raise ParameterError(f"--config {path}: {str(exc).splitlines()[0]}") from None
+        for section in cfg.sections():
+            if section == "geoml":
+                values.update(dict(cfg[section]))
+            else:
+                pywps_sections[section] = dict(cfg[section])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(values.get("data_roots"), str):
+        values["data_roots"] = _parse_roots(values["data_roots"])
+    if "state_dir" not in values:
+        values["state_dir"] = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "geoml-hub" / "wps"
+    casts = {"parallelprocesses": int, "maxprocesses": int, "max_download_mb": float, "retention_hours": float}
+    for key, cast in casts.items():
+        if key in values:
+            try:
+                values[key] = cast(values[key])
+            except (TypeError, ValueError):
+                raise ParameterError(f"{key} must be a number, got {values[key]!r}") from None
+    known = set(Settings.__dataclass_fields__)
+    unknown = set(values) - known
+    if unknown:
+        raise ParameterError(f"unknown [geoml] setting(s): {', '.join(sorted(unknown))}")
+    values.setdefault("pywps", {}).update(pywps_sections)
+    return Settings(**values)

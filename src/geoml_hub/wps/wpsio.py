@@ -1,0 +1,150 @@
+"""Input and output definitions shared by the process modules (PyWPS objects with titles,
+abstracts, units, allowed values and defaults)."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+from pywps import ComplexOutput, FORMATS, LiteralInput, LiteralOutput
+from pywps.app.Common import Metadata  # noqa: F401  (re-exported for process modules)
+from pywps.inout.literaltypes import AllowedValue
+from pywps.validator.allowed_value import RANGECLOSURETYPE
+from pywps.validator.mode import MODE
+
+DATASET_HELP = (" A dataset name: ROOT/PATH inside a data root such as data/..., workspace/PATH, "
+                "jobs/JOB_ID/FILE for an earlier job's output, or an http(s) URL.")
+
+
+def dataset_input(identifier: str, title: str, abstract: str, min_occurs: int = 1, max_occurs: int = 1,
+                  default: Optional[str] = None) -> LiteralInput:
+    """A string input naming a dataset (see :mod:`geoml_hub.wps.datasets`)."""
+    return LiteralInput(identifier, title, data_type="string", abstract=abstract + DATASET_HELP,
+                        min_occurs=min_occurs, max_occurs=max_occurs, default=default, mode=MODE.SIMPLE)
+
+
+def literal_input(identifier: str, title: str, data_type: str, abstract: str, default=None,
+                  minimum=None, maximum=None, allowed: Optional[Sequence] = None, uom: Optional[str] = None,
+                  min_occurs: Optional[int] = None, spacing=None,
+                  closure: str = RANGECLOSURETYPE.CLOSED) -> LiteralInput:
+    """A literal input with an optional range ``[minimum, maximum]`` or a list of allowed values.
+
+    Inputs with a default are optional (``min_occurs=0``) unless ``min_occurs`` says otherwise.
+    A range needs both bounds (PyWPS 4.8 compares against both); ``spacing`` restricts it to
+    ``minimum + k * spacing`` (e.g. odd numbers: ``minimum=1, spacing=2``) and ``closure``
+    (a :data:`RANGECLOSURETYPE` value, default closed) says which ends are included.
+    """
+    if allowed is not None:
+        allowed_values = list(allowed)
+    elif minimum is not None or maximum is not None:
+        if minimum is None or maximum is None:
+            raise ValueError(f"input {identifier}: a range needs both minimum and maximum")
+        allowed_values = [AllowedValue(minval=minimum, maxval=maximum, spacing=spacing, range_closure=closure)]
+    else:
+        allowed_values = None
+    if min_occurs is None:
+        min_occurs = 0 if default is not None else 1
+    uoms = [uom] if uom else None
+    return LiteralInput(identifier, title, data_type=data_type, abstract=abstract, default=default,
+                        min_occurs=min_occurs, max_occurs=1, allowed_values=allowed_values, uoms=uoms,
+                        mode=MODE.SIMPLE)
+
+
+def literal_output(identifier: str, title: str, data_type: str, abstract: str = "", uom: Optional[str] = None):
+    return LiteralOutput(identifier, title, data_type=data_type, abstract=abstract, uoms=[uom] if uom else None)
+
+
+def file_output(identifier: str, title: str, fmt, abstract: str = "") -> ComplexOutput:
+    """A file output, returned by reference (a URL under the server's ``/outputs/``)."""
+    return ComplexOutput(identifier, title, abstract=abstract, supported_formats=[fmt], as_reference=True)
+
+
+#: Formats PyWPS does not define.
+from pywps import Format  # noqa: E402
+
+MODEL_FORMAT = Format("application/octet-stream", extension=".pt")
+HTML_FORMAT = Format("text/html", extension=".html")
+PNG_FORMAT = Format("image/png", extension=".png")
+
+
+def qc_outputs(prefix: str = "") -> List:
+    """The outputs of a PyCM quality-control run."""
+    return [
+        literal_output(prefix + "overall_accuracy", "Overall accuracy", "float",
+                       "Share of correctly classified reference items, 0 to 1."),
+        literal_output(prefix + "kappa", "Kappa", "float", "Cohen's kappa."),
+        literal_output(prefix + "n", "Compared items", "integer", "Labelled pixels or patches compared."),
+        file_output(prefix + "summary", "QC summary", FORMATS.JSON,
+                    "overall_accuracy, kappa, ppv, tpr, f1 per class, counts."),
+        file_output(prefix + "report", "PyCM report", HTML_FORMAT, "PyCM's HTML report."),
+        file_output(prefix + "matrix", "Confusion matrix", FORMATS.CSV, "Rows: reference; columns: predicted."),
+        file_output(prefix + "heatmap", "Confusion-matrix heatmap", PNG_FORMAT),
+    ]
+
+
+# -- inputs shared by several processes --------------------------------------------------------------
+
+#: Values of the ``device`` inputs.
+DEVICES = ("auto", "cpu", "cuda")
+#: Largest number of files of one multi-file scene.
+MAX_SCENE_FILES = 20
+
+
+def scene_input(abstract: str = "") -> LiteralInput:
+    """``scene``: one multi-band GeoTIFF, or up to :data:`MAX_SCENE_FILES` single-band files on one grid."""
+    return dataset_input("scene", "Scene",
+                         "The scene: one multi-band GeoTIFF, or several GeoTIFFs on one grid whose bands are "
+                         f"stacked in the order given (repeat the input, at most {MAX_SCENE_FILES} files), e.g. "
+                         "data/landsat7_chiapas/LE70220491999322EDC01_stack.gtif." + (" " + abstract if abstract else ""),
+                         max_occurs=MAX_SCENE_FILES)
+
+
+def samples_input(abstract: str) -> LiteralInput:
+    """``samples``: a training-sample tree (directory) or a ``manifest.csv``."""
+    return dataset_input("samples", "Training samples",
+                         "A training-sample tree (one sub-directory per class holding GeoTIFF patches or .npy "
+                         "containers, e.g. data/eurosat_ms or the samples output of extract_samples) or a "
+                         "manifest.csv (e.g. the manifest output of balance_samples). " + abstract)
+
+
+def model_input() -> LiteralInput:
+    return dataset_input("model", "Model",
+                         "A model file written by train_model, e.g. jobs/JOB_ID/model.pt.")
+
+
+def reference_nodata_input() -> LiteralInput:
+    return literal_input("reference_nodata", "Reference nodata", "float",
+                         "Value of unlabelled reference pixels; they are left out.", default=0.0)
+
+
+def ignore_crs_input() -> LiteralInput:
+    return literal_input("ignore_crs_name", "Ignore CRS name", "boolean",
+                         "Accept CRSs that differ only in name (e.g. the same EPSG code).", default=False)
+
+
+def device_input() -> LiteralInput:
+    return literal_input("device", "Device", "string",
+                         "Where PyTorch runs: auto (a CUDA GPU when the server has one, else the CPU), cpu or "
+                         "cuda (fails when the server has no GPU).", default="auto", allowed=DEVICES)
+
+
+def tta_input() -> LiteralInput:
+    return literal_input("tta", "Test-time augmentation", "boolean",
+                         "Patch models: average the prediction over the 8 flips and rotations of each patch "
+                         "(8 times the cost; no effect on pixel models).", default=False)
+
+
+def seed_input(what: str) -> LiteralInput:
+    return literal_input("seed", "Random seed", "integer",
+                         f"Seed of {what}: the same seed gives the same result.", default=0,
+                         minimum=0, maximum=2 ** 31 - 1)
+
+
+def drop_unset_outputs(request, response, values) -> None:
+    """Leave the outputs whose value is ``None`` (or missing from ``values``) out of the response
+    document: PyWPS would render an unset literal output as the string ``None`` and an unset
+    file output as an empty reference. Kept when the client asked for one raw output."""
+    if getattr(request, "raw", False):
+        return
+    for name in list(response.outputs):
+        if values.get(name) is None:
+            del response.outputs[name]

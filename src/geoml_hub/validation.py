@@ -262,7 +262,8 @@ def qc_summary(cm, classes: Sequence[Tuple], extra: Optional[Dict] = None) -> Di
 
 def write_reports(cm, classes: Sequence[Tuple], summary: Dict, out_dir: PathLike,
                   title: str = "Confusion matrix") -> Dict[str, Path]:
-    """Write ``summary.json``, PyCM's ``report.html`` and ``report.csv``, and ``confusion_matrix.png``.
+    """Write ``summary.json``, PyCM's ``report.html``, ``report.csv`` and ``report.obj`` (PyCM's object
+    file, loadable with ``pycm.ConfusionMatrix(file=open(path))``), and ``confusion_matrix.png``.
 
     Each file appears atomically (PyCM writes into a temporary directory first).
     """
@@ -275,7 +276,8 @@ def write_reports(cm, classes: Sequence[Tuple], summary: Dict, out_dir: PathLike
     with tempfile.TemporaryDirectory(dir=out, prefix=".pycm-") as tmp:
         res_h = cm.save_html(os.path.join(tmp, "report"), summary=False)
         res_c = cm.save_csv(os.path.join(tmp, "report"), matrix_save=True)
-        for res in (res_h, res_c):
+        res_o = cm.save_obj(os.path.join(tmp, "report"))  # PyCM's own format: ConfusionMatrix(file=...)
+        for res in (res_h, res_c, res_o):
             if not res.get("Status"):
                 raise DataError(f"{out}: PyCM could not write its report ({res.get('Message')})")
         for name in sorted(os.listdir(tmp)):

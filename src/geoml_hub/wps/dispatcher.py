@@ -153,6 +153,8 @@ class Dispatcher(threading.Thread):
         self._stopped = threading.Event()
         self._last_sweep = 0.0
         self._last_check = 0.0
+        # look for expired outputs every minute (more often for retention periods under 4 minutes)
+        self.sweep_interval = min(60.0, max(1.0, settings.retention_hours * 3600.0 / 4.0))
 
     # -- lifecycle ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -176,7 +178,7 @@ class Dispatcher(threading.Thread):
         if now - self._last_check > 2.0:
             self._last_check = now
             self.check_running()
-        if self.settings.retention_hours > 0 and now - self._last_sweep > 60.0:
+        if self.settings.retention_hours > 0 and now - self._last_sweep > self.sweep_interval:
             self._last_sweep = now
             self.sweep()
 
@@ -237,8 +239,6 @@ class Dispatcher(threading.Thread):
                 else:
                     why = "ended without a final status"
                 self._fail(job, f"failed: the worker process {why}; see the server log {job.uuid}.log")
-        if self.children or not _WAKE.is_set():
-            pass
 
     def check_running(self) -> None:
         """Fail running jobs of this host whose worker is gone and that no thread of ours watches
@@ -289,3 +289,52 @@ class Dispatcher(threading.Thread):
                         self.settings.retention_hours)
             n += 1
         return n
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (``PR_SET_PDEATHSIG``): a dispatcher
+    must not outlive a crashed server, or a restarted server would have two."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except OSError:
+        pass
+
+
+def main(argv=None) -> int:
+    """``python -m geoml_hub.wps.dispatcher SETTINGS_JSON``: the dispatcher as its own process.
+
+    gunicorn forks its HTTP workers from the master; a dispatcher thread in the master could
+    hold SQLite's or another library's lock at the moment of a fork and deadlock the new
+    worker, so under gunicorn the dispatcher is a separate process started by the master.
+    SIGTERM stops it gracefully (running jobs go back to the queue).
+    """
+    import logging as _logging
+
+    from .service import build_service_light
+    from .settings import load_settings_json
+
+    argv = sys.argv[1:] if argv is None else argv
+    parent = os.getppid()
+    _die_with_parent()
+    _logging.basicConfig(level=_logging.INFO, format="%(asctime)s %(levelname)s [dispatcher %(process)d] %(message)s")
+    settings = load_settings_json(argv[0])
+    service = build_service_light(settings)
+    dispatcher = Dispatcher(settings, service)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    dispatcher.start()
+    while not stop.wait(0.5):
+        if os.getppid() != parent:  # the server died (and PR_SET_PDEATHSIG was not available)
+            LOGGER.warning("server process %s is gone; dispatcher exits, running workers go on", parent)
+            dispatcher.stop(requeue=False)
+            return 1
+    dispatcher.stop(requeue=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

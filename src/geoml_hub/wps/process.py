@@ -79,17 +79,24 @@ class AtomicExecuteResponse(ExecuteResponse):
     the job table in step with every status change."""
 
     def _update_status(self, status, message, status_percentage, clean=True):
-        super()._update_status(status, message, status_percentage, clean)
         job = getattr(self.process, "job", None)
-        if job is None:
+        final = status in (WPS_STATUS.SUCCEEDED, WPS_STATUS.FAILED)
+        if job is None or not final or not self.store_status_file:
+            super()._update_status(status, message, status_percentage, clean)
+            if job is not None and status == WPS_STATUS.STARTED:
+                job.store.progress(self.uuid, float(status_percentage or 0), message)
+            elif job is not None and final:
+                job.store.finish(self.uuid, SUCCEEDED if status == WPS_STATUS.SUCCEEDED else FAILED, message)
             return
-        store = job.store
-        if status == WPS_STATUS.SUCCEEDED:
-            store.finish(self.uuid, SUCCEEDED, message)
-        elif status == WPS_STATUS.FAILED:
-            store.finish(self.uuid, FAILED, message)
-        elif status == WPS_STATUS.STARTED:
-            store.progress(self.uuid, float(status_percentage or 0), message)
+        # a final status: build the document (outputs stored), record it in the job table, then
+        # publish the document, so a client that reads "succeeded" finds the job record final too
+        self.store_status_file = False
+        try:
+            super()._update_status(status, message, status_percentage, clean)
+        finally:
+            self.store_status_file = True
+        job.store.finish(self.uuid, SUCCEEDED if status == WPS_STATUS.SUCCEEDED else FAILED, message)
+        self._update_status_file()
 
     def _update_status_file(self):
         path = Path(self.process.status_location)

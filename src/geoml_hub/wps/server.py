@@ -40,8 +40,8 @@ def serve(settings, host: str = "127.0.0.1", port: int = 5000, server: str = "gu
     host, port : str, int
         Address to bind (loopback by default).
     server : {'gunicorn', 'werkzeug'}
-        gunicorn (production: ``workers`` processes of ``threads`` threads, the dispatcher in
-        the master) or werkzeug's threaded development server (one process).
+        gunicorn (production: ``workers`` processes of ``threads`` threads, the dispatcher in its own
+        process) or werkzeug's threaded development server (one process).
     ready_file : str, optional
         Written once the server accepts requests (used by tests and ``geoml-hub up``).
     """
@@ -55,7 +55,6 @@ def serve(settings, host: str = "127.0.0.1", port: int = 5000, server: str = "gu
     auth = make_authenticator(settings)
     app = make_app(settings, service, auth)
     _announce(settings, auth, host, port)
-    dispatcher = Dispatcher(settings, service)
 
     def _ready():
         if ready_file:
@@ -72,6 +71,7 @@ def serve(settings, host: str = "127.0.0.1", port: int = 5000, server: str = "gu
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGTERM, _term)
+        dispatcher = Dispatcher(settings, service)
         dispatcher.start()
         _ready()
         try:
@@ -85,7 +85,12 @@ def serve(settings, host: str = "127.0.0.1", port: int = 5000, server: str = "gu
 
     if server != "gunicorn":
         raise ValueError(f"server must be gunicorn or werkzeug, got {server!r}")
+    import subprocess
+    import sys
+
     from gunicorn.app.base import BaseApplication
+
+    state = {}
 
     class _App(BaseApplication):
         def load_config(self):
@@ -98,12 +103,20 @@ def serve(settings, host: str = "127.0.0.1", port: int = 5000, server: str = "gu
 
         @staticmethod
         def _when_ready(_server):
-            dispatcher.start()
+            # a process, not a thread: gunicorn forks HTTP workers from this master (see dispatcher.main)
+            state["dispatcher"] = subprocess.Popen([sys.executable, "-m", "geoml_hub.wps.dispatcher",
+                                                    str(settings.settings_file)])
             _ready()
 
         @staticmethod
         def _on_exit(_server):
-            dispatcher.stop(requeue=True)
+            proc = state.get("dispatcher")
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
         def load(self):
             return app

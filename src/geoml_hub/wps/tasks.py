@@ -107,8 +107,8 @@ def check_version_names(name_a: str, name_b: str) -> None:
     """
     for ident, name in (("name_a", name_a), ("name_b", name_b)):
         if not isinstance(name, str) or not _VERSION_NAME.match(name) or name != name.strip():
-            raise ParameterError(f"{ident} must be 1 to 40 letters, digits or _ . + - and start with a letter or "
-                                 f"digit, got {str(name)[:40]!r}")
+            raise ParameterError(f"{ident} must be 1 to 40 letters, digits, spaces or _ . + - starting with a "
+                                 f"letter or digit, got {str(name)[:40]!r}")
     if name_a == name_b:
         raise ParameterError(f"name_a and name_b must differ, both are {name_a!r}")
 

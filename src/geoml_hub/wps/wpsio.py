@@ -7,9 +7,46 @@ from typing import List, Optional, Sequence
 
 from pywps import ComplexOutput, FORMATS, LiteralInput, LiteralOutput
 from pywps.app.Common import Metadata  # noqa: F401  (re-exported for process modules)
-from pywps.inout.literaltypes import AllowedValue
-from pywps.validator.allowed_value import RANGECLOSURETYPE
+from pywps.exceptions import InvalidParameterValue
+from pywps.inout.literaltypes import AllowedValue, convert
+from pywps.validator.allowed_value import ALLOWEDVALUETYPE, RANGECLOSURETYPE
 from pywps.validator.mode import MODE
+
+class CheckedLiteralInput(LiteralInput):
+    """PyWPS's LiteralInput whose refusals name the input and what it accepts, with the input as
+    locator (PyWPS 4.8 says only "Input data not valid using mode 1" or "Could not convert
+    value")."""
+
+    @LiteralInput.data.setter
+    def data(self, value):
+        if self.data_type and value is not None:
+            try:
+                convert(self.data_type, value)
+            except InvalidParameterValue:
+                raise InvalidParameterValue(f"input {self.identifier}: {str(value)[:60]} is not a valid "
+                                            f"{self.data_type}", self.identifier) from None
+        try:
+            LiteralInput.data.fset(self, value)
+        except InvalidParameterValue:
+            raise InvalidParameterValue(f"input {self.identifier}: {str(value)[:60]} is not allowed; "
+                                        f"{describe_allowed(self.allowed_values)}", self.identifier) from None
+
+
+def describe_allowed(allowed_values) -> str:
+    """``'allowed: 1 to 63 in steps of 2'`` or ``'allowed: auto, cpu, cuda'``."""
+    parts = []
+    for v in allowed_values or []:
+        if getattr(v, "allowed_type", None) == ALLOWEDVALUETYPE.RANGE:
+            low = "above" if v.range_closure in (RANGECLOSURETYPE.OPEN, RANGECLOSURETYPE.OPENCLOSED) else "from"
+            high = "below" if v.range_closure in (RANGECLOSURETYPE.OPEN, RANGECLOSURETYPE.CLOSEDOPEN) else "to"
+            text = f"{low} {v.minval} {high} {v.maxval}"
+            if v.spacing:
+                text += f" in steps of {v.spacing}"
+            parts.append(text)
+        elif getattr(v, "allowed_type", None) == ALLOWEDVALUETYPE.VALUE:
+            parts.append(str(v.value))
+    return "allowed: " + (", ".join(parts) if parts else "see DescribeProcess")
+
 
 DATASET_HELP = (" A dataset name: ROOT/PATH inside a data root such as data/..., workspace/PATH, "
                 "jobs/JOB_ID/FILE for an earlier job's output, or an http(s) URL.")
@@ -18,7 +55,7 @@ DATASET_HELP = (" A dataset name: ROOT/PATH inside a data root such as data/...,
 def dataset_input(identifier: str, title: str, abstract: str, min_occurs: int = 1, max_occurs: int = 1,
                   default: Optional[str] = None) -> LiteralInput:
     """A string input naming a dataset (see :mod:`geoml_hub.wps.datasets`)."""
-    return LiteralInput(identifier, title, data_type="string", abstract=abstract + DATASET_HELP,
+    return CheckedLiteralInput(identifier, title, data_type="string", abstract=abstract + DATASET_HELP,
                         min_occurs=min_occurs, max_occurs=max_occurs, default=default, mode=MODE.SIMPLE)
 
 
@@ -44,7 +81,7 @@ def literal_input(identifier: str, title: str, data_type: str, abstract: str, de
     if min_occurs is None:
         min_occurs = 0 if default is not None else 1
     uoms = [uom] if uom else None
-    return LiteralInput(identifier, title, data_type=data_type, abstract=abstract, default=default,
+    return CheckedLiteralInput(identifier, title, data_type=data_type, abstract=abstract, default=default,
                         min_occurs=min_occurs, max_occurs=1, allowed_values=allowed_values, uoms=uoms,
                         mode=MODE.SIMPLE)
 
@@ -94,7 +131,8 @@ def scene_input(abstract: str = "") -> LiteralInput:
     return dataset_input("scene", "Scene",
                          "The scene: one multi-band GeoTIFF, or several GeoTIFFs on one grid whose bands are "
                          f"stacked in the order given (repeat the input, at most {MAX_SCENE_FILES} files), e.g. "
-                         "data/landsat7_chiapas/LE70220491999322EDC01_stack.gtif." + (" " + abstract if abstract else ""),
+                         "data/landsat7_chiapas/LE70220491999322EDC01_stack.gtif."
+                         + (" " + abstract if abstract else ""),
                          max_occurs=MAX_SCENE_FILES)
 
 

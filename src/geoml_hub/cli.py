@@ -212,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gunicorn (default) or the werkzeug development server")
     w.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     w.add_argument("--ready-file", help=argparse.SUPPRESS)
+    wsub.add_parser("describe", help="print the process reference (Markdown, as in docs/wps.md)")
     return parser
 
 
@@ -319,7 +320,12 @@ def run(args) -> int:
 
 
 def run_wps(args) -> int:
-    """``geoml-hub wps serve``."""
+    """``geoml-hub wps serve`` and ``geoml-hub wps describe``."""
+    if args.wps_command == "describe":
+        from .wps.describe import render_markdown
+
+        sys.stdout.write(render_markdown())
+        return 0
     from .wps.server import serve
     from .wps.settings import load_settings
 

@@ -16,7 +16,7 @@ A WPS input names a dataset, never a server path:
     of this server's own outputs is mapped to the job output without a download.
 
 Absolute paths, ``..`` components, NUL bytes and symbolic links that lead out of a root
-are rejected with :class:`DatasetError` before anything is read.
+(other than into a read-only data root) are rejected with :class:`DatasetError` before anything is read.
 """
 
 from __future__ import annotations
@@ -132,7 +132,10 @@ def resolve(name: str, settings, access: Access, kind: str = "any", must_exist: 
         raise DatasetError(f"dataset {name[:80]}: unknown data root {root_name}; known roots: {roots}")
     root_real = Path(os.path.realpath(root))
     path = Path(os.path.realpath(root.joinpath(*rest)))
-    if not _is_within(path, root_real):
+    # a symbolic link may lead into a read-only data root (e.g. workspace/scene.tif -> data/...),
+    # never anywhere else
+    inside = [root_real] + [Path(os.path.realpath(p)) for p in settings.data_roots.values()]
+    if not any(_is_within(path, r) for r in inside):
         raise DatasetError(f"dataset {name[:80]}: leads outside its data root")
     if must_exist:
         if not path.exists():

@@ -45,7 +45,9 @@ def run_job(settings_file: str, uuid: str) -> int:
     process._setup_status_storage()
     process.async_ = True
     process.setup_outputs_from_wps_request(request)
-    admin = job.owner == "local" and settings.auth == "none"
+    from .auth import STANDALONE_OWNER
+
+    admin = job.owner == STANDALONE_OWNER and settings.auth == "none"
     process.job = JobContext(uuid, ds.Access(job.owner, admin), settings, store, workdir)
     response = AtomicExecuteResponse(request, process=process, uuid=uuid)
     response.store_status_file = True

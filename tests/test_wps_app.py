@@ -1,0 +1,212 @@
+"""The WPS WSGI app in-process: owners and identities, settings, dataset names, messages.
+
+Identity comes from the server's authenticator hook; the hub provides the real one (the
+hub issue). Here ``HeaderIdentity`` plays that role so owners can be told apart: it is the
+hook's contract (``identify(environ) -> Identity | None``), not a stand-in for PyWPS.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from pywps.app.exceptions import format_message
+from werkzeug.test import Client
+
+from conftest import DATA
+from geoml_hub.errors import ParameterError
+from geoml_hub.wps import datasets as ds
+from geoml_hub.wps.app import make_app
+from geoml_hub.wps.auth import Identity
+from geoml_hub.wps.jobs import JobStore, process_start_ticks, worker_alive
+from geoml_hub.wps.process import wps_message
+from geoml_hub.wps.service import build_service
+from geoml_hub.wps.settings import Settings, load_settings
+
+LABELS = "data/landsat7_chiapas/training_data.gtif"
+
+
+class HeaderIdentity:
+    """Identity from an ``X-User`` header (``admin`` is an admin); none without it."""
+
+    def identify(self, environ):
+        name = environ.get("HTTP_X_USER")
+        return Identity(name, admin=(name == "admin")) if name else None
+
+
+@pytest.fixture(scope="module")
+def app_client(tmp_path_factory):
+    settings = Settings(state_dir=tmp_path_factory.mktemp("wpsapp") / "state", data_roots={"data": DATA},
+                        auth="jupyterhub")
+    app = make_app(settings, build_service(settings), HeaderIdentity())
+    return settings, Client(app)
+
+
+def execute_url(identifier, inputs):
+    parts = ";".join(f"{k}={urllib.parse.quote(str(v), safe='/:')}" for k, v in inputs.items())
+    return (f"/wps?service=WPS&request=Execute&version=1.0.0&identifier={identifier}&DataInputs={parts}")
+
+
+def output_href(xml: bytes, identifier: str) -> str:
+    ns = {"wps": "http://www.opengis.net/wps/1.0.0", "ows": "http://www.opengis.net/ows/1.1"}
+    for out in ET.fromstring(xml).findall(".//wps:Output", ns):
+        if out.find("ows:Identifier", ns).text == identifier:
+            return out.find("wps:Reference", ns).get("href")
+    raise AssertionError(f"no output {identifier}")
+
+
+def test_no_identity_no_service(app_client):
+    settings, c = app_client
+    r = c.get("/wps?service=WPS&request=GetCapabilities")
+    assert r.status_code == 401 and b"ExceptionReport" in r.data
+    assert c.get("/jobs").status_code == 401
+    r = c.get(execute_url("validate_classification", {"classification": LABELS, "reference": LABELS}))
+    assert r.status_code == 401
+    assert JobStore(settings.database).list() == []  # nothing ran
+
+
+def test_jobs_and_outputs_belong_to_their_owner(app_client):
+    settings, c = app_client
+    r = c.get(execute_url("validate_classification", {"classification": LABELS, "reference": LABELS}),
+              headers={"X-User": "alice"})
+    assert r.status_code == 200 and b"ProcessSucceeded" in r.data, r.data[:2000]
+    href = output_href(r.data, "summary")
+    path = urllib.parse.urlparse(href).path
+    job_id = path.split("/")[-2]
+    alice = c.get("/jobs", headers={"X-User": "alice"}).json["jobs"]
+    assert [j["job_id"] for j in alice] == [job_id] and alice[0]["owner"] == "alice"
+    assert alice[0]["status"] == "succeeded" and alice[0]["mode"] == "sync"
+    assert c.get(path, headers={"X-User": "alice"}).status_code == 200
+    # bob sees none of it
+    assert c.get("/jobs", headers={"X-User": "bob"}).json["jobs"] == []
+    assert c.get(f"/jobs/{job_id}", headers={"X-User": "bob"}).status_code == 404
+    assert c.get(path, headers={"X-User": "bob"}).status_code == 403
+    assert c.get("/jobs?owner=alice", headers={"X-User": "bob"}).status_code == 403
+    # and cannot use alice's outputs as inputs
+    r = c.get(execute_url("validate_classification", {"classification": f"jobs/{job_id}/summary.json",
+                                                      "reference": LABELS}), headers={"X-User": "bob"})
+    assert r.status_code == 400 and b"no such job of user bob" in r.data
+    # an admin sees everyone's jobs
+    admin = c.get("/jobs?owner=alice", headers={"X-User": "admin"}).json["jobs"]
+    assert [j["job_id"] for j in admin] == [job_id]
+    assert c.get(path, headers={"X-User": "admin"}).status_code == 200
+    # a published job's outputs are readable by all
+    JobStore(settings.database).set_published(job_id)
+    assert c.get(path, headers={"X-User": "bob"}).status_code == 200
+
+
+def test_cancel_is_for_async_jobs_of_the_owner(app_client):
+    settings, c = app_client
+    r = c.get(execute_url("validate_classification", {"classification": LABELS, "reference": LABELS}),
+              headers={"X-User": "carol"})
+    job_id = urllib.parse.urlparse(output_href(r.data, "summary")).path.split("/")[-2]
+    assert c.post(f"/jobs/{job_id}/cancel", headers={"X-User": "dave"}).status_code == 404
+    r = c.post(f"/jobs/{job_id}/cancel", headers={"X-User": "carol"})
+    assert r.status_code == 409 and "already succeeded" in r.json["error"]
+
+
+# -- settings -------------------------------------------------------------------------------
+def test_settings_from_ini(tmp_path):
+    cfg = tmp_path / "wps.cfg"
+    cfg.write_text(f"[geoml]\nstate_dir = {tmp_path / 's'}\ndata_roots = data={DATA}, extra={tmp_path}\n"
+                   "parallelprocesses = 3\nretention_hours = 2.5\n\n[server]\nmaxsingleinputsize = 2mb\n")
+    s = load_settings(cfg, maxprocesses=7)
+    assert s.parallelprocesses == 3 and s.maxprocesses == 7 and s.retention_hours == 2.5
+    assert s.data_roots == {"data": DATA.resolve(), "extra": tmp_path.resolve()}
+    assert s.database == f"sqlite:///{tmp_path.resolve() / 's' / 'log.sqlite'}"
+    text = s.render_pywps_cfg()
+    assert "maxsingleinputsize = 2mb" in text and "parallelprocesses = 3" in text
+    assert ":memory:" not in text
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"database": "sqlite:///:memory:"}, "in-memory"),
+    ({"parallelprocesses": 0}, "parallelprocesses"),
+    ({"data_roots": {"jobs": "/tmp"}}, "reserved"),
+    ({"auth": "ldap"}, "auth"),
+])
+def test_bad_settings(tmp_path, bad, message):
+    with pytest.raises(ParameterError, match=message):
+        Settings(state_dir=tmp_path, **bad)
+
+
+def test_unknown_setting_and_missing_file(tmp_path):
+    cfg = tmp_path / "wps.cfg"
+    cfg.write_text("[geoml]\nparalel = 2\n")
+    with pytest.raises(ParameterError, match="unknown"):
+        load_settings(cfg)
+    with pytest.raises(ParameterError, match="no such file"):
+        load_settings(tmp_path / "missing.cfg")
+
+
+# -- dataset names --------------------------------------------------------------------------------
+@pytest.fixture()
+def roots(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.tif").write_bytes(b"x")
+    s = Settings(state_dir=tmp_path / "state", data_roots={"data": DATA})
+    s.workspace_dir.mkdir(parents=True)
+    os.symlink(outside, s.workspace_dir / "link")
+    os.symlink(DATA / "landsat7_chiapas", s.workspace_dir / "chiapas")
+    return s
+
+
+@pytest.mark.parametrize("name, message", [
+    ("", "empty"), ("/etc/passwd", "not a server path"), ("~/x", "not a server path"),
+    ("data/../etc", "traversal"), ("data/./x", "traversal"), ("data\\x", "invalid character"),
+    ("nope/x", "unknown data root"), ("workspace/link/secret.tif", "outside its data root"),
+    ("data/missing.tif", "does not exist"), ("jobs/abc", "expected jobs/JOB_ID/FILE"),
+    ("jobs/0123456789abcdef/x", "no such job"),
+])
+def test_dataset_names_rejected(roots, name, message):
+    with pytest.raises(ds.DatasetError, match=message):
+        ds.resolve(name, roots, ds.Access("alice"))
+
+
+def test_dataset_names_resolved(roots):
+    a = ds.Access("alice")
+    assert ds.resolve("data/eurosat_ms", roots, a, kind="dir") == (DATA / "eurosat_ms").resolve()
+    # a symlink that stays inside the allowed data is followed
+    p = ds.resolve("workspace/chiapas/training_data.gtif", roots, a, kind="file")
+    assert p == (DATA / "landsat7_chiapas" / "training_data.gtif").resolve()
+    with pytest.raises(ds.DatasetError, match="not a directory"):
+        ds.resolve(LABELS, roots, a, kind="dir")
+    assert ds.own_output_path(roots.outputs_url + "/abc-def/model.pt", roots) == "jobs/abc-def/model.pt"
+    assert ds.own_output_path("http://elsewhere/outputs/x", roots) is None
+
+
+def test_check_paths_blocks_files_outside(roots, tmp_path):
+    allowed = [DATA.resolve()]
+    ds.check_paths([DATA / "eurosat_ms"], allowed, "manifest")
+    with pytest.raises(ds.DatasetError, match="outside the allowed data roots"):
+        ds.check_paths([tmp_path / "outside" / "secret.tif"], allowed, "manifest.csv")
+
+
+# -- messages and workers ---------------------------------------------------------------------------
+@pytest.mark.parametrize("text", [
+    "dataset 'data/x.tif' does not exist",
+    "bands (13) != model bands [4]; use band_map={2,3,4} -> 100% <= 5",
+    "x" * 500,
+    "ü €",
+])
+def test_wps_message_survives_pywps_sanitising(text):
+    msg = wps_message(text)
+    assert format_message(msg) == msg and 3 <= len(msg) <= 300
+
+
+def test_wps_message_hides_server_paths(tmp_path):
+    s = Settings(state_dir=tmp_path / "state", data_roots={"data": DATA})
+    msg = wps_message(f"{DATA}/eurosat_ms/Forest/x.tif: not a GeoTIFF", s)
+    assert str(DATA) not in msg and msg.startswith("data/eurosat_ms/Forest/x.tif")
+
+
+def test_worker_identity_survives_pid_reuse():
+    ticks = process_start_ticks(os.getpid())
+    assert ticks and worker_alive(os.getpid(), ticks)
+    assert not worker_alive(os.getpid(), ticks + 1)  # same pid, another start time: another process
+    assert not worker_alive(None, None)
+    assert process_start_ticks(2 ** 22 + 12345) is None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import shutil
 import importlib
 import inspect
 import pkgutil
@@ -67,6 +69,27 @@ class GeomlService(Service):
         except Exception as exc:
             LOGGER.exception("Execute %s failed", identifier)
             raise NoApplicableCode(wps_message(f"internal error: {type(exc).__name__}: {exc}"), code=500) from None
+
+
+    def _parse_and_execute(self, process, wps_request, uuid):
+        """Refuse inputs the process does not declare (PyWPS drops them silently, so a misspelt
+        ``epoch=2`` would train with the default), and remove the working directory PyWPS made
+        for a request that is refused."""
+        from pywps.exceptions import InvalidParameterValue
+
+        try:
+            known = {i.identifier for i in process.inputs}
+            unknown = sorted(set(wps_request.inputs) - known)
+            if unknown:
+                raise InvalidParameterValue(
+                    f"unknown input {unknown[0]} for process {process.identifier}; inputs: {', '.join(sorted(known))}",
+                    unknown[0])
+            return super()._parse_and_execute(process, wps_request, uuid)
+        except BaseException:
+            workdir = getattr(process, "workdir", None)
+            if workdir and os.path.isdir(workdir):
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise
 
 
 def build_service(settings: Settings, processes: Optional[List] = None) -> Service:

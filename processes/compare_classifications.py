@@ -16,6 +16,8 @@ def _side_outputs(suffix: str, which: str):
         wpsio.file_output(f"matrix_{suffix}", f"Confusion matrix of {which}", FORMATS.CSV,
                           "Rows: reference; columns: predicted."),
         wpsio.file_output(f"heatmap_{suffix}", f"Confusion-matrix heatmap of {which}", wpsio.PNG_FORMAT),
+        wpsio.file_output(f"pycm_object_{suffix}", f"PyCM confusion matrix of {which}", wpsio.PYCM_FORMAT,
+                          wpsio.PYCM_ABSTRACT),
     ]
 
 

@@ -323,3 +323,12 @@ def test_evaluate_class_unknown_to_the_model(tmp_path):
     assert s["codes"] == {"a": 0, "b": 1, "zz": "zz"}
     assert s["n"] == 65 and s["reference_counts"]["zz"] == 5
     assert s["tpr"]["zz"] == 0.0  # never predicted: the model has no such output
+
+
+def test_multi_band_classification_is_refused(tmp_path):
+    """An 8-band scene given as the classification would be read as band 1 (hundreds of 'classes')."""
+    from conftest import LABELS, SCENE_1999
+
+    with pytest.raises(DataError, match="has 8 bands; a single-band raster"):
+        validate_classification(SCENE_1999, LABELS, tmp_path / "qc")
+    assert not (tmp_path / "qc").exists()

@@ -210,3 +210,11 @@ def test_worker_identity_survives_pid_reuse():
     assert not worker_alive(os.getpid(), ticks + 1)  # same pid, another start time: another process
     assert not worker_alive(None, None)
     assert process_start_ticks(2 ** 22 + 12345) is None
+
+
+def test_docs_process_reference_is_current():
+    """docs/wps.md holds the output of ``geoml-hub wps describe`` (regenerate it after changing a process)."""
+    from geoml_hub.wps.describe import docs_section, render_markdown
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "wps.md").read_text(encoding="utf-8")
+    assert docs_section(text) == render_markdown()

@@ -8,7 +8,6 @@ Expected errors print one line, ``geoml-hub: error: ...``, and exit with status 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Sequence

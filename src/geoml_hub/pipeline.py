@@ -24,7 +24,7 @@ from .extraction import extract_samples, split_regions
 from .fileio import PathLike, write_json
 from .progress import ProgressCallback, report, scaled
 from .samples import load_samples, write_manifest
-from .training import TrainConfig, stratified_split, train_model
+from .training import stratified_split, train_model
 from .validation import evaluate_model, validate_classification
 
 

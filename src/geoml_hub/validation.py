@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -109,14 +108,16 @@ def confusion_counts(classification: PathLike, reference: PathLike, reference_no
     GridMismatchError
         If the grids differ; the message says which of shape, transform or CRS.
     DataError
-        If a file is missing or unreadable, or labels are not whole numbers.
+        If a file is missing or unreadable, has more than one band, or labels are not whole numbers.
     """
-    import rasterio
     from rasterio.windows import Window
 
     from .scene import _open, check_same_grid
 
     with gdal_env(), _open(classification) as cls_src, _open(reference) as ref_src:
+        for src, what in ((cls_src, f"classification {classification}"), (ref_src, f"reference {reference}")):
+            if src.count != 1:
+                raise DataError(f"{what}: has {src.count} bands; a single-band raster of class codes is expected")
         check_same_grid(cls_src, ref_src, f"classification {classification}", f"reference {reference}", ignore_crs_name)
         unlabelled = reference_nodata if reference_nodata is not None else ref_src.nodata
         cls_nodata = cls_src.nodata

@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from pywps import Process
 from pywps.app.exceptions import ProcessError, format_message
@@ -90,15 +90,17 @@ class AtomicExecuteResponse(ExecuteResponse):
             return
         # a final status: build the document (outputs stored), record it in the job table, then
         # publish the document, so a client that reads "succeeded" finds the job record final too
-        self.store_status_file = False
+        self._hold_status_file = True
         try:
             super()._update_status(status, message, status_percentage, clean)
         finally:
-            self.store_status_file = True
+            self._hold_status_file = False
         job.store.finish(self.uuid, SUCCEEDED if status == WPS_STATUS.SUCCEEDED else FAILED, message)
         self._update_status_file()
 
     def _update_status_file(self):
+        if getattr(self, "_hold_status_file", False):
+            return
         path = Path(self.process.status_location)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")

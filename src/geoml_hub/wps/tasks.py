@@ -329,7 +329,8 @@ def evaluate_model(job, model: Path, samples: Path, device: str = "auto", tta: b
     s = run(model, sample_set, out, device=device, tta=tta, progress=progress)
     return {"overall_accuracy": s["overall_accuracy"], "kappa": s["kappa"], "n": s["n"],
             "summary": out / "summary.json", "report": out / "report.html", "matrix": out / "report_matrix.csv",
-            "heatmap": out / "confusion_matrix.png", "predictions": out / "predictions.csv"}
+            "heatmap": out / "confusion_matrix.png", "pycm_object": out / "report.obj",
+            "predictions": out / "predictions.csv"}
 
 
 def classify_scene(job, model: Path, scene: Sequence[Path], stride: Optional[int] = None,
@@ -387,6 +388,7 @@ def compare_classifications(job, classification_a: Path, classification_b: Path,
         result[f"heatmap_{suffix}"] = _move(side / "confusion_matrix.png", job.workdir / f"heatmap_{suffix}.png")
         result[f"matrix_{suffix}"] = _move(side / "report_matrix.csv", job.workdir / f"matrix_{suffix}.csv")
         result[f"summary_{suffix}"] = _move(side / "summary.json", job.workdir / f"summary_{suffix}.json")
+        result[f"pycm_object_{suffix}"] = _move(side / "report.obj", job.workdir / f"pycm_{suffix}.obj")
     return result
 
 
@@ -396,7 +398,8 @@ def validate_classification(job, classification: Path, reference: Path, referenc
     (:func:`geoml_hub.validation.validate_classification`).
 
     Returns the outputs ``overall_accuracy``, ``kappa``, ``n`` (labelled pixels compared),
-    ``summary`` (JSON), ``report`` (PyCM HTML), ``matrix`` (CSV) and ``heatmap`` (PNG).
+    ``summary`` (JSON), ``report`` (PyCM HTML), ``matrix`` (CSV), ``heatmap`` (PNG) and
+    ``pycm_object`` (PyCM's object file).
     """
     from ..validation import validate_classification as run
 
@@ -406,4 +409,4 @@ def validate_classification(job, classification: Path, reference: Path, referenc
     s = run(classification, reference, out, reference_nodata, ignore_crs_name=ignore_crs_name, progress=progress)
     return {"overall_accuracy": s["overall_accuracy"], "kappa": s["kappa"], "n": s["n"],
             "summary": out / "summary.json", "report": out / "report.html", "matrix": out / "report_matrix.csv",
-            "heatmap": out / "confusion_matrix.png"}
+            "heatmap": out / "confusion_matrix.png", "pycm_object": out / "report.obj"}

@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import sys
-from pathlib import Path
 
 from pywps.response.status import WPS_STATUS
 

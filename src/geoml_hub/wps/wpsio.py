@@ -101,6 +101,8 @@ from pywps import Format  # noqa: E402
 MODEL_FORMAT = Format("application/octet-stream", extension=".pt")
 HTML_FORMAT = Format("text/html", extension=".html")
 PNG_FORMAT = Format("image/png", extension=".png")
+PYCM_FORMAT = Format("application/json", extension=".obj")
+PYCM_ABSTRACT = "PyCM object file: pycm.ConfusionMatrix(file=open(path)) loads the matrix with every statistic."
 
 
 def qc_outputs(prefix: str = "") -> List:
@@ -115,6 +117,7 @@ def qc_outputs(prefix: str = "") -> List:
         file_output(prefix + "report", "PyCM report", HTML_FORMAT, "PyCM's HTML report."),
         file_output(prefix + "matrix", "Confusion matrix", FORMATS.CSV, "Rows: reference; columns: predicted."),
         file_output(prefix + "heatmap", "Confusion-matrix heatmap", PNG_FORMAT),
+        file_output(prefix + "pycm_object", "PyCM confusion matrix", PYCM_FORMAT, PYCM_ABSTRACT),
     ]
 
 

@@ -182,6 +182,7 @@ def test_async_training_reports_progress_and_outputs(server):
     assert pcts == sorted(pcts), f"progress went backwards: {pcts}"
     # outputs: literals in the document, files by reference, fetched over HTTP
     root = ET.fromstring(requests.get(loc, timeout=30).content)
+    assert root.get("statusLocation") == loc  # the final document still says where it lives
     outs = {o.find("ows:Identifier", NS).text: o for o in root.findall(".//wps:Output", NS)}
     assert int(outs["epochs_run"].find(".//wps:LiteralData", NS).text) == 3
     href = outs["model"].find("wps:Reference", NS).get("href")
@@ -347,3 +348,26 @@ def test_retention_removes_old_outputs(tmp_path):
         assert not (server.state_dir / "outputs" / job_id).exists()
         assert requests.get(summary_url, timeout=30).status_code == 410
         assert requests.get(loc, timeout=30).status_code == 200  # the status document stays
+
+
+def test_notebook_style_script_prints_the_qc_summary(server):
+    """notebooks/wps_quickstart.py: extract -> balance -> train -> classify -> validate through the
+    server with geoml_hub.client, configured only by GEOML_WPS_URL; prints the QC summary."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "notebooks" / "wps_quickstart.py"
+    env = dict(os.environ, GEOML_WPS_URL=server.url, GEOML_DEMO_EPOCHS="3")
+    env.pop("JUPYTERHUB_API_TOKEN", None)
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    m = re.search(r"overall accuracy (\d\.\d{3})\s+kappa\s+(-?\d\.\d{3})\s+n (\d+)", out.stdout)
+    assert m, out.stdout[-3000:]
+    validations = [j for j in requests.get(server.url + "/jobs", timeout=30).json()["jobs"]
+                   if j["process"] == "validate_classification" and j["status"] == "succeeded"]
+    summary = json.loads((server.state_dir / "outputs" / validations[0]["job_id"] / "summary.json").read_text())
+    assert float(m.group(1)) == round(summary["overall_accuracy"], 3)
+    assert int(m.group(3)) == summary["n"] == 256  # the 14 held-out Chiapas regions
+    assert "PPV (user's)" in out.stdout and "forest" in out.stdout

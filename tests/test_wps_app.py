@@ -218,3 +218,24 @@ def test_docs_process_reference_is_current():
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "wps.md").read_text(encoding="utf-8")
     assert docs_section(text) == render_markdown()
+
+
+def test_core_never_imports_pywps():
+    """Dependencies point one way: processes/ -> geoml_hub.wps -> the core."""
+    import ast
+
+    src = Path(__file__).resolve().parents[1] / "src" / "geoml_hub"
+    core = [p for p in src.glob("*.py") if p.name not in ("client.py",)]
+    assert len(core) >= 12
+    for path in core:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if node.level == 0 else []
+                if node.level and (node.module or "").startswith("wps") and path.name != "cli.py":
+                    names = ["geoml_hub.wps"]
+            for name in names:
+                assert not name.split(".")[0] in ("pywps", "owslib"), f"{path.name} imports {name}"
+                assert name != "geoml_hub.wps", f"{path.name} imports the WPS layer"

@@ -67,8 +67,13 @@ class WpsApp:
         self.settings = settings
         self.service = service
         self.auth = authenticator or make_authenticator(settings)
-        self.store = store_for(settings.database)
+        store_for(settings.database)  # create the tables now
         self.base = urllib.parse.urlparse(settings.url).path.rstrip("/")
+
+    @property
+    def store(self):
+        """The job store of this process (gunicorn forks the app into its HTTP workers)."""
+        return store_for(self.settings.database)
 
     def __call__(self, environ, start_response):
         request = Request(environ)

@@ -142,7 +142,7 @@ class Dispatcher(threading.Thread):
         Seconds between looks at the queue (a submission in this process wakes it at once).
     """
 
-    def __init__(self, settings, service, poll: float = 0.25):
+    def __init__(self, settings, service, poll: float = 0.1):
         super().__init__(name="geoml-wps-dispatcher", daemon=True)
         self.settings = settings
         self.service = service

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, DISMISSED = "queued", "running", "succeeded", "failed", "dismissed"
 FINAL_STATES = (SUCCEEDED, FAILED, DISMISSED)
@@ -132,18 +132,25 @@ class JobStore:
 
     def __init__(self, url: str):
         self.url = url
+        # Pooled connections: opening a SQLite connection per statement made every close the last
+        # one, so SQLite checkpointed and deleted the WAL each time (docs/benchmarks.md, section 5).
+        # A pool must not cross a fork: see store_for() and _after_fork().
         if url.startswith("sqlite"):
-            self.engine = sa.create_engine(url, poolclass=NullPool, connect_args={"timeout": 60,
-                                                                                   "check_same_thread": False})
+            self.engine = sa.create_engine(url, poolclass=QueuePool, pool_size=4, max_overflow=16,
+                                           connect_args={"timeout": 60, "check_same_thread": False})
 
             @sa.event.listens_for(self.engine, "connect")
-            def _pragmas(conn, _record):  # WAL: readers never wait for the (single) writer
+            def _pragmas(conn, _record):
                 cur = conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA busy_timeout=60000")
+                cur.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across process crashes
                 cur.close()
+
+            with self.engine.connect() as c:  # WAL: readers never wait for the (single) writer
+                c.exec_driver_sql("PRAGMA journal_mode=WAL")
         else:
-            self.engine = sa.create_engine(url, poolclass=NullPool)
+            self.engine = sa.create_engine(url, poolclass=QueuePool, pool_size=4, max_overflow=16,
+                                           pool_pre_ping=True)
         _metadata.create_all(self.engine)
 
     # -- writes -------------------------------------------------------------------------------
@@ -234,8 +241,19 @@ _STORES: Dict[str, JobStore] = {}
 
 
 def store_for(url: str) -> JobStore:
-    """One :class:`JobStore` per database URL and process (re-created after a fork)."""
+    """One :class:`JobStore` per database URL and process (a forked child makes its own)."""
     key = f"{os.getpid()}:{url}"
     if key not in _STORES:
         _STORES[key] = JobStore(url)
     return _STORES[key]
+
+
+def _after_fork() -> None:
+    # pooled connections inherited from the parent belong to the parent: forget them here
+    # without closing them (closing would disturb the parent's use of the same sockets/files)
+    for key, store in list(_STORES.items()):
+        store.engine.dispose(close=False)
+        del _STORES[key]
+
+
+os.register_at_fork(after_in_child=_after_fork)

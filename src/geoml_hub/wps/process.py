@@ -83,8 +83,8 @@ class AtomicExecuteResponse(ExecuteResponse):
         final = status in (WPS_STATUS.SUCCEEDED, WPS_STATUS.FAILED)
         if job is None or not final or not self.store_status_file:
             super()._update_status(status, message, status_percentage, clean)
-            if job is not None and status == WPS_STATUS.STARTED:
-                job.store.progress(self.uuid, float(status_percentage or 0), message)
+            if job is not None and status == WPS_STATUS.STARTED and self.store_status_file:
+                job.store.progress(self.uuid, float(status_percentage or 0), message)  # async jobs only
             elif job is not None and final:
                 job.store.finish(self.uuid, SUCCEEDED if status == WPS_STATUS.SUCCEEDED else FAILED, message)
             return
@@ -346,9 +346,9 @@ class GeomlProcess(Process):
         self.job = JobContext(str(self.uuid), access, settings, store, Path(self.workdir))
         wps_response._update_status(WPS_STATUS.ACCEPTED, "PyWPS Request accepted", 0)
         wps_response = self._run_process(wps_request, wps_response)
-        job = store.get(str(self.uuid))
-        if job is not None and job.state == RUNNING:  # PyWPS ended without a final status
-            store.finish(str(self.uuid), FAILED, wps_response.message or "process ended without a status")
+        # no-op unless PyWPS ended without a final status
+        store.finish(str(self.uuid), FAILED, wps_response.message or "process ended without a status",
+                     expected=(RUNNING,))
         return wps_response
 
     def launch_next_process(self):

@@ -760,7 +760,7 @@ def test_zz_nothing_written_outside_the_job_directories(wps, data_snapshot, data
     assert len(jobs) >= 15
     for p in wps.settings.outputs_dir.iterdir():
         assert p.is_dir() and p.name in jobs, p
-    allowed = {"logs", "outputs", "work", "workspace", "pywps.cfg", "settings.json", "log.sqlite",
+    allowed = {"logs", "outputs", "work", "workspace", "results", "pywps.cfg", "settings.json", "log.sqlite",
                "log.sqlite-wal", "log.sqlite-shm", "log.sqlite-journal"}
     assert {p.name for p in wps.settings.state_dir.iterdir()} <= allowed
 

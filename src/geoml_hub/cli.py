@@ -193,6 +193,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_balance_options(p)
     _add_train_options(p)
 
+    p = sub.add_parser("up", help="JupyterHub + the WPS service + idle culler on this machine (docs/user.md)")
+    p.add_argument("--port", type=int, default=8000, help="public port (default 8000)")
+    p.add_argument("--ip", default="127.0.0.1", help="public address (default 127.0.0.1; 0.0.0.0: all)")
+    p.add_argument("--state-dir", help="hub database, secrets, user homes, WPS state (default ~/.local/state/geoml-hub/hub)")
+    p.add_argument("--data-root", help="the shared read-only remote-sensing data (~/data in user servers, data/ in the WPS)")
+    p.add_argument("--cull-timeout", type=int, default=3600,
+                   help="stop user servers idle this many seconds (default 3600; 0: never, unlimited working time)")
+    p.add_argument("--cull-every", type=int, default=60, help="how often the idle culler looks, in seconds")
+    p.add_argument("--authenticator", choices=["native", "generic-oauth"], default="native",
+                   help="native: passwords in the hub database, sign-up + admin approval (default); "
+                        "generic-oauth: OAuth2, settings in --config")
+    p.add_argument("--admin", default="admin", help="name of the first admin (default admin)")
+    p.add_argument("--profiles", help="profiles YAML (default: the built-in CPU and CUDA GPU profiles)")
+    p.add_argument("--config", help="extra JupyterHub config file (Python), applied last")
+    p.add_argument("--wps-parallel", type=int, default=2, help="WPS jobs running at once (default 2)")
+    p.add_argument("--detach", action="store_true", help="start and return; stop later with geoml-hub down")
+    p = sub.add_parser("down", help="stop everything geoml-hub up started")
+    p.add_argument("--state-dir", help="as given to geoml-hub up")
+
     p = sub.add_parser("wps", help="the OGC WPS server (docs/wps.md)")
     wsub = p.add_subparsers(dest="wps_command", required=True, metavar="WPS_COMMAND")
     w = wsub.add_parser("serve", help="serve the WPS processes (standalone: loopback, no authentication)")
@@ -207,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-queued", type=int, help="jobs that may wait (maxprocesses, default 30)")
     w.add_argument("--retention-hours", type=float, help="remove outputs this long after a job ends (default 168)")
     w.add_argument("--url", help="public base URL (default http://HOST:PORT)")
+    w.add_argument("--auth", choices=["none", "jupyterhub"],
+                   help="none: standalone, no authentication (default); jupyterhub: run as a hub service")
+    w.add_argument("--shared-results", help="the shared results area for published jobs (default STATE/results)")
     w.add_argument("--server", choices=["gunicorn", "werkzeug"], default="gunicorn",
                    help="gunicorn (default) or the werkzeug development server")
     w.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
@@ -289,6 +311,21 @@ def run(args) -> int:
         print(f"better: {s['better'] or 'tie'} (PyCM Compare: {s['pycm_best'] or 'no verdict'})")
     elif cmd == "wps":
         return run_wps(args)
+    elif cmd == "up":
+        from pathlib import Path
+
+        from .hub.up import DEFAULT_STATE, up
+
+        return up(Path(args.state_dir) if args.state_dir else DEFAULT_STATE, foreground=not args.detach,
+                  port=args.port, ip=args.ip, data_root=args.data_root, cull_timeout=args.cull_timeout,
+                  cull_every=args.cull_every, authenticator=args.authenticator, admin_user=args.admin,
+                  profiles_file=args.profiles, extra_config=args.config, wps_parallel=args.wps_parallel)
+    elif cmd == "down":
+        from pathlib import Path
+
+        from .hub.up import DEFAULT_STATE, down
+
+        return down(Path(args.state_dir) if args.state_dir else DEFAULT_STATE)
     elif cmd == "pipeline":
         from .pipeline import run_patch_pipeline, run_scene_pipeline
 
@@ -333,7 +370,8 @@ def run_wps(args) -> int:
         roots = ",".join(args.data_root)
     settings = load_settings(args.config, state_dir=args.state_dir, data_roots=roots, database=args.database,
                              parallelprocesses=args.parallel, maxprocesses=args.max_queued,
-                             retention_hours=args.retention_hours, url=args.url)
+                             retention_hours=args.retention_hours, url=args.url, auth=args.auth,
+                             shared_results=args.shared_results)
     if not args.url and not _config_sets_url(args.config):
         host = args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1"
         settings.url = f"http://{host}:{args.port}"

@@ -93,18 +93,31 @@ class WpsApp:
                           "jobs": self.settings.url + "/jobs", "outputs": self.settings.outputs_url})
         if path == "/health":
             return _json({"status": "ok"})
+        if path == "/oauth_callback" and hasattr(self.auth, "oauth_callback"):
+            return self.auth.oauth_callback(request)
         identity = self.auth.identify(environ)
         if identity is None:
+            forbidden = environ.get("geoml.forbidden")
+            status = 403 if forbidden else 401
             if path == "/wps":
-                return NoApplicableCode("authentication required: send a JupyterHub token", code=401)
-            return _error(401, "authentication required")
+                return NoApplicableCode(forbidden or "authentication required: send a JupyterHub token", code=status)
+            if (not forbidden and hasattr(self.auth, "login_redirect") and request.method == "GET"
+                    and "text/html" in request.headers.get("Accept", "")):
+                return self.auth.login_redirect(request)  # a browser: log in through the hub
+            return _error(status, forbidden or "authentication required")
         environ["geoml.identity"] = identity
         if path == "/wps":
-            return self.service.call(Request(environ))
+            # PyWPS reads meaning into the URL path (/processes/..., /jobs/...): give it the path
+            # relative to the service base
+            inner = dict(environ, PATH_INFO="/wps", SCRIPT_NAME=environ.get("SCRIPT_NAME", "") + self.base)
+            return self.service.call(Request(inner))
         if path.startswith("/outputs/"):
             return self.serve_output(path[len("/outputs/"):], identity, request)
         if path == "/jobs":
             return self.list_jobs(identity, request)
+        m = re.match(r"^/jobs/([^/]+)/publish/?$", path)
+        if m:
+            return self.publish(m.group(1), identity, request)
         m = re.match(r"^/jobs/([^/]+)(/cancel)?/?$", path)
         if m:
             return self.job(m.group(1), bool(m.group(2)), identity, request)
@@ -149,6 +162,40 @@ class WpsApp:
         if request.method != "GET":
             return _error(405, "method not allowed")
         return _json(job.as_dict(self._status_url(job)))
+
+    def publish(self, uuid: str, identity, request: Request) -> Response:
+        """``POST /jobs/<id>/publish``: share a succeeded job's outputs with every user.
+
+        The outputs are hard-linked (copied across file systems) into the shared results
+        area, ``results/<owner>/<job id>/``, and the job's outputs become readable by all.
+        ``DELETE`` (or ``POST .../publish?unpublish=1``) withdraws it.
+        """
+        from .datasets import remove_tree, share_outputs
+
+        if not _JOB.match(uuid):
+            return _error(404, "no such job")
+        job = self.store.get(uuid)
+        if job is None or not self._visible(job, identity):
+            return _error(404, "no such job")
+        if job.owner != identity.name and not identity.admin:
+            return _error(403, "only the owner may publish a job")
+        if request.method not in ("POST", "DELETE"):
+            return _error(405, "use POST to publish, DELETE to withdraw")
+        target = self.settings.results_dir / job.owner / uuid
+        if request.method == "DELETE" or request.args.get("unpublish"):
+            remove_tree(target)
+            self.store.set_published(uuid, False)
+            job = self.store.get(uuid)
+            return _json(job.as_dict(self._status_url(job)))
+        if job.state != "succeeded" or job.outputs_removed is not None:
+            return _error(409, f"only a succeeded job with its outputs can be published (job is {job.state})")
+        share_outputs(self.settings.job_outputs(uuid), target, {"job_id": uuid, "process": job.identifier,
+                                                               "owner": job.owner})
+        self.store.set_published(uuid, True)
+        job = self.store.get(uuid)
+        body = job.as_dict(self._status_url(job))
+        body["shared_as"] = f"results/{job.owner}/{uuid}"
+        return _json(body)
 
     # -- outputs ----------------------------------------------------------------------------------
     def serve_output(self, rel: str, identity, request: Request) -> Response:

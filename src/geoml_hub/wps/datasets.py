@@ -8,6 +8,8 @@ A WPS input names a dataset, never a server path:
     notebook server the same root is mounted at ``~/<root>``, so the names match.
 ``workspace/<path>``
     Inside the writable workspace (per user once the hub provides identities).
+``results/<owner>/<job id>/<file>``
+    Published outputs in the shared results area, readable by everyone.
 ``jobs/<job id>/<path>``
     An output of an earlier job of the same owner (or a published one), e.g.
     ``jobs/6f1c.../model.pt`` — how steps are chained.
@@ -112,6 +114,8 @@ def resolve(name: str, settings, access: Access, kind: str = "any", must_exist: 
     root_name, rest = parts[0], parts[1:]
     if root_name == "workspace":
         root = settings.workspace_dir
+    elif root_name == "results":
+        root = settings.results_dir
     elif root_name == "jobs":
         if not rest or not _JOB_ID.match(rest[0]):
             raise DatasetError(f"dataset {name[:80]}: expected jobs/JOB_ID/FILE")
@@ -128,7 +132,7 @@ def resolve(name: str, settings, access: Access, kind: str = "any", must_exist: 
     elif root_name in settings.data_roots:
         root = settings.data_roots[root_name]
     else:
-        roots = ", ".join(sorted(list(settings.data_roots) + ["workspace", "jobs"]))
+        roots = ", ".join(sorted(list(settings.data_roots) + ["workspace", "results", "jobs"]))
         raise DatasetError(f"dataset {name[:80]}: unknown data root {root_name}; known roots: {roots}")
     root_real = Path(os.path.realpath(root))
     path = Path(os.path.realpath(root.joinpath(*rest)))
@@ -152,6 +156,7 @@ def allowed_roots(settings, access: Access, job_store=None) -> List[Path]:
     outputs of the owner's jobs (all outputs for admins)."""
     roots = [Path(os.path.realpath(p)) for p in settings.data_roots.values()]
     roots.append(Path(os.path.realpath(settings.workspace_dir)))
+    roots.append(Path(os.path.realpath(settings.results_dir)))
     if access.admin:
         roots.append(Path(os.path.realpath(settings.outputs_dir)))
     else:
@@ -225,6 +230,35 @@ def fetch_url(url: str, workdir: Path, max_mb: float, timeout: float = 60.0) -> 
         if os.path.exists(tmp):
             os.unlink(tmp)
     return dest
+
+
+def share_outputs(source: Path, target: Path, info: dict) -> Path:
+    """Publish a job's output directory as ``target`` in the shared results area: files are
+    hard-linked (copied across file systems) into a temporary directory that is renamed into
+    place, with ``job.json`` describing the job."""
+    import json
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for src in sorted(source.rglob("*")):
+            dest = tmp / src.relative_to(source)
+            if src.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, dest)
+            except OSError:
+                shutil.copy2(src, dest)
+        (tmp / "job.json").write_text(json.dumps(info, indent=1) + "\n")
+        os.chmod(tmp, 0o755)
+        remove_tree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def remove_tree(path: Path) -> None:

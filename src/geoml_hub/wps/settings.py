@@ -33,7 +33,7 @@ from ..errors import ParameterError
 from ..fileio import write_text
 
 #: Names that data-root names may not take: they are dataset prefixes with their own meaning.
-RESERVED_ROOTS = ("jobs", "workspace", "http", "https", "file")
+RESERVED_ROOTS = ("jobs", "workspace", "results", "http", "https", "file")
 
 ENV_SETTINGS = "GEOML_WPS_SETTINGS"
 
@@ -66,6 +66,8 @@ class Settings:
         Public base URL of the service (the WPS endpoint is ``url + '/wps'``).
     auth : str
         ``none`` (standalone: requests are not authenticated) or ``jupyterhub``.
+    shared_results : Path, optional
+        The shared results area where published job outputs go (default ``state_dir/results``).
     log_level : str
         PyWPS log level.
     pywps : dict
@@ -83,11 +85,14 @@ class Settings:
     url: str = "http://127.0.0.1:5000"
     auth: str = "none"
     log_level: str = "INFO"
+    shared_results: Optional[Path] = None
     pywps: Dict[str, Dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser().resolve()
         self.data_roots = {str(k): Path(v).expanduser().resolve() for k, v in self.data_roots.items()}
+        if self.shared_results:
+            self.shared_results = Path(self.shared_results).expanduser().resolve()
         for name in self.data_roots:
             if name in RESERVED_ROOTS or not name.replace("_", "").replace("-", "").isalnum():
                 raise ParameterError(f"data root name {name!r} is reserved or not a plain word")
@@ -115,6 +120,12 @@ class Settings:
     @property
     def workspace_dir(self) -> Path:
         return self.state_dir / "workspace"
+
+    @property
+    def results_dir(self) -> Path:
+        """The shared results area (``results/<owner>/<job id>/``): published outputs, readable
+        by every user, and the read-only dataset root ``results``."""
+        return Path(self.shared_results) if self.shared_results else self.state_dir / "results"
 
     @property
     def logs_dir(self) -> Path:
@@ -149,12 +160,13 @@ class Settings:
     def prepare(self) -> "Settings":
         """Create the state directory layout, write ``pywps.cfg`` and ``settings.json``, and load
         the configuration into PyWPS in this process (``PYWPS_CFG`` is set for children)."""
-        for d in (self.state_dir, self.outputs_dir, self.work_dir, self.workspace_dir, self.logs_dir):
+        for d in (self.state_dir, self.outputs_dir, self.work_dir, self.workspace_dir, self.logs_dir, self.results_dir):
             d.mkdir(parents=True, exist_ok=True)
         write_text(self.pywps_cfg, self.render_pywps_cfg())
         data = asdict(self)
         data["state_dir"] = str(self.state_dir)
         data["data_roots"] = {k: str(v) for k, v in self.data_roots.items()}
+        data["shared_results"] = str(self.shared_results) if self.shared_results else None
         write_text(self.settings_file, json.dumps(data, indent=2) + "\n")
         self.activate()
         return self

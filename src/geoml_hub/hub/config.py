@@ -1,0 +1,170 @@
+"""The JupyterHub configuration of ``geoml-hub up`` (one machine).
+
+``geoml-hub up`` writes ``STATE/jupyterhub_config.py``, which calls :func:`configure`
+with the settings in ``STATE/up.json``. What it sets up:
+
+- JupyterHub with configurable-http-proxy (from the npm registry), state in ``STATE``
+  (SQLite database, cookie secret, proxy token);
+- authentication: jupyterhub-nativeauthenticator (hashed passwords in the hub database,
+  sign-up plus admin approval), or OAuth2 (GenericOAuthenticator) from an extra config file;
+- :class:`geoml_hub.hub.spawner.GeomlLocalSpawner` with the profiles of ``profiles.yaml``,
+  each user's home in ``STATE/users/<name>`` with ``~/data`` (the shared data, read-only by
+  convention) and ``~/results`` (published results of everyone);
+- the WPS server as the hub-managed service ``wps`` at ``/services/wps/``, authenticating
+  every request with the hub (``geoml-hub wps serve --auth jupyterhub``);
+- jupyterhub-idle-culler as the service ``idle-culler`` (off with ``cull_timeout = 0``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Dict
+
+#: Scopes of ``JUPYTERHUB_API_TOKEN`` in a user's server: what JupyterHub gives by default plus
+#: access to the geoml-hub services and the user's own name and groups (for the WPS owner).
+SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!user", "access:services",
+                       "read:users:name!user", "read:users:groups!user"]
+
+
+def load(path) -> Dict:
+    return json.loads(Path(path).read_text())
+
+
+def _bin(name: str) -> str:
+    """A console script of this Python environment (the venv's ``bin``), else from PATH."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else (shutil.which(name) or name)
+
+
+def public_url(s: Dict) -> str:
+    host = s["ip"] if s["ip"] not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{s['port']}"
+
+
+def make_pre_spawn_hook(s: Dict):
+    data_root = s.get("data_root")
+    results = Path(s["state_dir"]) / "wps" / "results"
+
+    def pre_spawn_hook(spawner):
+        """Create the user's home with ``~/data`` and ``~/results`` links (idempotent)."""
+        home = Path(spawner.home_dir)
+        home.mkdir(parents=True, exist_ok=True)
+        for name, target in (("data", data_root), ("results", results)):
+            if not target:
+                continue
+            link = home / name
+            if link.is_symlink() and os.readlink(link) == str(target):
+                continue
+            if link.is_symlink():
+                link.unlink()
+            if not link.exists():
+                Path(target).mkdir(parents=True, exist_ok=True)
+                link.symlink_to(target, target_is_directory=True)
+
+    return pre_spawn_hook
+
+
+def configure(c, settings_path) -> None:
+    """Fill the JupyterHub config object ``c`` from ``up.json``."""
+    s = load(settings_path)
+    state = Path(s["state_dir"])
+    url = public_url(s)
+
+    # -- hub, proxy, state -------------------------------------------------------------------------
+    c.JupyterHub.ip = s["ip"]
+    c.JupyterHub.port = s["port"]
+    c.JupyterHub.hub_ip = "127.0.0.1"
+    c.JupyterHub.hub_port = s["hub_port"]
+    c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+    c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
+    c.JupyterHub.cleanup_servers = True
+    c.JupyterHub.cleanup_proxy = True
+    c.ConfigurableHTTPProxy.command = [s["chp"]]
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{s['proxy_api_port']}"
+    c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+    c.ConfigurableHTTPProxy.auth_token = (state / "proxy_token").read_text().strip()
+    c.JupyterHub.public_url = url + "/"
+
+    # -- authentication ---------------------------------------------------------------------------
+    c.Authenticator.admin_users = {s["admin_user"]}
+    if s["authenticator"] == "native":
+        import nativeauthenticator
+
+        c.JupyterHub.authenticator_class = "geoml_hub.hub.auth.NativeAuthenticator"
+        c.JupyterHub.template_paths = [str(Path(nativeauthenticator.__file__).parent / "templates")]
+        native = c.NativeAuthenticator
+        native.open_signup = False           # an admin approves every new user
+        native.minimum_password_length = 10
+        native.check_common_password = True
+        native.allowed_failed_logins = 10
+        native.seconds_before_next_try = 60
+        c.Authenticator.allow_all = True                    # approval is the gate
+    elif s["authenticator"] == "generic-oauth":
+        # client id/secret, URLs and allowed users come from the extra config file
+        c.JupyterHub.authenticator_class = "generic-oauth"
+    else:
+        raise ValueError(f"unknown authenticator {s['authenticator']!r}")
+
+    # -- roles: every user may use the geoml-hub services ---------------------------------------
+    roles = [{"name": "user", "description": "geoml-hub users: own servers and the geoml-hub services",
+              "scopes": ["self", "access:services"]}]
+
+    # -- user servers -----------------------------------------------------------------------------
+    c.JupyterHub.spawner_class = "geoml_hub.hub.spawner.GeomlLocalSpawner"
+    if s.get("profiles_file"):
+        c.GeomlLocalSpawner.profiles_file = s["profiles_file"]
+    c.Spawner.cmd = [_bin("jupyterhub-singleuser")]
+    c.Spawner.default_url = "/lab"
+    c.Spawner.notebook_dir = "~"
+    c.SimpleLocalProcessSpawner.home_dir_template = str(state / "users" / "{username}")
+    c.Spawner.start_timeout = 120
+    c.Spawner.http_timeout = 60
+    if os.geteuid() == 0:
+        c.Spawner.args = ["--allow-root"]  # these machines run as root; JupyterLab refuses otherwise
+    c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
+    c.Spawner.environment = {
+        "GEOML_WPS_URL": url + "/services/wps",
+        "GEOML_DATA": "~/data",
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    }
+    c.Spawner.pre_spawn_hook = make_pre_spawn_hook(s)
+
+    # -- services ------------------------------------------------------------------------------------
+    wps_state = state / "wps"
+    wps_cmd = [_bin("geoml-hub"), "wps", "serve", "--auth", "jupyterhub", "--host", "127.0.0.1",
+               "--port", str(s["wps_port"]), "--state-dir", str(wps_state), "--url", url + "/services/wps",
+               "--parallel", str(s.get("wps_parallel", 2)), "--shared-results", str(wps_state / "results")]
+    if s.get("data_root"):
+        wps_cmd += ["--data-root", f"data={s['data_root']}"]
+    services = [{
+        "name": "wps",
+        "display": True,
+        "info": {"description": "OGC WPS: balancing, training, classification, PyCM quality control"},
+        "url": f"http://127.0.0.1:{s['wps_port']}",
+        "command": wps_cmd,
+        "oauth_no_confirm": True,
+        "environment": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")} if os.environ.get(
+            "OMP_NUM_THREADS") else {},
+    }]
+    if s.get("cull_timeout", 0) > 0:
+        services.append({
+            "name": "idle-culler",
+            "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={int(s['cull_timeout'])}",
+                        f"--cull-every={int(s.get('cull_every', 60))}"],
+        })
+        roles.append({"name": "idle-culler", "description": "cull idle servers",
+                      "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+                      "services": ["idle-culler"]})
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
+
+    extra = s.get("extra_config")
+    if extra:
+        # an admin's own settings (e.g. GenericOAuthenticator) win over everything above
+        code = compile(Path(extra).read_text(), str(extra), "exec")
+        exec(code, {"c": c, "__file__": str(extra)})  # noqa: S102

@@ -1,0 +1,306 @@
+"""``geoml-hub up`` and ``geoml-hub down``: the whole platform on one machine.
+
+``up`` writes the hub configuration into a state directory, starts JupyterHub (which
+starts configurable-http-proxy, the WPS service and the idle culler), creates the first
+admin on the first start (a generated password in ``STATE/admin_password``, mode 0600),
+prints the URL and how to log in, and waits. Ctrl-C (or ``geoml-hub down`` from another
+shell) stops JupyterHub, which stops the user servers, the services and the proxy; then
+every process still left of the hub's process tree (e.g. a WPS job worker) is stopped,
+so nothing is orphaned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from ..errors import GeomlError, ParameterError
+
+DEFAULT_STATE = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "geoml-hub" / "hub"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_chp() -> str:
+    """The configurable-http-proxy executable: ``$GEOML_CHP``, ``node_modules/.bin`` of the
+    repository or the current directory (``npm install``, see the README), or ``PATH``.
+
+    Raises
+    ------
+    GeomlError
+        If none is found.
+    """
+    env = os.environ.get("GEOML_CHP")
+    candidates = [Path(env)] if env else []
+    repo = Path(__file__).resolve().parents[3]
+    candidates += [repo / "node_modules" / ".bin" / "configurable-http-proxy",
+                   Path.cwd() / "node_modules" / ".bin" / "configurable-http-proxy"]
+    for c in candidates:
+        if c.exists():
+            return str(c)
+    found = shutil.which("configurable-http-proxy")
+    if found:
+        return found
+    raise GeomlError("configurable-http-proxy not found: run `npm install` in the repository (see the README) "
+                     "or set GEOML_CHP")
+
+
+def _write_secret(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    os.chmod(path, 0o600)
+
+
+# -- process tree ---------------------------------------------------------------------------------
+def _proc_table() -> Dict[int, Tuple[int, int]]:
+    """pid -> (parent pid, start ticks) of every live process."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        rest = raw[raw.rfind(")") + 2:].split()
+        if rest[0] in ("Z", "X"):
+            continue
+        out[int(entry)] = (int(rest[1]), int(rest[19]))
+    return out
+
+
+def descendants(pid: int) -> List[Tuple[int, int]]:
+    """``(pid, start ticks)`` of every live descendant of ``pid``."""
+    table = _proc_table()
+    children: Dict[int, List[int]] = {}
+    for p, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(p)
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append((child, table[child][1]))
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int, ticks: Optional[int]) -> bool:
+    from ..wps.jobs import worker_alive
+
+    return worker_alive(pid, ticks)
+
+
+def stop_tree(pid: int, ticks: Optional[int], timeout: float = 45.0) -> List[int]:
+    """SIGTERM ``pid`` (JupyterHub stops its servers and services), wait, then stop whatever of
+    its process tree is left. Returns the pids that had to be killed."""
+    tree = descendants(pid)
+    if _alive(pid, ticks):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid, ticks):
+            time.sleep(0.2)
+        if _alive(pid, ticks):
+            os.kill(pid, signal.SIGKILL)
+    tree += [d for d in descendants(pid) if d not in tree]
+    left = [(p, t) for p, t in tree if _alive(p, t)]
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        for p, t in left:
+            if _alive(p, t):
+                try:
+                    os.kill(p, sig)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(_alive(p, t) for p, t in left):
+            time.sleep(0.1)
+        left = [(p, t) for p, t in left if _alive(p, t)]
+        if not left:
+            break
+    return [p for p, _ in left]
+
+
+# -- up ----------------------------------------------------------------------------------------------
+def prepare(state_dir: Path, port: int = 8000, ip: str = "127.0.0.1", data_root: Optional[Path] = None,
+            cull_timeout: int = 3600, cull_every: int = 60, authenticator: str = "native",
+            admin_user: str = "admin", profiles_file: Optional[Path] = None,
+            extra_config: Optional[Path] = None, wps_parallel: int = 2) -> Dict:
+    """Write ``up.json``, ``jupyterhub_config.py`` and the proxy token into ``state_dir``."""
+    state = Path(state_dir).expanduser().resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    os.chmod(state, 0o700)
+    if data_root is not None:
+        data_root = Path(data_root).expanduser().resolve()
+        if not data_root.is_dir():
+            raise ParameterError(f"--data-root: no such directory {data_root}")
+    for what, path in (("--profiles", profiles_file), ("--config", extra_config)):
+        if path is not None and not Path(path).is_file():
+            raise ParameterError(f"{what}: no such file {path}")
+    if authenticator not in ("native", "generic-oauth"):
+        raise ParameterError(f"--authenticator must be native or generic-oauth, got {authenticator!r}")
+    if authenticator == "generic-oauth" and extra_config is None:
+        raise ParameterError("--authenticator generic-oauth needs --config FILE with the GenericOAuthenticator settings")
+    token = state / "proxy_token"
+    if not token.exists():
+        _write_secret(token, secrets.token_hex(32))
+    settings = {
+        "state_dir": str(state), "port": port, "ip": ip, "hub_port": free_port(), "proxy_api_port": free_port(),
+        "wps_port": free_port(), "data_root": str(data_root) if data_root else None,
+        "cull_timeout": cull_timeout, "cull_every": cull_every, "authenticator": authenticator,
+        "admin_user": admin_user, "profiles_file": str(Path(profiles_file).resolve()) if profiles_file else None,
+        "extra_config": str(Path(extra_config).resolve()) if extra_config else None, "chp": find_chp(),
+        "wps_parallel": wps_parallel,
+    }
+    (state / "up.json").write_text(json.dumps(settings, indent=1) + "\n")
+    (state / "jupyterhub_config.py").write_text(
+        "# written by geoml-hub up; edit up.json or pass --config EXTRA.py instead\n"
+        "from geoml_hub.hub.config import configure\n\n"
+        f"configure(c, {str(state / 'up.json')!r})  # noqa: F821\n")
+    return settings
+
+
+def _get(url: str, timeout: float = 5.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise GeomlError(f"JupyterHub exited with status {proc.returncode}; see {log}")
+        if _get(url + "/hub/api") == 200 and _get(url + "/services/wps/health") == 200:
+            return
+        time.sleep(0.3)
+    raise GeomlError(f"JupyterHub did not answer at {url} within {timeout:.0f} s; see {log}")
+
+
+def create_admin(url: str, state: Path, admin_user: str) -> Optional[str]:
+    """On the first start: sign the admin up (NativeAuthenticator authorizes admin users at
+    sign-up) with a generated password, stored in ``STATE/admin_password`` (0600)."""
+    import requests
+
+    pw_file = state / "admin_password"
+    if pw_file.exists():
+        return None
+    password = secrets.token_urlsafe(15)
+    with requests.Session() as s:
+        s.get(url + "/hub/signup", timeout=30)
+        xsrf = s.cookies.get("_xsrf", "")
+        r = s.post(url + "/hub/signup", data={"username": admin_user, "signup_password": password,
+                                              "signup_password_confirmation": password, "_xsrf": xsrf},
+                   timeout=30)
+        r.raise_for_status()
+        ok = s.post(url + "/hub/login?next=", data={"username": admin_user, "password": password,
+                                                    "_xsrf": s.cookies.get("_xsrf", xsrf)},
+                    timeout=30, allow_redirects=False)
+        if ok.status_code not in (302, 303):
+            raise GeomlError(f"could not create the admin user {admin_user} (login after sign-up: {ok.status_code})")
+    _write_secret(pw_file, password)
+    return password
+
+
+def pid_file(state: Path) -> Path:
+    return state / "up.pid"
+
+
+def running(state: Path) -> Optional[Tuple[int, int]]:
+    """``(pid, start ticks)`` of the JupyterHub of ``state`` if it runs."""
+    f = pid_file(state)
+    if not f.exists():
+        return None
+    try:
+        pid, ticks = (int(v) for v in f.read_text().split())
+    except ValueError:
+        return None
+    return (pid, ticks) if _alive(pid, ticks) else None
+
+
+def up(state_dir: Path = DEFAULT_STATE, foreground: bool = True, **options) -> int:
+    """Start the platform (see the module docstring); with ``foreground`` wait until Ctrl-C."""
+    from ..wps.jobs import process_start_ticks
+
+    state = Path(state_dir).expanduser().resolve()
+    if state.exists() and running(state):
+        raise GeomlError(f"geoml-hub is already running with state {state}: geoml-hub down --state-dir {state}")
+    s = prepare(state, **options)
+    url = f"http://{s['ip'] if s['ip'] not in ('0.0.0.0', '::', '') else '127.0.0.1'}:{s['port']}"
+    log = state / "hub.log"
+    env = dict(os.environ)
+    env["GEOML_HUB_STATE"] = str(state)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "jupyterhub"), "-f",
+                                 str(state / "jupyterhub_config.py")], cwd=state, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    ticks = process_start_ticks(proc.pid)
+    pid_file(state).write_text(f"{proc.pid} {ticks}\n")
+    try:
+        wait_ready(url, proc, log)
+        password = create_admin(url, state, s["admin_user"]) if s["authenticator"] == "native" else None
+    except BaseException:
+        stop_tree(proc.pid, ticks)
+        pid_file(state).unlink(missing_ok=True)
+        raise
+    print(f"geoml-hub is running at {url}/", flush=True)
+    if s["authenticator"] == "native":
+        print(f"  log in as {s['admin_user']!r} with the password in {state / 'admin_password'} (mode 0600)"
+              + (" (created now)" if password else ""))
+        print(f"  new users sign up at {url}/hub/signup; the admin approves them at {url}/hub/authorize")
+    print(f"  WPS: {url}/services/wps/wps   state: {state}   log: {log}")
+    print("  stop with Ctrl-C or: geoml-hub down" + (f" --state-dir {state}" if state != DEFAULT_STATE else ""),
+          flush=True)
+    if not foreground:
+        return 0
+    stop = {"now": False}
+
+    def _stop(signum, frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    while not stop["now"] and proc.poll() is None:
+        time.sleep(0.3)
+    print("stopping geoml-hub ...", flush=True)
+    stop_tree(proc.pid, ticks)
+    pid_file(state).unlink(missing_ok=True)
+    print("stopped", flush=True)
+    return 0
+
+
+def down(state_dir: Path = DEFAULT_STATE) -> int:
+    """Stop the platform started with ``state_dir`` (every process of it)."""
+    state = Path(state_dir).expanduser().resolve()
+    r = running(state)
+    if r is None:
+        print(f"geoml-hub is not running (state {state})")
+        pid_file(state).unlink(missing_ok=True)
+        return 0
+    stop_tree(*r)
+    pid_file(state).unlink(missing_ok=True)
+    print("stopped")
+    return 0
+
+
+def secret_mode_ok(path: Path) -> bool:
+    """Whether a secret file is readable by its owner only."""
+    return stat.S_IMODE(path.stat().st_mode) == 0o600

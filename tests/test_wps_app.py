@@ -82,7 +82,7 @@ def test_jobs_and_outputs_belong_to_their_owner(app_client):
     assert c.get(path, headers={"X-User": "alice"}).status_code == 200
     # bob sees none of it
     assert c.get("/jobs", headers={"X-User": "bob"}).json["jobs"] == []
-    assert c.get(f"/jobs/{job_id}", headers={"X-User": "bob"}).status_code == 404
+    assert c.get(f"/jobs/{job_id}", headers={"X-User": "bob"}).status_code == 403
     assert c.get(path, headers={"X-User": "bob"}).status_code == 403
     assert c.get("/jobs?owner=alice", headers={"X-User": "bob"}).status_code == 403
     # and cannot use alice's outputs as inputs
@@ -103,7 +103,7 @@ def test_cancel_is_for_async_jobs_of_the_owner(app_client):
     r = c.get(execute_url("validate_classification", {"classification": LABELS, "reference": LABELS}),
               headers={"X-User": "carol"})
     job_id = urllib.parse.urlparse(output_href(r.data, "summary")).path.split("/")[-2]
-    assert c.post(f"/jobs/{job_id}/cancel", headers={"X-User": "dave"}).status_code == 404
+    assert c.post(f"/jobs/{job_id}/cancel", headers={"X-User": "dave"}).status_code == 403
     r = c.post(f"/jobs/{job_id}/cancel", headers={"X-User": "carol"})
     assert r.status_code == 409 and "already succeeded" in r.json["error"]
 

@@ -124,8 +124,10 @@ def configure(c, settings_path) -> None:
     c.SimpleLocalProcessSpawner.home_dir_template = str(state / "users" / "{username}")
     c.Spawner.start_timeout = 120
     c.Spawner.http_timeout = 60
+    args = ['--ServerApp.jpserver_extensions={"geoml_hub.hub.busy_activity": True}']
     if os.geteuid() == 0:
-        c.Spawner.args = ["--allow-root"]  # these machines run as root; JupyterLab refuses otherwise
+        args.append("--allow-root")  # these machines run as root; JupyterLab refuses otherwise
+    c.Spawner.args = args
     c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
     c.Spawner.environment = {
         "GEOML_WPS_URL": url + "/services/wps",
@@ -152,6 +154,10 @@ def configure(c, settings_path) -> None:
             "OMP_NUM_THREADS") else {},
     }]
     if s.get("cull_timeout", 0) > 0:
+        # activity must reach the hub several times per timeout (defaults: every 5 minutes)
+        interval = int(max(5, min(300, s["cull_timeout"] // 4)))
+        c.JupyterHub.last_activity_interval = interval
+        c.Spawner.environment["JUPYTERHUB_ACTIVITY_INTERVAL"] = str(interval)
         services.append({
             "name": "idle-culler",
             "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={int(s['cull_timeout'])}",

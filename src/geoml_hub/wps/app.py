@@ -148,8 +148,10 @@ class WpsApp:
         if not _JOB.match(uuid):
             return _error(404, "no such job")
         job = self.store.get(uuid)
-        if job is None or not self._visible(job, identity):
+        if job is None:
             return _error(404, "no such job")
+        if not self._visible(job, identity):
+            return _error(403, "not your job")
         if cancel or request.method == "DELETE":
             if request.method not in ("POST", "DELETE"):
                 return _error(405, "use POST to cancel")
@@ -175,7 +177,7 @@ class WpsApp:
         if not _JOB.match(uuid):
             return _error(404, "no such job")
         job = self.store.get(uuid)
-        if job is None or not self._visible(job, identity):
+        if job is None:
             return _error(404, "no such job")
         if job.owner != identity.name and not identity.admin:
             return _error(403, "only the owner may publish a job")

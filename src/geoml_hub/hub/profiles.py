@@ -1,0 +1,774 @@
+"""Notebook profiles: one YAML file for the local hub (``geoml-hub up``) and for KubeSpawner.
+
+The file
+--------
+``profiles.yaml`` (beside this module; any other file through ``load_profiles(path)`` or the
+spawners' ``profiles_file``) is a YAML **list** of profiles in the shape of
+zero-to-jupyterhub's ``singleuser.profileList`` / KubeSpawner's ``profile_list``:
+
+``display_name`` (str, required)
+    Title shown on the spawn form.
+``slug`` (str, required)
+    Identifier submitted by the form and stored in ``user_options["profile"]``; lowercase
+    letters, digits and ``-``, at most 63 characters, unique in the file.
+``description`` (str)
+    Text under the title.
+``default`` (bool)
+    Exactly one profile of the file has ``default: true``.
+``kubespawner_override`` (mapping)
+    KubeSpawner trait → value, applied by KubeSpawner as it is. Checked here where the local
+    spawner uses the key too: ``mem_limit``/``mem_guarantee`` (``"8G"``-style or bytes),
+    ``cpu_limit``/``cpu_guarantee`` (positive number), ``environment`` (str → str: quote
+    numbers), ``extra_resource_limits`` (str → str), ``node_selector`` (str → str),
+    ``tolerations`` (list of mappings), ``image`` (str).
+``profile_options`` (mapping)
+    option slug → ``{display_name, choices: {choice slug → {display_name, default,
+    kubespawner_override}}, unlisted_choice: {enabled, display_name, display_name_in_choices,
+    validation_regex, validation_message, kubespawner_override}}`` exactly as KubeSpawner
+    reads it (``{value}`` in an unlisted choice's override is replaced by what was typed).
+
+geoml-hub's extension keys (stripped by :func:`kubespawner_profile_list`; upstream
+KubeSpawner has no equivalent):
+
+``allowed_groups`` (list of JupyterHub group names)
+    Only members of one of these groups see the profile on the form and may start it
+    (checked again when options are submitted, also through the REST API). Left out: every
+    user. JupyterHub **admins see and may start every profile** (they can add themselves to
+    any group anyway, and need to test restricted profiles); switch this off with the
+    spawners' ``admin_sees_all_profiles = False``.
+``requires_gpu`` (bool)
+    The profile needs a CUDA GPU. The local spawner offers it only where PyTorch sees one
+    (otherwise the form shows it disabled with the reason, and a submitted request is
+    refused); a profile whose ``extra_resource_limits`` ask for ``nvidia.com/gpu`` must set it.
+
+Errors in the file are :class:`ProfileError`, one line naming the file, the profile and the
+key. A refused choice is a :class:`ProfileRequestError` (``status`` 400) or
+:class:`ProfileNotAllowed` (``status`` 403); the spawners turn them into
+``tornado.web.HTTPError``.
+
+Nothing here imports jupyterhub, kubespawner or torch: the GPU check runs PyTorch in a
+subprocess, once per process (:func:`detect_gpu`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+PROFILES_FILE = Path(__file__).resolve().with_name("profiles.yaml")
+
+#: keys of a profile as z2jh's singleuser.profileList / KubeSpawner's profile_list has them
+KUBESPAWNER_KEYS = ("display_name", "slug", "description", "default", "kubespawner_override", "profile_options")
+#: geoml-hub's own keys, removed before KubeSpawner sees the list
+EXTENSION_KEYS = ("allowed_groups", "requires_gpu")
+PROFILE_KEYS = KUBESPAWNER_KEYS + EXTENSION_KEYS
+OPTION_KEYS = ("display_name", "choices", "unlisted_choice")
+CHOICE_KEYS = ("display_name", "default", "kubespawner_override")
+UNLISTED_KEYS = ("enabled", "display_name", "display_name_in_choices", "validation_regex", "validation_message",
+                 "kubespawner_override")
+
+GPU_RESOURCE = "nvidia.com/gpu"
+SLUG_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+BYTES_RE = re.compile(r"^[0-9]+(\.[0-9]+)?[KMGT]?$")
+GROUP_RE = re.compile(r"^\S(.*\S)?$")
+
+#: kubespawner_override keys the local spawner applies (the others are Kubernetes-only)
+LOCAL_OVERRIDE_KEYS = ("environment", "mem_limit", "mem_guarantee", "cpu_limit", "cpu_guarantee", "default_url")
+
+
+# --------------------------------------------------------------------------------------------
+# errors
+
+
+class ProfileError(ValueError):
+    """The profiles file (or a profile list given in configuration) is invalid."""
+
+
+class ProfileRequestError(ValueError):
+    """The profile or option a user asked for cannot be started (HTTP ``status``)."""
+
+    status = 400
+
+
+class ProfileNotAllowed(ProfileRequestError, PermissionError):
+    """The user is in none of the profile's ``allowed_groups``."""
+
+    status = 403
+
+
+class ProfileUnavailable(ProfileRequestError):
+    """The profile cannot run here (no GPU that PyTorch can see)."""
+
+    status = 400
+
+
+# --------------------------------------------------------------------------------------------
+# loading and validation
+
+
+def load_profiles(path: Optional[PathLike] = None) -> List[Dict[str, Any]]:
+    """Read and validate a profiles file (default: the packaged ``profiles.yaml``).
+
+    Returns the profiles, normalised: ``description`` ``''``, ``default`` ``False``,
+    ``allowed_groups`` ``None`` (everyone), ``requires_gpu`` ``False``,
+    ``kubespawner_override``/``profile_options`` ``{}`` where left out.
+
+    Raises
+    ------
+    ProfileError
+        One line: ``<file>: profile 'slug': key: what is wrong``.
+    """
+    import yaml
+
+    path = Path(path) if path is not None else PROFILES_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read the profiles file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ProfileError(f"{path}: not valid YAML{where}: {problem}") from None
+    return validate_profiles(data, source=str(path))
+
+
+def validate_profiles(data: Any, source: str = "profile list", *, allow_mapping: bool = False
+                      ) -> List[Dict[str, Any]]:
+    """Validate a profile list (parsed YAML, or a Python list from configuration).
+
+    With ``allow_mapping``, ``data`` may also be a mapping slug → profile (KubeSpawner's dict
+    form of ``profile_list``). Returns a normalised deep copy; the input is not modified.
+    """
+    if allow_mapping and isinstance(data, Mapping):
+        items = []
+        for slug, profile in data.items():
+            if isinstance(profile, Mapping):
+                profile = {"slug": slug, **profile}
+            items.append(profile)
+        data = items
+    if data is None:
+        raise ProfileError(f"{source}: the file is empty: expected a list of profiles")
+    if not isinstance(data, list):
+        raise ProfileError(f"{source}: expected a list of profiles, got {_kind(data)}")
+    if not data:
+        raise ProfileError(f"{source}: the list of profiles is empty")
+    profiles = []
+    seen: Dict[str, int] = {}
+    for i, raw in enumerate(data):
+        profile = _validate_profile(raw, i, source)
+        slug = profile["slug"]
+        if slug in seen:
+            raise ProfileError(f"{source}: profile {slug!r} (item {i + 1}): slug: duplicate of item {seen[slug] + 1}")
+        seen[slug] = i
+        profiles.append(profile)
+    defaults = [p["slug"] for p in profiles if p["default"]]
+    if len(defaults) != 1:
+        which = "none has" if not defaults else f"{len(defaults)} have ({', '.join(defaults)})"
+        raise ProfileError(f"{source}: default: exactly one profile must have 'default: true'; {which}")
+    return profiles
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _validate_profile(raw: Any, index: int, source: str) -> Dict[str, Any]:
+    where = f"{source}: profile {index + 1}"
+    if not isinstance(raw, Mapping):
+        raise ProfileError(f"{where}: expected a mapping with display_name, slug, ..., got {_kind(raw)}")
+    slug = raw.get("slug")
+    if isinstance(slug, str) and slug:
+        where = f"{source}: profile {slug!r}"
+
+    def fail(key: str, message: str):
+        raise ProfileError(f"{where}: {key}: {message}")
+
+    for key in raw:
+        if key not in PROFILE_KEYS:
+            hint = _close_match(key, PROFILE_KEYS)
+            fail(str(key), f"unknown key{hint} (known keys: {', '.join(PROFILE_KEYS)})")
+    for key in ("display_name", "slug"):
+        if key not in raw:
+            fail(key, "missing (required)")
+    if not isinstance(raw["display_name"], str) or not raw["display_name"].strip():
+        fail("display_name", f"must be a non-empty string, got {_kind(raw['display_name'])}")
+    if not isinstance(slug, str) or not SLUG_RE.match(slug):
+        fail("slug", f"{slug!r} must be 1-63 lowercase letters, digits and '-', starting and ending with a "
+                     "letter or digit")
+    description = raw.get("description", "")
+    if description is None:
+        description = ""
+    if not isinstance(description, str):
+        fail("description", f"must be a string, got {_kind(description)}")
+    for key in ("default", "requires_gpu"):
+        if key in raw and not isinstance(raw[key], bool):
+            fail(key, f"must be true or false, got {raw[key]!r}")
+    groups = raw.get("allowed_groups")
+    if groups is not None:
+        if not isinstance(groups, list) or not groups:
+            fail("allowed_groups", "must be a non-empty list of JupyterHub group names (leave the key out to offer "
+                                   "the profile to everyone)")
+        for g in groups:
+            if not isinstance(g, str) or not GROUP_RE.match(g):
+                fail("allowed_groups", f"{g!r} is not a group name (a non-empty string without surrounding spaces)")
+        if len(set(groups)) != len(groups):
+            fail("allowed_groups", "lists a group twice")
+    override = raw.get("kubespawner_override", {})
+    if override is None:
+        override = {}
+    _validate_override(override, lambda k, m: fail(f"kubespawner_override.{k}" if k else "kubespawner_override", m))
+    requires_gpu = bool(raw.get("requires_gpu", False))
+    if GPU_RESOURCE in (override.get("extra_resource_limits") or {}) and not requires_gpu:
+        fail("requires_gpu", f"kubespawner_override.extra_resource_limits asks for {GPU_RESOURCE}: set "
+                             "'requires_gpu: true' so the local spawner knows the profile needs a GPU")
+    options = raw.get("profile_options", {})
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        fail("profile_options", f"must be a mapping of option slug to option, got {_kind(options)}")
+    for name, option in options.items():
+        _validate_option(name, option, lambda k, m, n=name: fail(f"profile_options.{n}" + (f".{k}" if k else ""), m))
+    profile = copy.deepcopy(dict(raw))
+    profile["description"] = description
+    profile["default"] = bool(raw.get("default", False))
+    profile["allowed_groups"] = list(groups) if groups else None
+    profile["requires_gpu"] = requires_gpu
+    profile["kubespawner_override"] = copy.deepcopy(dict(override))
+    profile["profile_options"] = copy.deepcopy(dict(options))
+    return profile
+
+
+def _close_match(key: Any, known: Sequence[str]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(str(key), known, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _validate_override(override: Any, fail: Callable[[str, str], None]) -> None:
+    if not isinstance(override, Mapping):
+        fail("", f"must be a mapping of KubeSpawner settings, got {_kind(override)}")
+    for key in ("mem_limit", "mem_guarantee"):
+        if key in override:
+            v = override[key]
+            if isinstance(v, bool) or not (isinstance(v, int) and v > 0 or isinstance(v, str) and BYTES_RE.match(v)):
+                fail(key, f"{v!r} must be a byte count or a number with suffix K, M, G or T (e.g. '8G')")
+    for key in ("cpu_limit", "cpu_guarantee"):
+        if key in override:
+            v = override[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                fail(key, f"{v!r} must be a positive number of cores")
+    for key in ("environment", "extra_resource_limits", "node_selector"):
+        if key in override:
+            v = override[key]
+            if not isinstance(v, Mapping):
+                fail(key, f"must be a mapping of strings, got {_kind(v)}")
+            for k, val in v.items():
+                if not isinstance(k, str) or not k:
+                    fail(key, f"key {k!r} must be a non-empty string")
+                if not isinstance(val, str):
+                    fail(f"{key}.{k}", f"must be a string (quote it in YAML), got {val!r}")
+    if "image" in override and (not isinstance(override["image"], str) or not override["image"].strip()):
+        fail("image", f"must be a non-empty string, got {override['image']!r}")
+    if "tolerations" in override:
+        v = override["tolerations"]
+        if not isinstance(v, list) or not all(isinstance(t, Mapping) for t in v):
+            fail("tolerations", "must be a list of toleration mappings (key, operator, value, effect)")
+    gpus = (override.get("extra_resource_limits") or {}).get(GPU_RESOURCE)
+    if gpus is not None and (not gpus.isdigit() or int(gpus) < 1):
+        fail(f"extra_resource_limits.{GPU_RESOURCE}", f"{gpus!r} must be a whole number of GPUs, at least '1'")
+
+
+def _validate_option(name: Any, option: Any, fail: Callable[[str, str], None]) -> None:
+    if not isinstance(name, str) or not SLUG_RE.match(name):
+        fail("", "the option name must be lowercase letters, digits and '-'")
+    if not isinstance(option, Mapping):
+        fail("", f"must be a mapping with display_name and choices, got {_kind(option)}")
+    for key in option:
+        if key not in OPTION_KEYS:
+            fail(str(key), f"unknown key{_close_match(key, OPTION_KEYS)} (known keys: {', '.join(OPTION_KEYS)})")
+    if not isinstance(option.get("display_name"), str) or not option["display_name"].strip():
+        fail("display_name", "missing or not a non-empty string")
+    choices = option.get("choices") or {}
+    if not isinstance(choices, Mapping):
+        fail("choices", f"must be a mapping of choice slug to choice, got {_kind(choices)}")
+    defaults = []
+    for cname, choice in choices.items():
+        if not isinstance(cname, str) or not SLUG_RE.match(cname):
+            fail(f"choices.{cname}", "the choice name must be lowercase letters, digits and '-'")
+        if not isinstance(choice, Mapping):
+            fail(f"choices.{cname}", f"must be a mapping with display_name, got {_kind(choice)}")
+        for key in choice:
+            if key not in CHOICE_KEYS:
+                fail(f"choices.{cname}.{key}", f"unknown key{_close_match(key, CHOICE_KEYS)} "
+                                               f"(known keys: {', '.join(CHOICE_KEYS)})")
+        if not isinstance(choice.get("display_name"), str) or not choice["display_name"].strip():
+            fail(f"choices.{cname}.display_name", "missing or not a non-empty string")
+        if "default" in choice and not isinstance(choice["default"], bool):
+            fail(f"choices.{cname}.default", f"must be true or false, got {choice['default']!r}")
+        if choice.get("default"):
+            defaults.append(cname)
+        _validate_override(choice.get("kubespawner_override", {}) or {},
+                           lambda k, m, c=cname: fail(f"choices.{c}.kubespawner_override" + (f".{k}" if k else ""), m))
+    if len(defaults) > 1:
+        fail("choices", f"more than one default choice ({', '.join(defaults)})")
+    unlisted = option.get("unlisted_choice")
+    if unlisted is not None:
+        if not isinstance(unlisted, Mapping):
+            fail("unlisted_choice", f"must be a mapping, got {_kind(unlisted)}")
+        for key in unlisted:
+            if key not in UNLISTED_KEYS:
+                fail(f"unlisted_choice.{key}", f"unknown key{_close_match(key, UNLISTED_KEYS)} "
+                                               f"(known keys: {', '.join(UNLISTED_KEYS)})")
+        if "enabled" in unlisted and not isinstance(unlisted["enabled"], bool):
+            fail("unlisted_choice.enabled", f"must be true or false, got {unlisted['enabled']!r}")
+        regex = unlisted.get("validation_regex")
+        if regex is not None:
+            try:
+                re.compile(regex)
+            except (re.error, TypeError) as exc:
+                fail("unlisted_choice.validation_regex", f"not a valid regular expression: {exc}")
+        if unlisted.get("kubespawner_override") is not None and not isinstance(unlisted["kubespawner_override"],
+                                                                               Mapping):
+            fail("unlisted_choice.kubespawner_override", "must be a mapping of KubeSpawner settings")
+    if not choices and not (unlisted or {}).get("enabled"):
+        fail("choices", "an option needs choices or an enabled unlisted_choice")
+
+
+# --------------------------------------------------------------------------------------------
+# groups
+
+
+def user_groups(user: Any) -> Tuple[set, bool]:
+    """``(group names, is admin)`` of a JupyterHub ``User`` (or anything with ``groups``/``admin``)."""
+    groups = set()
+    for g in getattr(user, "groups", None) or ():
+        groups.add(g if isinstance(g, str) else g.name)
+    return groups, bool(getattr(user, "admin", False))
+
+
+def profile_allowed(profile: Mapping, groups: Iterable[str], is_admin: bool = False,
+                    admin_sees_all: bool = True) -> bool:
+    """May a user in ``groups`` use ``profile``? (no ``allowed_groups``: everyone)"""
+    allowed = profile.get("allowed_groups") or []
+    if not allowed:
+        return True
+    if is_admin and admin_sees_all:
+        return True
+    return bool(set(allowed) & set(groups))
+
+
+def profiles_for_user(profiles: Sequence[Mapping], groups: Iterable[str], is_admin: bool = False,
+                      admin_sees_all: bool = True) -> List[Dict[str, Any]]:
+    """The profiles a user may see and start, in file order (copies).
+
+    If the file's default profile is not among them, the first one becomes the default, so
+    the list a user gets always has exactly one default (unless it is empty).
+    """
+    groups = set(groups)
+    visible = [copy.deepcopy(dict(p)) for p in profiles if profile_allowed(p, groups, is_admin, admin_sees_all)]
+    if visible and not any(p.get("default") for p in visible):
+        visible[0]["default"] = True
+    return visible
+
+
+def find_profile(profiles: Sequence[Mapping], slug: str) -> Optional[Mapping]:
+    return next((p for p in profiles if p.get("slug") == slug), None)
+
+
+def check_profile_allowed(profiles: Sequence[Mapping], slug: str, groups: Iterable[str], is_admin: bool = False,
+                          admin_sees_all: bool = True) -> Mapping:
+    """The profile ``slug`` if the user may start it.
+
+    Raises
+    ------
+    ProfileRequestError
+        No profile has that slug (400).
+    ProfileNotAllowed
+        The user is in none of its ``allowed_groups`` (403).
+    """
+    profile = find_profile(profiles, slug)
+    if profile is None:
+        raise ProfileRequestError(f"no profile {slug!r}: the profiles are "
+                                  f"{', '.join(repr(p['slug']) for p in profiles)}")
+    groups = set(groups)
+    if not profile_allowed(profile, groups, is_admin, admin_sees_all):
+        raise ProfileNotAllowed(
+            f"profile {profile['display_name']!r} ({slug}) is only for members of the group"
+            f"{'s' if len(profile['allowed_groups']) > 1 else ''} {', '.join(profile['allowed_groups'])}")
+    return profile
+
+
+# --------------------------------------------------------------------------------------------
+# user options (form data → user_options → a checked selection)
+
+
+def options_from_formdata(formdata: Mapping[str, Sequence[str]]) -> Dict[str, str]:
+    """Form data → ``user_options`` exactly as KubeSpawner builds them.
+
+    ``{'profile': ['cpu'], 'profile-option-cpu--resources': ['large']}`` →
+    ``{'profile': 'cpu', 'resources': 'large'}``; fields of the other profiles are dropped.
+    """
+    slug = (formdata.get("profile") or [None])[0]
+    options: Dict[str, str] = {}
+    if slug:
+        options["profile"] = slug
+        prefix = f"profile-option-{slug}--"
+        for key, values in formdata.items():
+            if key.startswith(prefix) and values:
+                options[key[len(prefix):]] = values[0]
+    return options
+
+
+@dataclass
+class Selection:
+    """A checked choice: the profile, the chosen option values and the merged override."""
+
+    profile: Dict[str, Any]
+    options: Dict[str, str] = field(default_factory=dict)
+    """option name → choice slug, or the typed value for an unlisted choice"""
+    override: Dict[str, Any] = field(default_factory=dict)
+    """profile's kubespawner_override with the options' overrides merged in (KubeSpawner's order)"""
+
+    @property
+    def slug(self) -> str:
+        return self.profile["slug"]
+
+
+def select_profile(profiles: Sequence[Mapping], user_options: Optional[Mapping], groups: Iterable[str] = (),
+                   is_admin: bool = False, *, admin_sees_all: bool = True, gpu: Optional["GpuInfo"] = None,
+                   username: str = "") -> Selection:
+    """Check ``user_options`` (from the form or the REST API) and return what to start.
+
+    No ``profile`` in the options: the user's default profile (the file's default if the
+    user may use it and it can run here, else the first such profile). ``gpu`` (local mode):
+    profiles with ``requires_gpu`` need it to be available; ``None`` skips that check
+    (Kubernetes: the scheduler finds a GPU node).
+
+    Raises :class:`ProfileRequestError` (400), :class:`ProfileNotAllowed` (403) or
+    :class:`ProfileUnavailable` (400), each with a message for the user.
+    """
+    user_options = user_options or {}
+    if not isinstance(user_options, Mapping):
+        raise ProfileRequestError(f"user options must be a mapping, got {_kind(user_options)}")
+    groups = set(groups)
+    slug = user_options.get("profile")
+    if slug in (None, ""):
+        visible = profiles_for_user(profiles, groups, is_admin, admin_sees_all)
+        runnable = [p for p in visible if gpu is None or unavailable_reason(p, gpu) is None]
+        if not runnable:
+            who = f" to {username}" if username else ""
+            if visible:
+                raise ProfileUnavailable(f"no profile available{who} can run here: "
+                                         f"{unavailable_reason(visible[0], gpu)}")
+            raise ProfileNotAllowed(f"no profile is available{who}: ask an administrator to add you to a group")
+        profile = next((p for p in runnable if p.get("default")), runnable[0])
+        profile = find_profile(profiles, profile["slug"])
+    else:
+        if not isinstance(slug, str):
+            raise ProfileRequestError(f"profile must be a profile slug (a string), got {slug!r}")
+        profile = check_profile_allowed(profiles, slug, groups, is_admin, admin_sees_all)
+        if gpu is not None:
+            reason = unavailable_reason(profile, gpu)
+            if reason:
+                raise ProfileUnavailable(f"profile {profile['display_name']!r} ({slug}) cannot start here: {reason}")
+    override = copy.deepcopy(profile.get("kubespawner_override") or {})
+    chosen: Dict[str, str] = {}
+    for name, option in (profile.get("profile_options") or {}).items():
+        choices = option.get("choices") or {}
+        unlisted = option.get("unlisted_choice") or {}
+        typed = user_options.get(f"{name}--unlisted-choice")
+        value = user_options.get(name)
+        label = f"option {option.get('display_name', name)!r} of profile {profile['slug']!r}"
+        if typed not in (None, ""):
+            if not unlisted.get("enabled"):
+                raise ProfileRequestError(f"{label} takes no free-form value")
+            if not isinstance(typed, str):
+                raise ProfileRequestError(f"{label}: the value must be a string, got {typed!r}")
+            regex = unlisted.get("validation_regex")
+            if regex and not re.match(regex, typed):
+                raise ProfileRequestError(f"{label}: {typed!r} is refused: "
+                                          f"{unlisted.get('validation_message') or 'it must match ' + regex}")
+            chosen[name] = typed
+            _merge(override, _format_value(copy.deepcopy(unlisted.get("kubespawner_override") or {}), typed))
+            continue
+        if value == "unlisted-choice" and unlisted.get("enabled"):
+            raise ProfileRequestError(f"{label}: type a value for "
+                                      f"{unlisted.get('display_name') or option.get('display_name', name)!r}")
+        if value in (None, ""):
+            value = next((k for k, c in choices.items() if c.get("default")), next(iter(choices), None))
+            if value is None:
+                raise ProfileRequestError(f"{label}: a value is required")
+        if not isinstance(value, str) or value not in choices:
+            raise ProfileRequestError(f"{label}: no choice {value!r}; the choices are {', '.join(choices)}")
+        chosen[name] = value
+        _merge(override, copy.deepcopy(choices[value].get("kubespawner_override") or {}))
+    return Selection(profile=copy.deepcopy(dict(profile)), options=chosen, override=override)
+
+
+def default_choices(profile: Mapping) -> Dict[str, str]:
+    """option name → its default choice (the one marked ``default``, else the first)."""
+    out = {}
+    for name, option in (profile.get("profile_options") or {}).items():
+        choices = option.get("choices") or {}
+        first = next((k for k, c in choices.items() if c.get("default")), next(iter(choices), None))
+        if first is not None:
+            out[name] = first
+    return out
+
+
+def _merge(target: Dict[str, Any], update: Mapping[str, Any]) -> None:
+    """KubeSpawner's override semantics: dicts merge recursively, ``None`` removes a key."""
+    for key, value in update.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def _format_value(obj: Any, value: str) -> Any:
+    if isinstance(obj, str):
+        return obj.replace("{value}", value)
+    if isinstance(obj, list):
+        return [_format_value(v, value) for v in obj]
+    if isinstance(obj, dict):
+        return {_format_value(k, value): _format_value(v, value) for k, v in obj.items()}
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# the local GPU
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """What PyTorch sees: ``available``, device ``count``, ``names`` and, if none, the ``reason``."""
+
+    available: bool
+    count: int = 0
+    names: Tuple[str, ...] = ()
+    reason: str = ""
+
+
+_GPU_PROBE = r"""
+import json
+try:
+    import torch
+except Exception as exc:
+    print(json.dumps({"error": "PyTorch cannot be imported: %s" % (exc,)}))
+    raise SystemExit(0)
+ok = torch.cuda.is_available()
+n = torch.cuda.device_count() if ok else 0
+print(json.dumps({"available": bool(ok and n), "count": n, "torch": torch.__version__,
+                  "cuda": torch.version.cuda, "names": [torch.cuda.get_device_name(i) for i in range(n)]}))
+"""
+
+_gpu_lock = threading.Lock()
+_gpu_cache: Optional[GpuInfo] = None
+
+
+def detect_gpu(*, refresh: bool = False, python: Optional[str] = None, timeout: float = 120.0) -> GpuInfo:
+    """Does PyTorch see a CUDA GPU? Asked once per process, in a subprocess.
+
+    The subprocess keeps torch (and CUDA's initialisation) out of the hub process; the answer
+    is cached (``refresh=True`` asks again). It inherits the environment, so the hub's
+    ``CUDA_VISIBLE_DEVICES`` counts.
+    """
+    global _gpu_cache
+    with _gpu_lock:
+        if _gpu_cache is not None and not refresh:
+            return _gpu_cache
+        _gpu_cache = _probe_gpu(python or sys.executable, timeout)
+        return _gpu_cache
+
+
+def _probe_gpu(python: str, timeout: float) -> GpuInfo:
+    try:
+        proc = subprocess.run([python, "-c", _GPU_PROBE], capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return GpuInfo(False, reason=f"the GPU check (PyTorch in a subprocess) took more than {timeout:g} s")
+    except OSError as exc:
+        return GpuInfo(False, reason=f"the GPU check could not run {python}: {exc}")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return GpuInfo(False, reason=f"the GPU check failed: {tail}")
+    info = json.loads(lines[-1])
+    if "error" in info:
+        return GpuInfo(False, reason=info["error"])
+    if info["available"]:
+        return GpuInfo(True, int(info["count"]), tuple(info["names"]))
+    if not info.get("cuda"):
+        reason = f"no GPU: PyTorch {info['torch']} here is a CPU-only build"
+    elif os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        reason = "no GPU: the hub runs with CUDA_VISIBLE_DEVICES empty"
+    else:
+        reason = f"no GPU: PyTorch {info['torch']} (CUDA {info['cuda']}) sees no CUDA device"
+    return GpuInfo(False, reason=reason)
+
+
+def gpus_needed(profile: Mapping, override: Optional[Mapping] = None) -> int:
+    """GPUs a profile asks for: ``extra_resource_limits['nvidia.com/gpu']``, 1 if only
+    ``requires_gpu``, 0 for a CPU profile."""
+    if not profile.get("requires_gpu"):
+        return 0
+    override = profile.get("kubespawner_override") or {} if override is None else override
+    return int((override.get("extra_resource_limits") or {}).get(GPU_RESOURCE, "1"))
+
+
+def unavailable_reason(profile: Mapping, gpu: Optional[GpuInfo]) -> Optional[str]:
+    """Why ``profile`` cannot run on this machine, or ``None`` if it can."""
+    need = gpus_needed(profile)
+    if not need or gpu is None:
+        return None
+    if not gpu.available:
+        return gpu.reason or "no GPU that PyTorch can see"
+    if need > gpu.count:
+        return f"needs {need} GPUs, PyTorch sees {gpu.count}"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# local mode: a profile → LocalProcessSpawner settings
+
+
+def local_settings(selection: Union[Selection, Mapping], gpu: Optional[GpuInfo] = None,
+                   visible_devices: Optional[str] = None) -> Dict[str, Any]:
+    """The settings the local spawner applies for a profile (or a :class:`Selection`).
+
+    Returns ``{"environment": {...}, "mem_limit", "mem_guarantee", "cpu_limit",
+    "cpu_guarantee", "default_url"` (where the profile sets them), "ignored": [keys only
+    KubeSpawner uses]}``. The environment is the profile's ``environment`` plus:
+
+    - ``GEOML_DEVICE``: ``cuda`` for a ``requires_gpu`` profile, else ``cpu``;
+    - ``CUDA_VISIBLE_DEVICES``: ``''`` for a CPU profile (PyTorch then sees no GPU); for a
+      GPU profile the first N of the hub's ``CUDA_VISIBLE_DEVICES`` (``visible_devices``),
+      else ``0..N-1``, N from ``extra_resource_limits['nvidia.com/gpu']`` (default 1);
+    - ``GEOML_PROFILE``: the slug;
+    - ``OMP_NUM_THREADS``: ``floor(cpu_limit)`` (at least 1, at most the machine's cores)
+      unless the profile sets it —
+      PyTorch's CPU threads are the one CPU limit that holds on a shared machine.
+    """
+    if not isinstance(selection, Selection):
+        selection = Selection(profile=dict(selection), override=copy.deepcopy(selection.get("kubespawner_override")
+                                                                              or {}))
+    profile, override = selection.profile, selection.override
+    env = {str(k): str(v) for k, v in (override.get("environment") or {}).items()}
+    need = gpus_needed(profile, override)
+    if need:
+        if visible_devices is None:
+            visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+        devices = [d.strip() for d in visible_devices.split(",") if d.strip()] if visible_devices else []
+        if not devices:
+            devices = [str(i) for i in range(max(need, gpu.count if gpu and gpu.available else need))]
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(devices[:need])
+        env["GEOML_DEVICE"] = "cuda"
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        env["GEOML_DEVICE"] = "cpu"
+    env["GEOML_PROFILE"] = profile["slug"]
+    settings: Dict[str, Any] = {"environment": env}
+    for key in ("mem_limit", "mem_guarantee", "cpu_limit", "cpu_guarantee", "default_url"):
+        if override.get(key) is not None:
+            settings[key] = override[key]
+    if settings.get("cpu_limit") and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, min(math.floor(float(settings["cpu_limit"])), os.cpu_count() or 1)))
+    settings["ignored"] = sorted(k for k in override if k not in LOCAL_OVERRIDE_KEYS)
+    return settings
+
+
+# --------------------------------------------------------------------------------------------
+# Kubernetes: KubeSpawner's profile_list
+
+
+def kubespawner_profile_list(profiles: Sequence[Mapping]) -> List[Dict[str, Any]]:
+    """The profiles as KubeSpawner's ``profile_list`` (deep copies): geoml-hub's keys
+    (``allowed_groups``, ``requires_gpu``) stripped, ``GEOML_PROFILE`` added to the
+    environment. Filtering by group is :class:`ProfileListForUser`'s job."""
+    out = []
+    for p in profiles:
+        q = {k: copy.deepcopy(v) for k, v in p.items() if k in KUBESPAWNER_KEYS}
+        if not q.get("profile_options"):
+            q.pop("profile_options", None)
+        override = q.setdefault("kubespawner_override", {})
+        override.setdefault("environment", {}).setdefault("GEOML_PROFILE", p["slug"])
+        out.append(q)
+    return out
+
+
+class ProfileListForUser:
+    """A callable ``profile_list(spawner)`` for KubeSpawner: the user's profiles only.
+
+    KubeSpawner calls it both when it renders the form and when it loads the submitted
+    options, so a profile outside the user's groups is neither shown nor started (KubeSpawner
+    itself then says "No such profile"; ``GeomlKubeSpawner`` refuses it first with a 403).
+    ``profiles`` holds the full validated list (extension keys included).
+    """
+
+    def __init__(self, profiles: Sequence[Mapping], admin_sees_all: Optional[bool] = None):
+        self.profiles = [copy.deepcopy(dict(p)) for p in profiles]
+        self.admin_sees_all = admin_sees_all
+
+    def for_spawner(self, spawner: Any) -> List[Dict[str, Any]]:
+        groups, is_admin = user_groups(spawner.user)
+        admin_all = self.admin_sees_all
+        if admin_all is None:
+            admin_all = getattr(spawner, "admin_sees_all_profiles", True)
+        return kubespawner_profile_list(profiles_for_user(self.profiles, groups, is_admin, admin_all))
+
+    def __call__(self, spawner: Any) -> List[Dict[str, Any]]:
+        return self.for_spawner(spawner)
+
+    def __repr__(self) -> str:
+        return f"ProfileListForUser({[p['slug'] for p in self.profiles]})"
+
+
+def kubespawner_check_user_options(spawner: Any) -> Selection:
+    """Submit-time check for a KubeSpawner whose ``profile_list`` is a
+    :class:`ProfileListForUser`: usable as (part of) ``pre_spawn_hook``.
+
+    Raises ``tornado.web.HTTPError`` 403 for a profile outside the user's groups, 400 for an
+    unknown profile or choice.
+    """
+    plist = getattr(spawner, "profile_list", None)
+    if not isinstance(plist, ProfileListForUser):
+        raise TypeError("kubespawner_check_user_options needs c.KubeSpawner.profile_list = ProfileListForUser(...)")
+    groups, is_admin = user_groups(spawner.user)
+    admin_all = plist.admin_sees_all if plist.admin_sees_all is not None else getattr(
+        spawner, "admin_sees_all_profiles", True)
+    try:
+        return select_profile(plist.profiles, spawner.user_options or {}, groups, is_admin, admin_sees_all=admin_all,
+                              username=getattr(spawner.user, "name", ""))
+    except ProfileRequestError as exc:
+        raise http_error(exc) from None
+
+
+def http_error(exc: ProfileRequestError):
+    """``tornado.web.HTTPError`` with the status and message of ``exc``; JupyterHub shows the
+    message as it is on the spawn form (``jupyterhub_message``) and in REST API errors."""
+    from tornado import web
+
+    message = str(exc)
+    err = web.HTTPError(exc.status, "%s", message)
+    err.jupyterhub_message = message
+    return err

@@ -1,0 +1,277 @@
+"""``geoml-hub up`` end to end with the real components: JupyterHub, configurable-http-proxy
+(from npm), NativeAuthenticator, the local spawner, jupyter-server kernels, the WPS service
+and jupyterhub-idle-culler. Nothing is mocked.
+
+One hub is started for the module (loopback, a free port, a short idle-culler timeout);
+the tests run in file order, like a session of two researchers and an admin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from helpers import CONSOLE_SCRIPT
+from wps_server import DATA, free_port
+
+pytestmark = pytest.mark.slow
+
+LABELS = "data/landsat7_chiapas/training_data.gtif"
+CULL_TIMEOUT = 40
+PASSWORDS = {"alice": "alice-Rs2-passw0rd", "bob": "bob-Landsat7-passw0rd"}
+STATE: dict = {}
+
+
+def up(state_dir: Path, port: int) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CONSOLE_SCRIPT), "up", "--detach", "--state-dir", str(state_dir), "--port", str(port),
+                           "--data-root", str(DATA), "--cull-timeout", str(CULL_TIMEOUT), "--cull-every", "5"],
+                          capture_output=True, text=True, timeout=180)
+
+
+def down(state_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CONSOLE_SCRIPT), "down", "--state-dir", str(state_dir)], capture_output=True,
+                          text=True, timeout=180)
+
+
+def hub_tree(state_dir: Path):
+    from geoml_hub.hub.up import descendants, running
+
+    pid, ticks = running(state_dir)
+    return [(pid, ticks)] + descendants(pid)
+
+
+def alive(pid, ticks):
+    from geoml_hub.wps.jobs import worker_alive
+
+    return worker_alive(pid, ticks)
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    state = tmp_path_factory.mktemp("hub") / "state"
+    port = free_port()
+    res = up(state, port)
+    assert res.returncode == 0, res.stdout + res.stderr + (state / "hub.log").read_text()[-4000:]
+    url = f"http://127.0.0.1:{port}"
+    STATE.update(state=state, port=port, url=url, up_output=res.stdout)
+    yield STATE
+    tree = hub_tree(state) if (state / "up.pid").exists() else []
+    res = down(state)
+    assert res.returncode == 0, res.stderr
+    left = [(p, t) for p, t in tree if alive(p, t)]
+    assert not left, f"processes left after geoml-hub down: {left}"
+
+
+def login(url: str, user: str, password: str) -> requests.Session:
+    s = requests.Session()
+    s.get(url + "/hub/login", timeout=30)
+    r = s.post(url + "/hub/login", data={"username": user, "password": password, "_xsrf": s.cookies.get("_xsrf")},
+               allow_redirects=False, timeout=30)
+    s.login_status = r.status_code
+    return s
+
+
+def api(url: str, token: str, method: str, path: str, **kw):
+    return requests.request(method, f"{url}/hub/api{path}", headers={"Authorization": f"token {token}"},
+                            timeout=60, **kw)
+
+
+def admin_token(hub) -> str:
+    if "admin_token" not in hub:
+        pw = (hub["state"] / "admin_password").read_text().strip()
+        s = login(hub["url"], "admin", pw)
+        assert s.login_status == 302
+        r = s.post(hub["url"] + "/hub/api/users/admin/tokens", json={"note": "tests"},
+                   headers={"X-XSRFToken": s.cookies.get("_xsrf")}, timeout=30)
+        assert r.status_code == 201, r.text
+        hub["admin_token"] = r.json()["token"]
+    return hub["admin_token"]
+
+
+def user_token(hub, user: str) -> str:
+    key = f"token_{user}"
+    if key not in hub:
+        r = api(hub["url"], admin_token(hub), "POST", f"/users/{user}/tokens", json={"note": "tests"})
+        assert r.status_code == 201, r.text
+        hub[key] = r.json()["token"]
+    return hub[key]
+
+
+def wait_server(hub, user: str, ready: bool = True, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        model = api(hub["url"], admin_token(hub), "GET", f"/users/{user}").json()
+        server = model.get("servers", {}).get("")
+        if ready and server and server.get("ready"):
+            return model
+        if not ready and not server:
+            return model
+        time.sleep(0.5)
+    raise AssertionError(f"server of {user} not {'ready' if ready else 'stopped'} after {timeout} s")
+
+
+async def _execute(url: str, user: str, token: str, code: str, wait: bool, timeout: float):
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    headers = {"Authorization": f"token {token}"}
+    r = requests.post(f"{url}/user/{user}/api/kernels", headers=headers, json={"name": "python3"}, timeout=60)
+    assert r.status_code == 201, r.text
+    kid = r.json()["id"]
+    ws_url = url.replace("http://", "ws://") + f"/user/{user}/api/kernels/{kid}/channels"
+    ws = await websocket_connect(HTTPRequest(ws_url, headers=headers))
+    msg_id = uuid.uuid4().hex
+    await ws.write_message(json.dumps({
+        "header": {"msg_id": msg_id, "username": user, "session": uuid.uuid4().hex, "msg_type": "execute_request",
+                   "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                    "allow_stdin": False, "stop_on_error": True}}))
+    if not wait:
+        return kid, ws, None
+    out, error = [], None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        raw = await asyncio.wait_for(ws.read_message(), timeout=deadline - time.monotonic())
+        msg = json.loads(raw)
+        if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        kind = msg["header"]["msg_type"]
+        if kind == "stream":
+            out.append(msg["content"]["text"])
+        elif kind == "error":
+            error = "\n".join(msg["content"]["traceback"])
+        elif kind == "execute_reply":
+            break
+    ws.close()
+    return kid, None, ("".join(out), error)
+
+
+def run_in_kernel(hub, user: str, token: str, code: str, timeout: float = 300.0):
+    """Execute ``code`` in a new kernel of the user's server (Jupyter server kernel API)."""
+    _, _, (out, error) = asyncio.run(_execute(hub["url"], user, token, code, True, timeout))
+    assert error is None, error
+    return out
+
+
+# -- the session ------------------------------------------------------------------------------
+def test_up_prints_url_and_creates_the_admin(hub):
+    assert f"geoml-hub is running at {hub['url']}/" in hub["up_output"]
+    pw = hub["state"] / "admin_password"
+    assert stat.S_IMODE(pw.stat().st_mode) == 0o600 and len(pw.read_text().strip()) >= 16
+    assert str(pw) in hub["up_output"]
+    assert requests.get(hub["url"] + "/hub/api", timeout=30).json()["version"]
+    # no shared dummy password: a wrong one is refused
+    assert login(hub["url"], "admin", "admin").login_status != 302
+
+
+def test_sign_up_approval_and_login(hub):
+    url = hub["url"]
+    for user, pw in PASSWORDS.items():
+        s = requests.Session()
+        s.get(url + "/hub/signup", timeout=30)
+        r = s.post(url + "/hub/signup", data={"username": user, "signup_password": pw,
+                                              "signup_password_confirmation": pw, "_xsrf": s.cookies.get("_xsrf")},
+                   timeout=30)
+        assert r.status_code == 200
+        assert login(url, user, pw).login_status != 302, "logged in before approval"
+    admin = login(url, "admin", (hub["state"] / "admin_password").read_text().strip())
+    for user in PASSWORDS:
+        r = admin.get(f"{url}/hub/authorize/{user}", timeout=30)
+        assert r.status_code == 200
+    for user, pw in PASSWORDS.items():
+        assert login(url, user, pw).login_status == 302, f"{user} cannot log in after approval"
+    assert login(url, "alice", "wrong-password-1").login_status != 302
+
+
+def test_spawn_with_cpu_profile_and_call_the_wps_from_a_kernel(hub):
+    url = hub["url"]
+    for user in PASSWORDS:
+        r = api(url, admin_token(hub), "POST", f"/users/{user}/server", json={"profile": "cpu"})
+        assert r.status_code in (201, 202), r.text
+    for user in PASSWORDS:
+        wait_server(hub, user)
+    token = user_token(hub, "alice")
+    out = run_in_kernel(hub, "alice", token, "\n".join([
+        "import os",
+        "from pathlib import Path",
+        "from geoml_hub.client import Client",
+        "print('device', os.environ.get('GEOML_DEVICE'), 'cuda', repr(os.environ.get('CUDA_VISIBLE_DEVICES')))",
+        "print('data', sorted(p.name for p in (Path.home() / 'data').iterdir())[:3])",
+        "hub = Client(progress=False)",
+        f"r = hub.validate_classification(classification={LABELS!r}, reference={LABELS!r})",
+        "print('job', r.job_id, 'oa', r.overall_accuracy, 'n', r.n)",
+    ]))
+    assert "device cpu cuda ''" in out
+    assert "eurosat_ms" in out and "landsat7_chiapas" in out
+    line = [ln for ln in out.splitlines() if ln.startswith("job ")][0].split()
+    hub["alice_job"] = line[1]
+    assert line[3] == "1.0" and line[5] == "718"
+    jobs = requests.get(url + "/services/wps/jobs", headers={"Authorization": f"token {token}"}, timeout=30).json()
+    assert [j["owner"] for j in jobs["jobs"]] == ["alice"]
+
+
+def test_other_users_and_anonymous_are_refused(hub):
+    url, job = hub["url"], hub["alice_job"]
+    bob = {"Authorization": f"token {user_token(hub, 'bob')}"}
+    alice = {"Authorization": f"token {user_token(hub, 'alice')}"}
+    for path in (f"/jobs/{job}", f"/outputs/{job}/summary.json"):
+        assert requests.get(url + "/services/wps" + path, headers=alice, timeout=30).status_code == 200
+        assert requests.get(url + "/services/wps" + path, headers=bob, timeout=30).status_code == 403
+        assert requests.get(url + "/services/wps" + path, timeout=30).status_code == 401
+    assert requests.get(url + "/services/wps/jobs", headers=bob, timeout=30).json()["jobs"] == []
+    r = requests.get(url + "/services/wps/wps?service=WPS&request=GetCapabilities", timeout=30)
+    assert r.status_code == 401 and b"ExceptionReport" in r.content
+    # an admin sees everyone's jobs
+    adm = {"Authorization": f"token {admin_token(hub)}"}
+    assert [j["job_id"] for j in requests.get(url + "/services/wps/jobs", headers=adm, timeout=30).json()["jobs"]] \
+        == [job]
+
+
+def test_publish_shares_results_with_everyone(hub):
+    url, job = hub["url"], hub["alice_job"]
+    bob = {"Authorization": f"token {user_token(hub, 'bob')}"}
+    alice = {"Authorization": f"token {user_token(hub, 'alice')}"}
+    assert requests.post(f"{url}/services/wps/jobs/{job}/publish", headers=bob, timeout=30).status_code == 403
+    r = requests.post(f"{url}/services/wps/jobs/{job}/publish", headers=alice, timeout=30)
+    assert r.status_code == 200 and r.json()["published"] and r.json()["shared_as"] == f"results/alice/{job}"
+    assert requests.get(f"{url}/services/wps/outputs/{job}/summary.json", headers=bob, timeout=30).status_code == 200
+    out = run_in_kernel(hub, "bob", user_token(hub, "bob"), "\n".join([
+        "import json; from pathlib import Path",
+        f"p = Path.home() / 'results' / 'alice' / {job!r}",
+        "print('shared', json.loads((p / 'summary.json').read_text())['overall_accuracy'], (p / 'job.json').exists())",
+    ]))
+    assert "shared 1.0 True" in out
+
+
+def test_idle_culler_spares_busy_kernels(hub):
+    """bob's server is idle and is culled; alice's kernel is busy (quiet computation) and is not."""
+    url = hub["url"]
+    kid, ws, _ = asyncio.run(_execute(url, "alice", user_token(hub, "alice"),
+                                      f"import time; time.sleep({3 * CULL_TIMEOUT})", wait=False, timeout=0))
+    wait_server(hub, "bob", ready=False, timeout=4 * CULL_TIMEOUT)
+    model = api(url, admin_token(hub), "GET", "/users/alice").json()
+    assert model["servers"][""]["ready"], "the server with a busy kernel was culled"
+
+
+def test_restart_keeps_users_and_jobs(hub):
+    state, url = hub["state"], hub["url"]
+    tree = hub_tree(state)
+    assert down(state).returncode == 0
+    assert not [(p, t) for p, t in tree if alive(p, t)], "processes left after down"
+    res = up(state, hub["port"])
+    assert res.returncode == 0, res.stderr
+    assert "(created now)" not in res.stdout  # the admin exists already
+    assert login(url, "alice", PASSWORDS["alice"]).login_status == 302
+    jobs = requests.get(url + "/services/wps/jobs", headers={"Authorization": f"token {user_token(hub, 'alice')}"},
+                        timeout=30).json()["jobs"]
+    assert [j["job_id"] for j in jobs] == [hub["alice_job"]] and jobs[0]["status"] == "succeeded"

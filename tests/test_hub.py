@@ -138,9 +138,11 @@ async def _execute(url: str, user: str, token: str, code: str, wait: bool, timeo
                     "allow_stdin": False, "stop_on_error": True}}))
     if not wait:
         return kid, ws, None
-    out, error = [], None
+    out, error, replied, idle = [], None, False, False
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    # shell (execute_reply) and iopub (outputs, then status idle) are separate channels: wait for
+    # both, or outputs can arrive after the reply
+    while not (replied and idle) and time.monotonic() < deadline:
         raw = await asyncio.wait_for(ws.read_message(), timeout=deadline - time.monotonic())
         msg = json.loads(raw)
         if msg.get("parent_header", {}).get("msg_id") != msg_id:
@@ -151,7 +153,9 @@ async def _execute(url: str, user: str, token: str, code: str, wait: bool, timeo
         elif kind == "error":
             error = "\n".join(msg["content"]["traceback"])
         elif kind == "execute_reply":
-            break
+            replied = True
+        elif kind == "status" and msg["content"]["execution_state"] == "idle":
+            idle = True
     ws.close()
     return kid, None, ("".join(out), error)
 

@@ -49,11 +49,11 @@ from .profiles import (
     ProfileListForUser,
     ProfileRequestError,
     Selection,
+    default_choices,
     detect_gpu,
     http_error,
     kubespawner_check_user_options,
     load_profiles,
-    default_choices,
     local_settings,
     options_from_formdata,
     profiles_for_user,
@@ -130,6 +130,12 @@ class GeomlLocalSpawner(SimpleLocalProcessSpawner):
     @default("options_from_form")
     def _default_options_from_form(self):
         return options_from_formdata
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        # the profile is checked and applied in start() (as KubeSpawner does); this no-op only
+        # keeps JupyterHub from warning about "unhandled user_options"
+        return lambda spawner, user_options: None
 
     selected_profile: Optional[Selection] = None
     """The profile (and options) of the last start, once ``load_user_options`` has run."""

@@ -151,6 +151,12 @@ def prepare(state_dir: Path, port: int = 8000, ip: str = "127.0.0.1", data_root:
     for what, path in (("--profiles", profiles_file), ("--config", extra_config)):
         if path is not None and not Path(path).is_file():
             raise ParameterError(f"{what}: no such file {path}")
+    from .profiles import ProfileError, load_profiles
+
+    try:
+        load_profiles(profiles_file)  # a bad file fails here, not when the first user opens the form
+    except ProfileError as exc:
+        raise ParameterError(str(exc)) from None
     if authenticator not in ("native", "generic-oauth"):
         raise ParameterError(f"--authenticator must be native or generic-oauth, got {authenticator!r}")
     if authenticator == "generic-oauth" and extra_config is None:

@@ -1,0 +1,786 @@
+"""Notebook profiles (geoml_hub.hub.profiles) and the spawners that apply them.
+
+The spawners are built with real JupyterHub objects (an in-memory hub database, ``User``,
+``Hub``), KubeSpawner as kubespawner's own tests build it (a throw-away kube config, never
+contacted). The last test runs a real JupyterHub with GeomlLocalSpawner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+
+import geoml_hub
+from geoml_hub.hub import profiles as P
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture(scope="module")
+def default_profiles():
+    return P.load_profiles()
+
+
+def write(tmp_path, data, name="profiles.yaml"):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def cpu(**kw):
+    p = {"display_name": "CPU", "slug": "cpu", "default": True, "kubespawner_override": {"cpu_limit": 2}}
+    p.update(kw)
+    return p
+
+
+def gpu(**kw):
+    p = {"display_name": "GPU", "slug": "gpu", "requires_gpu": True, "allowed_groups": ["gpu-users"],
+         "kubespawner_override": {"extra_resource_limits": {"nvidia.com/gpu": "1"}}}
+    p.update(kw)
+    return p
+
+
+# ---------------------------------------------------------------------------- the file
+
+
+def test_default_file_loads(default_profiles):
+    profiles = default_profiles
+    assert [p["slug"] for p in profiles] == ["cpu", "cuda-gpu"]
+    cpu_p, gpu_p = profiles
+    assert cpu_p["default"] is True and gpu_p["default"] is False
+    assert cpu_p["display_name"] == "CPU" and gpu_p["display_name"] == "CUDA GPU"
+    assert cpu_p["allowed_groups"] is None and cpu_p["requires_gpu"] is False
+    assert gpu_p["allowed_groups"] == ["gpu-users"] and gpu_p["requires_gpu"] is True
+    o = cpu_p["kubespawner_override"]
+    assert o["image"] == f"geoml-hub/notebook-cpu:{geoml_hub.__version__}"
+    assert (o["cpu_limit"], o["mem_limit"], o["cpu_guarantee"], o["mem_guarantee"]) == (2, "8G", 0.5, "2G")
+    assert o["node_affinity_required"][0]["matchExpressions"][0] == {
+        "key": "nvidia.com/gpu.present", "operator": "NotIn", "values": ["true"]}
+    assert set(cpu_p["profile_options"]["resources"]["choices"]) == {"standard", "large"}
+    o = gpu_p["kubespawner_override"]
+    assert o["image"] == f"geoml-hub/notebook-cuda:{geoml_hub.__version__}"
+    assert o["extra_resource_limits"] == {"nvidia.com/gpu": "1"}
+    assert o["node_selector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in o["tolerations"]
+    assert o["environment"]["GEOML_DEVICE"] == "cuda"
+    # the device plugin sets it to the allocated GPU; "all" would expose the whole node
+    assert "NVIDIA_VISIBLE_DEVICES" not in o["environment"]
+    # the same list again (already normalised) is valid: configuration may hand it back
+    assert P.validate_profiles(profiles) == profiles
+
+
+def test_importing_the_hub_modules_imports_neither_torch_nor_kubespawner():
+    code = ("import sys, geoml_hub.hub, geoml_hub.hub.profiles as p, geoml_hub.hub.spawner; p.load_profiles(); "
+            "print(sorted(m for m in ('torch', 'kubespawner') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert out.stdout.strip() == "[]"
+    code = "import sys, geoml_hub.hub.profiles; print('jupyterhub' in sys.modules, 'tornado' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert out.stdout.strip() == "False False"
+
+
+BAD_FILES = [
+    ("- display_name: [CPU\n", "not valid YAML (line"),
+    ("", "the file is empty: expected a list of profiles"),
+    ("cpu: {display_name: CPU}\n", "expected a list of profiles, got a mapping"),
+    ("[]\n", "the list of profiles is empty"),
+    ([{"display_name": "CPU", "default": True}], "profile 1: slug: missing (required)"),
+    ([cpu(slug="CPU large")], "profile 'CPU large': slug: 'CPU large' must be 1-63 lowercase letters"),
+    ([cpu(), cpu(default=False)], "profile 'cpu' (item 2): slug: duplicate of item 1"),
+    ([cpu(), gpu(default=True)], "default: exactly one profile must have 'default: true'; 2 have (cpu, gpu)"),
+    ([cpu(default=False)], "default: exactly one profile must have 'default: true'; none has"),
+    ([cpu(default="yes")], "profile 'cpu': default: must be true or false, got 'yes'"),
+    ([cpu(allowed_group=["x"])], "profile 'cpu': allowed_group: unknown key (did you mean 'allowed_groups'?)"),
+    ([cpu(allowed_groups=[])], "profile 'cpu': allowed_groups: must be a non-empty list"),
+    ([cpu(allowed_groups="gpu-users")], "profile 'cpu': allowed_groups: must be a non-empty list"),
+    ([cpu(allowed_groups=["a", "a"])], "allowed_groups: lists a group twice"),
+    ([cpu(requires_gpu="true")], "profile 'cpu': requires_gpu: must be true or false"),
+    ([cpu(kubespawner_override={"environment": {"OMP_NUM_THREADS": 4}})],
+     "profile 'cpu': kubespawner_override.environment.OMP_NUM_THREADS: must be a string (quote it in YAML), got 4"),
+    ([cpu(kubespawner_override={"mem_limit": "8 GB"})],
+     "profile 'cpu': kubespawner_override.mem_limit: '8 GB' must be a byte count or a number with suffix"),
+    ([cpu(kubespawner_override={"cpu_limit": -1})],
+     "profile 'cpu': kubespawner_override.cpu_limit: -1 must be a positive number of cores"),
+    ([cpu(kubespawner_override={"tolerations": {"key": "x"}})], "kubespawner_override.tolerations: must be a list"),
+    ([cpu(), gpu(requires_gpu=False)],
+     "profile 'gpu': requires_gpu: kubespawner_override.extra_resource_limits asks for nvidia.com/gpu"),
+    ([cpu(), gpu(kubespawner_override={"extra_resource_limits": {"nvidia.com/gpu": "one"}})],
+     "kubespawner_override.extra_resource_limits.nvidia.com/gpu: 'one' must be a whole number of GPUs"),
+    ([cpu(profile_options={"size": {"display_name": "Size"}})],
+     "profile 'cpu': profile_options.size.choices: an option needs choices or an enabled unlisted_choice"),
+    ([cpu(profile_options={"size": {"display_name": "Size", "choices": {
+        "s": {"display_name": "S", "default": True}, "l": {"display_name": "L", "default": True}}}})],
+     "profile_options.size.choices: more than one default choice (s, l)"),
+    ([cpu(profile_options={"size": {"display_name": "Size", "choices": {"s": {"display_name": "S", "kubespawner": {}}}}})],
+     "profile_options.size.choices.s.kubespawner: unknown key (did you mean 'kubespawner_override'?)"),
+    ([cpu(profile_options={"image": {"display_name": "Image", "unlisted_choice": {
+        "enabled": True, "validation_regex": "^(docker.io/"}}})],
+     "profile_options.image.unlisted_choice.validation_regex: not a valid regular expression"),
+]
+
+
+@pytest.mark.parametrize("content,message", BAD_FILES, ids=[m.split(":")[0][:40] for _, m in BAD_FILES])
+def test_bad_files_give_one_line_errors_naming_file_profile_and_key(tmp_path, content, message):
+    path = write(tmp_path, content)
+    with pytest.raises(P.ProfileError) as err:
+        P.load_profiles(path)
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith(f"{path}: "), text
+    assert message in text, text
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(P.ProfileError, match=r"nope.yaml: cannot read the profiles file"):
+        P.load_profiles(tmp_path / "nope.yaml")
+
+
+def test_a_file_with_options_and_unlisted_choice_loads(tmp_path):
+    profiles = P.load_profiles(write(tmp_path, [cpu(description=None, profile_options={"image": {
+        "display_name": "Image", "choices": {"std": {"display_name": "Standard"}},
+        "unlisted_choice": {"enabled": True, "display_name": "Custom image",
+                            "validation_regex": "^registry.example.org/", "validation_message": "our registry only",
+                            "kubespawner_override": {"image": "{value}"}}}}), gpu()]))
+    assert profiles[0]["description"] == "" and profiles[1]["default"] is False
+
+
+# ---------------------------------------------------------------------------- groups and submitted options
+
+
+def test_profiles_for_user_filters_by_group(default_profiles):
+    slugs = lambda ps: [(p["slug"], p["default"]) for p in ps]  # noqa: E731
+    assert slugs(P.profiles_for_user(default_profiles, [], False)) == [("cpu", True)]
+    assert slugs(P.profiles_for_user(default_profiles, ["students"], False)) == [("cpu", True)]
+    assert slugs(P.profiles_for_user(default_profiles, ["gpu-users", "x"], False)) == [("cpu", True),
+                                                                                       ("cuda-gpu", False)]
+    # admins see every profile, unless switched off
+    assert slugs(P.profiles_for_user(default_profiles, [], True)) == [("cpu", True), ("cuda-gpu", False)]
+    assert slugs(P.profiles_for_user(default_profiles, [], True, admin_sees_all=False)) == [("cpu", True)]
+    # a restricted default: outside the group, the first visible profile becomes the default
+    profiles = P.validate_profiles([gpu(default=True), cpu(default=False)])
+    assert slugs(P.profiles_for_user(profiles, [], False)) == [("cpu", True)]
+    assert slugs(P.profiles_for_user(profiles, ["gpu-users"], False)) == [("gpu", True), ("cpu", False)]
+    assert P.profiles_for_user(P.validate_profiles([gpu(default=True)]), [], False) == []
+    # copies: the caller cannot change the loaded list
+    P.profiles_for_user(default_profiles, [], False)[0]["display_name"] = "changed"
+    assert default_profiles[0]["display_name"] == "CPU"
+
+
+def test_check_profile_allowed(default_profiles):
+    assert P.check_profile_allowed(default_profiles, "cpu", [])["slug"] == "cpu"
+    assert P.check_profile_allowed(default_profiles, "cuda-gpu", ["gpu-users"])["slug"] == "cuda-gpu"
+    assert P.check_profile_allowed(default_profiles, "cuda-gpu", [], is_admin=True)["slug"] == "cuda-gpu"
+    with pytest.raises(P.ProfileNotAllowed, match=r"'CUDA GPU' \(cuda-gpu\) is only for members of the group "
+                                                   r"gpu-users") as err:
+        P.check_profile_allowed(default_profiles, "cuda-gpu", ["students"])
+    assert err.value.status == 403
+    with pytest.raises(P.ProfileNotAllowed):
+        P.check_profile_allowed(default_profiles, "cuda-gpu", [], is_admin=True, admin_sees_all=False)
+    with pytest.raises(P.ProfileRequestError, match=r"no profile 'tpu': the profiles are 'cpu', 'cuda-gpu'") as err:
+        P.check_profile_allowed(default_profiles, "tpu", [])
+    assert err.value.status == 400
+
+
+NO_GPU = P.GpuInfo(False, reason="no GPU: test")
+ONE_GPU = P.GpuInfo(True, 1, ("Test GPU",))
+
+
+def test_select_profile(default_profiles):
+    sel = P.select_profile(default_profiles, {}, [], gpu=NO_GPU)
+    assert (sel.slug, sel.options) == ("cpu", {"resources": "standard"})
+    assert sel.override["mem_limit"] == "8G"
+    sel = P.select_profile(default_profiles, {"profile": "cpu", "resources": "large"}, [], gpu=NO_GPU)
+    assert (sel.override["cpu_limit"], sel.override["mem_limit"]) == (4, "16G")
+    assert sel.override["environment"]["GEOML_DEVICE"] == "cpu"  # options merge into, not replace, dicts
+    with pytest.raises(P.ProfileRequestError, match=r"option 'Resources' of profile 'cpu': no choice 'huge'; "
+                                                    r"the choices are standard, large"):
+        P.select_profile(default_profiles, {"profile": "cpu", "resources": "huge"}, [])
+    with pytest.raises(P.ProfileRequestError, match="takes no free-form value"):
+        P.select_profile(default_profiles, {"profile": "cpu", "resources--unlisted-choice": "x"}, [])
+    with pytest.raises(P.ProfileRequestError, match="must be a profile slug"):
+        P.select_profile(default_profiles, {"profile": ["cpu"]}, [])
+    with pytest.raises(P.ProfileNotAllowed):
+        P.select_profile(default_profiles, {"profile": "cuda-gpu"}, ["students"], gpu=ONE_GPU)
+    sel = P.select_profile(default_profiles, {"profile": "cuda-gpu"}, ["gpu-users"], gpu=ONE_GPU)
+    assert sel.slug == "cuda-gpu"
+    with pytest.raises(P.ProfileUnavailable, match=r"'CUDA GPU' \(cuda-gpu\) cannot start here: no GPU: test") as err:
+        P.select_profile(default_profiles, {"profile": "cuda-gpu"}, ["gpu-users"], gpu=NO_GPU)
+    assert err.value.status == 400
+    # gpu=None (Kubernetes): no local GPU check
+    assert P.select_profile(default_profiles, {"profile": "cuda-gpu"}, ["gpu-users"]).slug == "cuda-gpu"
+    # nothing the user may run
+    only_gpu = P.validate_profiles([gpu(default=True)])
+    with pytest.raises(P.ProfileNotAllowed, match="no profile is available to bob"):
+        P.select_profile(only_gpu, {}, [], username="bob")
+    with pytest.raises(P.ProfileUnavailable, match="no profile available to gina can run here: no GPU: test"):
+        P.select_profile(only_gpu, {}, ["gpu-users"], gpu=NO_GPU, username="gina")
+    # a GPU default the user cannot run here: the first runnable one instead
+    gpu_default = P.validate_profiles([gpu(default=True), cpu(default=False)])
+    assert P.select_profile(gpu_default, {}, ["gpu-users"], gpu=NO_GPU).slug == "cpu"
+    assert P.select_profile(gpu_default, {}, ["gpu-users"], gpu=ONE_GPU).slug == "gpu"
+
+
+def test_unlisted_choice_is_checked_against_its_regex(tmp_path):
+    profiles = P.validate_profiles([cpu(profile_options={"image": {
+        "display_name": "Image", "choices": {"std": {"display_name": "Standard", "kubespawner_override": {
+            "image": "geoml-hub/notebook-cpu:0.1.0"}}},
+        "unlisted_choice": {"enabled": True, "display_name": "Custom image", "validation_regex": r"^registry\.example\.org/",
+                            "validation_message": "images from registry.example.org only",
+                            "kubespawner_override": {"image": "{value}", "environment": {"IMAGE": "{value}"}}}}})])
+    sel = P.select_profile(profiles, {"profile": "cpu", "image--unlisted-choice": "registry.example.org/me/nb:1"}, [])
+    assert sel.override["image"] == "registry.example.org/me/nb:1"
+    assert sel.override["environment"] == {"IMAGE": "registry.example.org/me/nb:1"}
+    assert sel.options == {"image": "registry.example.org/me/nb:1"}
+    with pytest.raises(P.ProfileRequestError, match="'docker.io/evil' is refused: images from registry.example.org only"):
+        P.select_profile(profiles, {"profile": "cpu", "image--unlisted-choice": "docker.io/evil"}, [])
+    with pytest.raises(P.ProfileRequestError, match="type a value for 'Custom image'"):
+        P.select_profile(profiles, {"profile": "cpu", "image": "unlisted-choice"}, [])
+    assert P.select_profile(profiles, {"profile": "cpu"}, []).override["image"] == "geoml-hub/notebook-cpu:0.1.0"
+
+
+def test_options_from_formdata_matches_kubespawner_field_names():
+    form = {"profile": ["cpu"], "profile-option-cpu--resources": ["large"],
+            "profile-option-cuda-gpu--resources": ["other"], "profile-option-cpu--image--unlisted-choice": ["x/y"],
+            "junk": ["1"]}
+    assert P.options_from_formdata(form) == {"profile": "cpu", "resources": "large", "image--unlisted-choice": "x/y"}
+    assert P.options_from_formdata({}) == {}
+
+
+# ---------------------------------------------------------------------------- local settings and GPU
+
+
+def test_local_settings_cpu(default_profiles):
+    s = P.local_settings(P.select_profile(default_profiles, {}, []))
+    env = s["environment"]
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and env["GEOML_DEVICE"] == "cpu" and env["GEOML_PROFILE"] == "cpu"
+    assert env["OMP_NUM_THREADS"] == str(min(2, os.cpu_count()))
+    assert (s["mem_limit"], s["cpu_limit"], s["mem_guarantee"], s["cpu_guarantee"]) == ("8G", 2, "2G", 0.5)
+    assert s["ignored"] == ["image", "node_affinity_required"]
+    s = P.local_settings(P.select_profile(default_profiles, {"profile": "cpu", "resources": "large"}, []))
+    assert (s["mem_limit"], s["cpu_limit"]) == ("16G", 4)
+    # a plain profile works too, and a profile's own OMP_NUM_THREADS wins
+    s = P.local_settings(P.validate_profiles([cpu(kubespawner_override={
+        "cpu_limit": 1, "environment": {"OMP_NUM_THREADS": "3", "FOO": "bar"}})])[0])
+    assert s["environment"]["OMP_NUM_THREADS"] == "3" and s["environment"]["FOO"] == "bar"
+
+
+def test_local_settings_gpu(default_profiles, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    sel = P.select_profile(default_profiles, {"profile": "cuda-gpu"}, ["gpu-users"], gpu=ONE_GPU)
+    s = P.local_settings(sel, ONE_GPU)
+    env = s["environment"]
+    assert env["CUDA_VISIBLE_DEVICES"] == "0" and env["GEOML_DEVICE"] == "cuda" and env["GEOML_PROFILE"] == "cuda-gpu"
+    assert env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
+    assert (s["mem_limit"], s["cpu_limit"]) == ("24G", 4)
+    assert s["ignored"] == ["extra_resource_limits", "image", "node_selector", "tolerations"]
+    # the hub's own CUDA_VISIBLE_DEVICES: the first N of them
+    assert P.local_settings(sel, ONE_GPU, visible_devices="3,5")["environment"]["CUDA_VISIBLE_DEVICES"] == "3"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    assert P.local_settings(sel, ONE_GPU)["environment"]["CUDA_VISIBLE_DEVICES"] == "2"
+    two = P.validate_profiles([cpu(), gpu(kubespawner_override={"extra_resource_limits": {"nvidia.com/gpu": "2"}})])[1]
+    assert P.gpus_needed(two) == 2
+    assert P.local_settings(two, visible_devices="3,5,7")["environment"]["CUDA_VISIBLE_DEVICES"] == "3,5"
+    assert P.unavailable_reason(two, ONE_GPU) == "needs 2 GPUs, PyTorch sees 1"
+    assert P.unavailable_reason(two, P.GpuInfo(True, 2)) is None
+    assert P.unavailable_reason(default_profiles[0], NO_GPU) is None
+
+
+def test_detect_gpu_asks_pytorch_in_a_subprocess_once():
+    import torch
+
+    info = P.detect_gpu(refresh=True)
+    assert info.available == torch.cuda.is_available()
+    if not info.available:
+        assert info.reason.startswith("no GPU: PyTorch"), info.reason
+    t = time.perf_counter()
+    assert P.detect_gpu() is info  # cached
+    assert time.perf_counter() - t < 0.05
+    broken = P._probe_gpu(sys.executable + "-missing", 5)
+    assert not broken.available and "could not run" in broken.reason
+
+
+# ---------------------------------------------------------------------------- GeomlLocalSpawner
+
+
+class FormParser(HTMLParser):
+    """Inputs, selects/options and texts of the spawn form."""
+
+    def __init__(self, html):
+        super().__init__()
+        self.radios, self.selects, self.options, self.text = {}, {}, [], []
+        self._select = None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "input" and a.get("type") == "radio":
+            self.radios[a["value"]] = {"checked": "checked" in a, "disabled": "disabled" in a, "name": a["name"]}
+        elif tag == "select":
+            self._select = a["name"]
+            self.selects[a["name"]] = {"disabled": "disabled" in a, "selected": None}
+        elif tag == "option" and self._select:
+            self.options.append((self._select, a["value"]))
+            if "selected" in a:
+                self.selects[self._select]["selected"] = a["value"]
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
+
+    def handle_data(self, data):
+        if data.strip():
+            self.text.append(" ".join(data.split()))
+
+
+@pytest.fixture
+def hub_users():
+    """A JupyterHub database in memory with bob (no group), gina (gpu-users) and ada (admin)."""
+    from jupyterhub import orm
+    from jupyterhub.user import User
+
+    db = orm.new_session_factory("sqlite:///:memory:")()
+    group = orm.Group(name="gpu-users")
+    db.add(group)
+    users = {}
+    for name in ("bob", "gina", "ada"):
+        u = orm.User(name=name)
+        db.add(u)
+        users[name] = u
+    users["gina"].groups.append(group)
+    users["ada"].admin = True
+    db.commit()
+    yield {name: User(u, {}) for name, u in users.items()}
+    db.close()
+
+
+def local_spawner(user, **kw):
+    from jupyterhub.objects import Hub
+
+    from geoml_hub.hub.spawner import GeomlLocalSpawner
+
+    kw.setdefault("oauth_client_id", "jupyterhub-user-test")
+    return GeomlLocalSpawner(user=user, hub=Hub(), **kw)
+
+
+def test_form_shows_cpu_and_hides_the_group_restricted_gpu_profile(hub_users):
+    sp = local_spawner(hub_users["bob"])
+    assert [p["slug"] for p in sp.profile_list] == ["cpu", "cuda-gpu"]
+    form = FormParser(run(sp.get_options_form()))
+    assert form.radios == {"cpu": {"checked": True, "disabled": False, "name": "profile"}}
+    assert "CUDA GPU" not in " ".join(form.text)
+    assert form.selects["profile-option-cpu--resources"] == {"disabled": False, "selected": "standard"}
+    assert ("profile-option-cpu--resources", "large") in form.options
+    assert "PyTorch on CPU cores." in " ".join(form.text)
+
+
+def test_form_shows_the_gpu_profile_disabled_with_the_reason_where_pytorch_sees_no_gpu(hub_users):
+    info = P.detect_gpu()
+    for name in ("gina", "ada"):  # the group member and the admin
+        form = FormParser(run(local_spawner(hub_users[name]).get_options_form()))
+        assert list(form.radios) == ["cpu", "cuda-gpu"]
+        assert form.radios["cpu"]["checked"] and not form.radios["cpu"]["disabled"]
+        text = " ".join(form.text)
+        if info.available:  # on a machine with a GPU, it is offered
+            assert not form.radios["cuda-gpu"]["disabled"] and "Not available" not in text
+        else:
+            assert form.radios["cuda-gpu"] == {"checked": False, "disabled": True, "name": "profile"}
+            assert f"Not available: {info.reason}" in text
+            assert "CPU-only build" in info.reason or "sees no CUDA device" in info.reason
+    # forced either way by configuration
+    form = FormParser(run(local_spawner(hub_users["gina"], gpu_available=False).get_options_form()))
+    assert form.radios["cuda-gpu"]["disabled"]
+    assert "Not available: no GPU: the hub is configured without GPUs (gpu_available = False)" in " ".join(form.text)
+    form = FormParser(run(local_spawner(hub_users["gina"], gpu_available=True).get_options_form()))
+    assert not form.radios["cuda-gpu"]["disabled"] and form.radios["cpu"]["checked"]
+
+
+def test_form_preselects_the_saved_options_and_escapes_the_file(hub_users, tmp_path):
+    sp = local_spawner(hub_users["gina"], gpu_available=True,
+                       user_options={"profile": "cuda-gpu"})
+    form = FormParser(run(sp.get_options_form()))
+    assert form.radios["cuda-gpu"]["checked"] and not form.radios["cpu"]["checked"]
+    sp = local_spawner(hub_users["bob"], user_options={"profile": "cpu", "resources": "large"})
+    assert FormParser(run(sp.get_options_form())).selects["profile-option-cpu--resources"]["selected"] == "large"
+    # saved options the user may no longer use fall back to the default
+    sp = local_spawner(hub_users["bob"], user_options={"profile": "cuda-gpu"})
+    assert FormParser(run(sp.get_options_form())).radios == {"cpu": {"checked": True, "disabled": False,
+                                                                     "name": "profile"}}
+    path = write(tmp_path, [cpu(display_name="<b>CPU</b>", description="<script>alert(1)</script>")])
+    html = run(local_spawner(hub_users["bob"], profiles_file=str(path)).get_options_form())
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;b&gt;CPU&lt;/b&gt;" in html
+    # a user with no profile at all gets a message, and a start is refused
+    path = write(tmp_path, [gpu(default=True)], "only-gpu.yaml")
+    sp = local_spawner(hub_users["bob"], profiles_file=str(path))
+    assert "No notebook profile is available to bob" in " ".join(FormParser(run(sp.get_options_form())).text)
+
+
+def test_form_submission_and_user_options(hub_users):
+    sp = local_spawner(hub_users["bob"])
+    opts = sp.run_options_from_form({"profile": ["cpu"], "profile-option-cpu--resources": ["large"]})
+    assert opts == {"profile": "cpu", "resources": "large"}
+    assert sp.options_from_query({"profile": ["cpu"]}) == {"profile": "cpu"}
+
+
+def _http_error(coro):
+    from tornado import web
+
+    with pytest.raises(web.HTTPError) as err:
+        run(coro)
+    return err.value.status_code, err.value.jupyterhub_message
+
+
+def test_submitted_disallowed_or_unavailable_profile_is_refused(hub_users):
+    sp = local_spawner(hub_users["bob"], user_options={"profile": "cuda-gpu"})
+    status, message = _http_error(sp.load_user_options())
+    assert status == 403
+    assert message == "profile 'CUDA GPU' (cuda-gpu) is only for members of the group gpu-users"
+    sp = local_spawner(hub_users["gina"], gpu_available=False, user_options={"profile": "cuda-gpu"})
+    status, message = _http_error(sp.load_user_options())
+    assert status == 400 and message.startswith("profile 'CUDA GPU' (cuda-gpu) cannot start here: no GPU")
+    sp = local_spawner(hub_users["bob"], user_options={"profile": "tpu"})
+    assert _http_error(sp.load_user_options())[0] == 400
+    sp = local_spawner(hub_users["bob"], user_options={"profile": "cpu", "resources": "huge"})
+    assert _http_error(sp.load_user_options())[0] == 400
+    # start() checks before anything runs
+    sp = local_spawner(hub_users["bob"], user_options={"profile": "cuda-gpu"})
+    assert _http_error(sp.start())[0] == 403
+    assert sp.pid == 0
+
+
+def test_load_user_options_applies_the_profile_and_undoes_the_previous_one(hub_users):
+    sp = local_spawner(hub_users["gina"], gpu_available=True, environment={"SITE": "x"}, mem_limit="1G",
+                       user_options={"profile": "cuda-gpu"})
+    sel = run(sp.load_user_options())
+    assert sel.slug == "cuda-gpu" and sp.selected_profile is sel
+    env = sp.get_env()
+    assert env["GEOML_DEVICE"] == "cuda" and env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
+    assert env["SITE"] == "x"
+    assert env["MEM_LIMIT"] == str(24 * 1024**3) and env["CPU_LIMIT"] == "4.0"
+    assert env["MEM_GUARANTEE"] == str(8 * 1024**3) and env["CPU_GUARANTEE"] == "1.0"
+    sp.user_options = {"profile": "cpu"}
+    run(sp.load_user_options())
+    env = sp.get_env()
+    assert env["GEOML_DEVICE"] == "cpu" and env["CUDA_VISIBLE_DEVICES"] == ""
+    assert "NVIDIA_DRIVER_CAPABILITIES" not in env and env["SITE"] == "x"
+    assert env["MEM_LIMIT"] == str(8 * 1024**3) and env["CPU_LIMIT"] == "2.0"
+    # REST API with no options: the user's default profile
+    sp.user_options = {}
+    assert run(sp.load_user_options()).slug == "cpu"
+
+
+def test_allow_root_only_as_root(hub_users):
+    sp = local_spawner(hub_users["bob"], args=["--debug"])
+    expected = ["--debug", "--allow-root"] if os.geteuid() == 0 else ["--debug"]
+    assert sp.get_args() == expected
+    assert local_spawner(hub_users["bob"], args=["--allow-root"]).get_args() == ["--allow-root"]
+
+
+ENV_DUMP = r"""
+import json, os, sys, time
+with open(os.path.join(os.environ["HOME"], "env.json"), "w") as f:
+    json.dump({"env": dict(os.environ), "args": sys.argv[1:], "cwd": os.getcwd()}, f)
+time.sleep(60)
+"""
+
+
+def test_start_runs_the_process_with_the_profile_environment(hub_users, tmp_path):
+    sp = local_spawner(hub_users["bob"], cmd=[sys.executable, "-c", ENV_DUMP],
+                       home_dir_template=str(tmp_path / "home-{username}"),
+                       user_options={"profile": "cpu", "resources": "large"}, term_timeout=2, kill_timeout=2,
+                       interrupt_timeout=1)
+    run(sp.start())
+    try:
+        dump = tmp_path / "home-bob" / "env.json"
+        deadline = time.monotonic() + 30
+        while not dump.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.2)
+        got = json.loads(dump.read_text())
+    finally:
+        run(sp.stop(now=True))
+    env = got["env"]
+    assert env["GEOML_DEVICE"] == "cpu" and env["CUDA_VISIBLE_DEVICES"] == "" and env["GEOML_PROFILE"] == "cpu"
+    assert env["MEM_LIMIT"] == str(16 * 1024**3) and env["CPU_LIMIT"] == "4.0"
+    assert env["OMP_NUM_THREADS"] == str(min(4, os.cpu_count()))
+    assert env["HOME"] == str(tmp_path / "home-bob") and got["cwd"] == str(tmp_path / "home-bob")
+    assert env["JUPYTERHUB_USER"] == "bob"
+
+
+# ---------------------------------------------------------------------------- KubeSpawner
+
+
+@pytest.fixture
+def kube_config(tmp_path, monkeypatch):
+    """A throw-away kube config (its server is never contacted), as KubeSpawner's constructor
+    always loads one. kubernetes_asyncio reads $KUBECONFIG at import: patch both."""
+    pytest.importorskip("kubespawner")
+    from kubernetes_asyncio.config import kube_config as kc
+
+    cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "fake",
+           "clusters": [{"name": "fake", "cluster": {"server": "https://127.0.0.1:9"}}],
+           "users": [{"name": "fake", "user": {"token": "fake"}}],
+           "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": "geoml"}}]}
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.setattr(kc, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+    return path
+
+
+async def _pod(spawner_class, user, user_options, config=None):
+    from jupyterhub.objects import Hub
+    from traitlets.config import Config
+
+    sp = spawner_class(config=config or Config(), hub=Hub(), user=user, api_token="x", oauth_client_id="y",
+                       _mock=True)
+    sp.user_options = user_options
+    await sp.load_user_options()
+    pod = await sp.get_pod_manifest()
+    return sp, sp.api.api_client.sanitize_for_serialization(pod)
+
+
+def test_kubespawner_accepts_the_profile_list_and_builds_the_cuda_pod(kube_config, hub_users, default_profiles):
+    from kubespawner import KubeSpawner
+    from traitlets.config import Config
+
+    plist = P.kubespawner_profile_list(default_profiles)
+    assert all(not set(p) - set(P.KUBESPAWNER_KEYS) for p in plist)
+    assert "allowed_groups" not in plist[1] and "requires_gpu" not in plist[1]
+    c = Config()
+    c.KubeSpawner.profile_list = plist
+    _, pod = run(_pod(KubeSpawner, hub_users["gina"], {"profile": "cuda-gpu"}, c))
+    spec = pod["spec"]
+    ctr = spec["containers"][0]
+    assert ctr["image"] == f"geoml-hub/notebook-cuda:{geoml_hub.__version__}"
+    assert ctr["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert str(ctr["resources"]["limits"]["memory"]) == str(24 * 1024**3)
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    env = {e["name"]: e.get("value") for e in ctr["env"]}
+    assert env["GEOML_DEVICE"] == "cuda" and env["GEOML_PROFILE"] == "cuda-gpu"
+    assert "NVIDIA_VISIBLE_DEVICES" not in env
+    # the CPU profile (with its large option): kept off GPU nodes, no GPU asked for
+    _, pod = run(_pod(KubeSpawner, hub_users["bob"], {"profile": "cpu", "resources": "large"}, c))
+    ctr = pod["spec"]["containers"][0]
+    assert ctr["image"] == f"geoml-hub/notebook-cpu:{geoml_hub.__version__}"
+    assert "nvidia.com/gpu" not in ctr["resources"]["limits"]
+    limits = ctr["resources"]["limits"]
+    assert float(limits["cpu"]) == 4 and str(limits["memory"]) == str(16 * 1024**3)
+    terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["operator"] == "NotIn"
+    assert {e["name"]: e.get("value") for e in ctr["env"]}["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_geoml_kube_spawner_filters_and_enforces_groups(kube_config, hub_users):
+    import geoml_hub.hub.spawner as S
+    from traitlets.config import Config
+
+    cls = S.GeomlKubeSpawner
+    assert cls is S.GeomlKubeSpawner and cls.__module__ == "geoml_hub.hub.spawner"
+    # not allowed: refused with 403 before KubeSpawner applies anything
+    from tornado import web
+
+    with pytest.raises(web.HTTPError) as err:
+        run(_pod(cls, hub_users["bob"], {"profile": "cuda-gpu"}))
+    assert err.value.status_code == 403 and "gpu-users" in err.value.jupyterhub_message
+    with pytest.raises(web.HTTPError) as err:
+        run(_pod(cls, hub_users["bob"], {"profile": "cpu", "resources": "huge"}))
+    assert err.value.status_code == 400
+    sp, pod = run(_pod(cls, hub_users["gina"], {"profile": "cuda-gpu"}))
+    assert isinstance(sp.profile_list, P.ProfileListForUser)
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    sp, pod = run(_pod(cls, hub_users["ada"], {}))  # REST API, no options: the default
+    assert pod["spec"]["containers"][0]["image"].startswith("geoml-hub/notebook-cpu:")
+
+    async def form(user, config=None):
+        from jupyterhub.objects import Hub
+
+        sp = cls(config=config or Config(), hub=Hub(), user=user, api_token="x", oauth_client_id="y", _mock=True)
+        return await sp.get_options_form()
+
+    html = run(form(hub_users["bob"]))
+    assert 'value="cpu"' in html and 'value="cuda-gpu"' not in html
+    html = run(form(hub_users["gina"]))
+    assert 'value="cpu"' in html and 'value="cuda-gpu"' in html
+    # the same YAML handed over as a plain list (z2jh's singleuser.profileList) is wrapped too
+    c = Config()
+    c.KubeSpawner.profile_list = yaml.safe_load(P.PROFILES_FILE.read_text())
+    html = run(form(hub_users["bob"], c))
+    assert 'value="cuda-gpu"' not in html
+    with pytest.raises(web.HTTPError) as err:
+        run(_pod(cls, hub_users["bob"], {"profile": "cuda-gpu"}, c))
+    assert err.value.status_code == 403
+    # a bad list in configuration fails when the spawner is configured
+    c.KubeSpawner.profile_list = [{"display_name": "x"}]
+    with pytest.raises(P.ProfileError, match="KubeSpawner.profile_list: profile 1: slug: missing"):
+        run(form(hub_users["bob"], c))
+
+
+def test_plain_kubespawner_with_the_callable_and_pre_spawn_check(kube_config, hub_users, default_profiles):
+    from kubespawner import KubeSpawner
+    from tornado import web
+    from traitlets.config import Config
+
+    c = Config()
+    c.KubeSpawner.profile_list = P.ProfileListForUser(default_profiles)
+    c.KubeSpawner.pre_spawn_hook = P.kubespawner_check_user_options
+    from jupyterhub.objects import Hub
+
+    async def check():
+        sp = KubeSpawner(config=c, hub=Hub(), user=hub_users["bob"], api_token="x", oauth_client_id="y", _mock=True)
+        sp.user_options = {"profile": "cuda-gpu"}
+        with pytest.raises(web.HTTPError) as err:
+            sp.run_pre_spawn_hook()
+        assert err.value.status_code == 403
+        assert 'value="cuda-gpu"' not in await sp.get_options_form()
+        sp.user_options = {"profile": "cpu"}
+        assert sp.run_pre_spawn_hook().slug == "cpu"
+
+    run(check())
+
+
+# ---------------------------------------------------------------------------- a real JupyterHub
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+HUB_CONFIG = """
+c = get_config()  # noqa
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{api_port}"
+c.ConfigurableHTTPProxy.command = [{chp!r}]
+c.JupyterHub.db_url = "sqlite:///{tmp}/hub.sqlite"
+c.JupyterHub.cookie_secret_file = "{tmp}/cookie_secret"
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.JupyterHub.spawner_class = "geoml_hub.hub.spawner.GeomlLocalSpawner"
+c.GeomlLocalSpawner.home_dir_template = "{tmp}/home/{{username}}"
+c.Spawner.cmd = [{singleuser!r}]
+c.Spawner.start_timeout = 90
+c.Spawner.http_timeout = 90
+c.JupyterHub.load_groups = {{"gpu-users": {{"users": ["gina"]}}}}
+c.JupyterHub.services = [{{"name": "tester", "api_token": {token!r}}}]
+c.JupyterHub.load_roles = [{{"name": "tester", "services": ["tester"],
+                             "scopes": ["admin:users", "admin:servers", "admin:server_state", "tokens", "groups"]}}]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_real_hub_offers_checks_and_applies_profiles(tmp_path):
+    """JupyterHub 6 + GeomlLocalSpawner + configurable-http-proxy: the form per user, a
+    refused GPU profile (form and REST API), and a CPU server started with its environment."""
+    requests = pytest.importorskip("requests")
+    chp = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
+    if not chp.exists():
+        pytest.skip("configurable-http-proxy not installed (npm install in the repository)")
+    bindir = Path(sys.executable).parent
+    ports = dict(port=_free_port(), hub_port=_free_port(), api_port=_free_port())
+    token = "tester-" + os.urandom(8).hex()
+    (tmp_path / "jupyterhub_config.py").write_text(HUB_CONFIG.format(
+        tmp=tmp_path, chp=str(chp), singleuser=str(bindir / "jupyterhub-singleuser"), token=token, **ports))
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+    log = open(tmp_path / "hub.log", "w")
+    hub = subprocess.Popen([str(bindir / "jupyterhub"), "-f", str(tmp_path / "jupyterhub_config.py")],
+                           cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{ports['port']}/hub"
+    api = requests.Session()
+    api.headers["Authorization"] = f"token {token}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert hub.poll() is None, (tmp_path / "hub.log").read_text()[-3000:]
+            try:
+                if api.get(f"{base}/api/", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "hub not ready in 60 s"
+            time.sleep(0.3)
+        sessions = {}
+        for name in ("bob", "gina"):
+            r = api.post(f"{base}/api/users/{name}")
+            assert r.status_code in (201, 409), r.text
+            s = requests.Session()  # form login (pages take no API token)
+            s.get(f"{base}/login")
+            r = s.post(f"{base}/login", data={"username": name, "password": "x", "_xsrf": s.cookies["_xsrf"]},
+                       allow_redirects=False)
+            assert r.status_code == 302, r.text[-2000:]
+            sessions[name] = s
+
+        def spawn_form(name, data):
+            s = sessions[name]
+            return s.post(f"{base}/spawn", data={**data, "_xsrf": s.cookies["_xsrf"]}, allow_redirects=False)
+
+        # the forms: bob has no GPU profile; gina has it, disabled here without a GPU
+        bob_form = FormParser(sessions["bob"].get(f"{base}/spawn").text)
+        assert list(bob_form.radios) == ["cpu"] and bob_form.radios["cpu"]["checked"]
+        gina_form = FormParser(sessions["gina"].get(f"{base}/spawn").text)
+        assert list(gina_form.radios) == ["cpu", "cuda-gpu"]
+        info = P.detect_gpu()
+        assert gina_form.radios["cuda-gpu"]["disabled"] == (not info.available)
+
+        # REST API and form: bob may not start the GPU profile
+        r = api.post(f"{base}/api/users/bob/server", json={"profile": "cuda-gpu"})
+        assert r.status_code == 403, r.text
+        assert r.json()["message"] == "profile 'CUDA GPU' (cuda-gpu) is only for members of the group gpu-users"
+        r = spawn_form("bob", {"profile": "cuda-gpu"})
+        assert r.status_code == 403, r.text[-2000:]
+        assert "Error: profile &#39;CUDA GPU&#39; (cuda-gpu) is only for members of the group gpu-users" in r.text
+        if not info.available:
+            r = api.post(f"{base}/api/users/gina/server", json={"profile": "cuda-gpu"})
+            assert r.status_code == 400 and "cannot start here: no GPU" in r.json()["message"], r.text
+
+        # bob starts the CPU profile with the large option through the form
+        r = spawn_form("bob", {"profile": "cpu", "profile-option-cpu--resources": "large"})
+        assert r.status_code == 302, r.text[-2000:]
+        deadline = time.monotonic() + 90
+        while True:
+            model = api.get(f"{base}/api/users/bob").json()
+            server = model["servers"].get("")
+            if server and server["ready"]:
+                break
+            assert time.monotonic() < deadline, (tmp_path / "hub.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert server["user_options"] == {"profile": "cpu", "resources": "large"}
+        pid = server["state"]["pid"]
+        environ = dict(item.split("=", 1) for item in
+                       Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in item)
+        assert environ["GEOML_DEVICE"] == "cpu" and environ["CUDA_VISIBLE_DEVICES"] == ""
+        assert environ["GEOML_PROFILE"] == "cpu" and environ["MEM_LIMIT"] == str(16 * 1024**3)
+        assert environ["CPU_LIMIT"] == "4.0" and environ["HOME"] == str(tmp_path / "home" / "bob")
+        r = api.delete(f"{base}/api/users/bob/server")
+        assert r.status_code in (202, 204), r.text
+    finally:
+        hub.terminate()
+        try:
+            hub.wait(30)
+        except subprocess.TimeoutExpired:
+            hub.kill()
+            hub.wait()
+        log.close()

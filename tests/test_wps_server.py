@@ -367,7 +367,10 @@ def test_notebook_style_script_prints_the_qc_summary(server):
     assert m, out.stdout[-3000:]
     validations = [j for j in requests.get(server.url + "/jobs", timeout=30).json()["jobs"]
                    if j["process"] == "validate_classification" and j["status"] == "succeeded"]
-    summary = json.loads((server.state_dir / "outputs" / validations[0]["job_id"] / "summary.json").read_text())
+    text = (server.state_dir / "outputs" / validations[0]["job_id"] / "summary.json").read_text()
+    assert str(server.state_dir) not in text and "/shared/data" not in text  # dataset names, not server paths
+    assert '"classification": "jobs/' in text and '"reference": "jobs/' in text
+    summary = json.loads(text)
     assert float(m.group(1)) == round(summary["overall_accuracy"], 3)
     assert int(m.group(3)) == summary["n"] == 256  # the 14 held-out Chiapas regions
     assert "PPV (user's)" in out.stdout and "forest" in out.stdout

@@ -5,7 +5,7 @@ Every process of the server becomes a method with keyword arguments::
     from geoml_hub.client import Client
 
     hub = Client()                       # GEOML_WPS_URL, JUPYTERHUB_API_TOKEN
-    bal = hub.balance_samples(samples="data/eurosat_ms", target=20)
+    bal = hub.balance_samples(samples="data/eurosat_ms", step=2)
     fit = hub.train_model(samples=bal.dataset("manifest"), epochs=10)
     qc = hub.evaluate_model(model=fit.dataset("model"), samples="data/eurosat_ms")
     qc.overall_accuracy, qc.kappa        # floats

@@ -289,6 +289,8 @@ def write_reports(cm, classes: Sequence[Tuple], summary: Dict, out_dir: PathLike
     fig.set_size_inches(max(5, 0.7 * len(classes) + 3), max(4, 0.6 * len(classes) + 2.5))
     ax.set_xlabel("predicted")
     ax.set_ylabel("reference")
+    for label in ax.get_xticklabels():  # long class names (HerbaceousVegetation) must not overlap
+        label.set(rotation=45, ha="right", rotation_mode="anchor")
     paths["heatmap"] = save_figure(fig, out / "confusion_matrix.png")
     paths["summary"] = write_json(out / "summary.json", summary)
     return paths

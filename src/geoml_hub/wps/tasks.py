@@ -25,6 +25,8 @@ The small parsers (:func:`parse_class_names`, :func:`parse_int_list`,
 
 from __future__ import annotations
 
+import json
+
 import csv
 import re
 import shutil
@@ -201,6 +203,33 @@ def open_samples(job, path: Path, roots: Optional[List[Path]] = None):
     return sample_set
 
 
+def scrub_server_paths(job, path: Path) -> Path:
+    """Rewrite server paths in a JSON output to dataset names (``data/...``, ``jobs/<id>/...``),
+    in place and atomically: users see the names they gave, not the server's layout."""
+    from ..fileio import write_json
+
+    s = job.settings
+    subs = sorted([(str(s.outputs_dir), "jobs"), (str(s.workspace_dir), "workspace"),
+                   (str(s.results_dir), "results"), (str(job.workdir), f"jobs/{job.uuid}"),
+                   (str(s.work_dir), "work"), (str(s.state_dir), "state")]
+                  + [(str(p), name) for name, p in s.data_roots.items()], key=lambda t: -len(t[0]))
+
+    def clean(value):
+        if isinstance(value, str):
+            for prefix, name in subs:
+                if value.startswith(prefix):
+                    return name + value[len(prefix):]
+            return value
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    write_json(path, clean(json.loads(Path(path).read_text(encoding="utf-8"))))
+    return path
+
+
 def _move(src: Path, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(src), str(dest))
@@ -283,7 +312,8 @@ def balance_samples(job, samples: Path, threshold: Optional[int] = None, step: O
     report(progress, 0.9, "writing the manifest and the cluster plot")
     paths = res.write(job.workdir / "balance")
     s = res.summary
-    return {"manifest": paths["manifest"], "summary": paths["summary"], "clusters_plot": paths["plot"],
+    return {"manifest": paths["manifest"], "summary": scrub_server_paths(job, paths["summary"]),
+            "clusters_plot": paths["plot"],
             "samples_before": s["total_before"], "samples_after": s["total_after"],
             "ratio_before": float(s["ratio_before"]), "ratio_after": float(s["ratio_after"]),
             "n_classes": len(s["classes"])}
@@ -328,7 +358,8 @@ def evaluate_model(job, model: Path, samples: Path, device: str = "auto", tta: b
     out = job.workdir / "qc"
     s = run(model, sample_set, out, device=device, tta=tta, progress=progress)
     return {"overall_accuracy": s["overall_accuracy"], "kappa": s["kappa"], "n": s["n"],
-            "summary": out / "summary.json", "report": out / "report.html", "matrix": out / "report_matrix.csv",
+            "summary": scrub_server_paths(job, out / "summary.json"), "report": out / "report.html",
+            "matrix": out / "report_matrix.csv",
             "heatmap": out / "confusion_matrix.png", "pycm_object": out / "report.obj",
             "predictions": out / "predictions.csv"}
 
@@ -366,8 +397,7 @@ def compare_classifications(job, classification_a: Path, classification_b: Path,
 
     Returns the outputs ``better`` (the better name, or ``tie``), ``pycm_best`` (PyCM
     Compare's verdict, or ``none``), ``overall_accuracy_a``/``_b``, ``kappa_a``/``_b``,
-    ``n`` (labelled pixels compared), ``summary`` (JSON), ``comparison`` (CSV) and the
-    per-version files.
+    ``summary`` (JSON), ``comparison`` (CSV) and the per-version files.
     """
     from ..validation import compare_classifications as run
 
@@ -378,7 +408,7 @@ def compare_classifications(job, classification_a: Path, classification_b: Path,
     s = run(classification_a, classification_b, reference, out, (name_a, name_b), reference_nodata,
             ignore_crs_name, progress=progress)
     result = {"better": s["better"] or "tie", "pycm_best": s["pycm_best"] or "none",
-              "summary": out / "summary.json", "comparison": out / "comparison.csv"}
+              "summary": scrub_server_paths(job, out / "summary.json"), "comparison": out / "comparison.csv"}
     table = s["table"]
     for suffix, name in (("a", name_a), ("b", name_b)):
         side = out / name
@@ -387,7 +417,8 @@ def compare_classifications(job, classification_a: Path, classification_b: Path,
         result[f"report_{suffix}"] = _move(side / "report.html", job.workdir / f"report_{suffix}.html")
         result[f"heatmap_{suffix}"] = _move(side / "confusion_matrix.png", job.workdir / f"heatmap_{suffix}.png")
         result[f"matrix_{suffix}"] = _move(side / "report_matrix.csv", job.workdir / f"matrix_{suffix}.csv")
-        result[f"summary_{suffix}"] = _move(side / "summary.json", job.workdir / f"summary_{suffix}.json")
+        result[f"summary_{suffix}"] = scrub_server_paths(
+            job, _move(side / "summary.json", job.workdir / f"summary_{suffix}.json"))
         result[f"pycm_object_{suffix}"] = _move(side / "report.obj", job.workdir / f"pycm_{suffix}.obj")
     return result
 
@@ -408,5 +439,6 @@ def validate_classification(job, classification: Path, reference: Path, referenc
     out = job.workdir / "qc"
     s = run(classification, reference, out, reference_nodata, ignore_crs_name=ignore_crs_name, progress=progress)
     return {"overall_accuracy": s["overall_accuracy"], "kappa": s["kappa"], "n": s["n"],
-            "summary": out / "summary.json", "report": out / "report.html", "matrix": out / "report_matrix.csv",
+            "summary": scrub_server_paths(job, out / "summary.json"), "report": out / "report.html",
+            "matrix": out / "report_matrix.csv",
             "heatmap": out / "confusion_matrix.png", "pycm_object": out / "report.obj"}

@@ -307,3 +307,46 @@ def test_restart_keeps_users_and_jobs(hub):
     jobs = requests.get(url + "/services/wps/jobs", headers={"Authorization": f"token {user_token(hub, 'alice')}"},
                         timeout=30).json()["jobs"]
     assert hub["alice_job"] in [j["job_id"] for j in jobs] and {j["status"] for j in jobs} == {"succeeded"}
+
+
+def test_browser_reaches_the_wps_through_the_hub_login(hub):
+    """A browser has no token: the WPS sends it through the hub's OAuth login and keeps the
+    result in a cookie (how the map will call the WPS)."""
+    s = login(hub["url"], "alice", PASSWORDS["alice"])
+    assert s.login_status == 302
+    r = s.get(hub["url"] + "/services/wps/jobs", headers={"Accept": "text/html"}, timeout=60)
+    assert r.status_code == 200, r.text[:500]
+    assert any(h.status_code in (302, 303) and "oauth2/authorize" in h.headers.get("location", "")
+               for h in r.history), [h.headers.get("location") for h in r.history]
+    assert {j["owner"] for j in r.json()["jobs"]} == {"alice"}
+    assert "geoml-wps-token" in s.cookies
+    # the cookie alone is enough from now on, and it is not valid for anyone else's jobs
+    r = s.get(f"{hub['url']}/services/wps/outputs/{hub['alice_job']}/summary.json", timeout=30)
+    assert r.status_code == 200 and r.json()["overall_accuracy"] == 1.0
+    forged = requests.get(f"{hub['url']}/services/wps/jobs", cookies={"geoml-wps-token": "x.y"}, timeout=30)
+    assert forged.status_code == 401
+
+
+def test_ctrl_c_stops_everything(tmp_path):
+    """``geoml-hub up`` in the foreground; Ctrl-C (SIGINT) stops every process it started."""
+    import signal
+
+    state, port = tmp_path / "state", free_port()
+    proc = subprocess.Popen([str(CONSOLE_SCRIPT), "up", "--state-dir", str(state), "--port", str(port),
+                             "--cull-timeout", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "stop with Ctrl-C" in line:
+            break
+    assert any("is running at" in ln for ln in lines), "".join(lines) + (state / "hub.log").read_text()[-3000:]
+    tree = hub_tree(state)
+    assert len(tree) >= 4  # hub, proxy, WPS server and its dispatcher at least
+    # no idle culler with --cull-timeout 0
+    log = (state / "hub.log").read_text()
+    assert "Starting managed service wps" in log and "service idle-culler" not in log
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0 and "stopped" in rest
+    assert not [(p, t) for p, t in tree if alive(p, t)]
+    assert not (state / "up.pid").exists()

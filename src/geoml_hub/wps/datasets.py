@@ -151,6 +151,16 @@ def resolve(name: str, settings, access: Access, kind: str = "any", must_exist: 
     return path
 
 
+def server_path_names(settings, extra=()) -> List[tuple]:
+    """``(server path prefix, dataset name)`` pairs, longest prefix first: how messages and JSON
+    outputs show server paths to users (``/srv/data/x.tif`` → ``data/x.tif``)."""
+    pairs = [(str(settings.outputs_dir), "jobs"), (str(settings.workspace_dir), "workspace"),
+             (str(settings.results_dir), "results"), (str(settings.work_dir), "work"),
+             (str(settings.state_dir), "state")]
+    pairs += [(str(p), name) for name, p in settings.data_roots.items()] + list(extra)
+    return sorted(pairs, key=lambda t: -len(t[0]))
+
+
 def allowed_roots(settings, access: Access, job_store=None) -> List[Path]:
     """Real paths a job of ``access.owner`` may read: data roots, the workspace and the
     outputs of the owner's jobs (all outputs for admins)."""

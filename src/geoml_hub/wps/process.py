@@ -56,10 +56,7 @@ def wps_message(text: str, settings=None, limit: int = 300) -> str:
     """
     text = str(text)
     if settings is not None:
-        subs = [(str(settings.outputs_dir), "jobs"), (str(settings.workspace_dir), "workspace"),
-                (str(settings.work_dir), "work"), (str(settings.state_dir), "state")]
-        subs += [(str(p), name) for name, p in settings.data_roots.items()]
-        for path, name in sorted(subs, key=lambda s: -len(s[0])):
+        for path, name in ds.server_path_names(settings):
             text = text.replace(path, name)
     text = text.replace("%", " percent").replace("->", " to ").replace("<=", " at most ").replace(">=", " at least ")
     text = text.replace("(", ", ").replace(")", "").replace("[", "").replace("]", "").replace("{", "").replace("}", "")

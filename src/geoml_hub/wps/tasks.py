@@ -208,11 +208,9 @@ def scrub_server_paths(job, path: Path) -> Path:
     in place and atomically: users see the names they gave, not the server's layout."""
     from ..fileio import write_json
 
-    s = job.settings
-    subs = sorted([(str(s.outputs_dir), "jobs"), (str(s.workspace_dir), "workspace"),
-                   (str(s.results_dir), "results"), (str(job.workdir), f"jobs/{job.uuid}"),
-                   (str(s.work_dir), "work"), (str(s.state_dir), "state")]
-                  + [(str(p), name) for name, p in s.data_roots.items()], key=lambda t: -len(t[0]))
+    from .datasets import server_path_names
+
+    subs = server_path_names(job.settings, extra=[(str(job.workdir), f"jobs/{job.uuid}")])
 
     def clean(value):
         if isinstance(value, str):

@@ -300,7 +300,6 @@ def test_worker_survives_a_server_crash(tmp_path):
 
 def test_cancel_running_training(server):
     job_id, loc, _ = execute(server, "train_model", {"samples": EUROSAT, "epochs": 400, "patience": 400})
-    queued_id, queued_loc, _ = (None, None, None)
     wait_for(lambda: job(server, job_id)["percent"] > 0, timeout=120, what="training progress")
     rec = db_job(server.state_dir, None, job_id)
     assert rec.pid and alive(rec.pid)
@@ -316,7 +315,6 @@ def test_cancel_running_training(server):
     # cancelling again is a conflict, and a finished job stays as it is
     again = requests.post(f"{server.url}/jobs/{job_id}/cancel", timeout=30)
     assert again.status_code == 409
-    del queued_id, queued_loc
 
 
 def test_graceful_stop_requeues_and_restart_resumes(tmp_path):

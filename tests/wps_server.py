@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -130,6 +129,3 @@ class WpsServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-
-def python() -> str:
-    return sys.executable

@@ -17,7 +17,6 @@ import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import GeomlError, ParameterError
+from .config import public_url
 
 DEFAULT_STATE = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "geoml-hub" / "hub"
 
@@ -250,7 +250,7 @@ def up(state_dir: Path = DEFAULT_STATE, foreground: bool = True, **options) -> i
     if state.exists() and running(state):
         raise GeomlError(f"geoml-hub is already running with state {state}: geoml-hub down --state-dir {state}")
     s = prepare(state, **options)
-    url = f"http://{s['ip'] if s['ip'] not in ('0.0.0.0', '::', '') else '127.0.0.1'}:{s['port']}"
+    url = public_url(s)
     log = state / "hub.log"
     env = dict(os.environ)
     env["GEOML_HUB_STATE"] = str(state)
@@ -306,7 +306,3 @@ def down(state_dir: Path = DEFAULT_STATE) -> int:
     print("stopped")
     return 0
 
-
-def secret_mode_ok(path: Path) -> bool:
-    """Whether a secret file is readable by its owner only."""
-    return stat.S_IMODE(path.stat().st_mode) == 0o600

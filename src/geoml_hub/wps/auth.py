@@ -19,7 +19,12 @@ answers 401 and runs nothing.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from typing import Optional, Tuple
 
 #: Owner of every job on a standalone server.
@@ -67,8 +72,6 @@ class JupyterHubAuth:
     STATE_COOKIE = "geoml-wps-oauth-state"
 
     def __init__(self):
-        import hashlib
-
         from jupyterhub.services.auth import HubOAuth
 
         self.hub = HubOAuth(cache_max_age=60)
@@ -82,19 +85,11 @@ class JupyterHubAuth:
 
     # -- tokens -------------------------------------------------------------------------------------
     def _sign(self, value: str) -> str:
-        import base64
-        import hashlib
-        import hmac
-
         raw = value.encode()
         mac = hmac.new(self._key, raw, hashlib.sha256).hexdigest()
         return base64.urlsafe_b64encode(raw).decode() + "." + mac
 
     def _unsign(self, signed: str):
-        import base64
-        import hashlib
-        import hmac
-
         try:
             data, mac = signed.rsplit(".", 1)
             raw = base64.urlsafe_b64decode(data.encode())
@@ -108,8 +103,6 @@ class JupyterHubAuth:
         kind, _, value = header.partition(" ")
         if kind.lower() in ("token", "bearer") and value.strip():
             return value.strip()
-        from http.cookies import SimpleCookie
-
         cookies = SimpleCookie()
         try:
             cookies.load(environ.get("HTTP_COOKIE", ""))
@@ -137,8 +130,6 @@ class JupyterHubAuth:
     # -- browser login ------------------------------------------------------------------------------
     def login_redirect(self, request):
         """A redirect into the hub's OAuth login, remembering where to come back to."""
-        import secrets
-
         from werkzeug.utils import redirect
 
         state = secrets.token_urlsafe(16)

@@ -195,8 +195,7 @@ class Dispatcher(threading.Thread):
                 continue
             stop_worker(proc.pid, job.pid_start)
             proc.poll()
-            if self.store._transition(uuid, RUNNING, state=QUEUED, started=None, pid=None, pid_start=None,
-                                      percent=0.0, message="re-queued: the server stopped while it ran"):
+            if self.store.requeue(uuid, "re-queued: the server stopped while it ran"):
                 remove_partial_outputs(self.settings, uuid)
                 LOGGER.info("job %s re-queued (server stopping)", uuid)
         self.children.clear()

@@ -178,6 +178,11 @@ class JobStore:
         return self._transition(uuid, QUEUED, state=RUNNING, started=utcnow(), host=HOST,
                                 message="starting", pid=None, pid_start=None)
 
+    def requeue(self, uuid: str, message: str) -> bool:
+        """Put a running job back in the queue (its worker was stopped); ``False`` if it is not running."""
+        return self._transition(uuid, RUNNING, state=QUEUED, started=None, pid=None, pid_start=None, percent=0.0,
+                                message=message)
+
     def set_worker(self, uuid: str, pid: int) -> None:
         self._transition(uuid, RUNNING, pid=pid, pid_start=process_start_ticks(pid))
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 from pywps import ComplexOutput, FORMATS, LiteralInput, LiteralOutput
-from pywps.app.Common import Metadata  # noqa: F401  (re-exported for process modules)
 from pywps.exceptions import InvalidParameterValue
 from pywps.inout.literaltypes import AllowedValue, convert
 from pywps.validator.allowed_value import ALLOWEDVALUETYPE, RANGECLOSURETYPE

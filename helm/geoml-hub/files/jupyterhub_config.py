@@ -1,0 +1,111 @@
+# geoml-hub's JupyterHub configuration on Kubernetes (rendered by the Helm chart).
+# The chart's values come in values.json next to this file; secrets come from the environment
+# (JPY_COOKIE_SECRET, CONFIGPROXY_AUTH_TOKEN, GEOML_WPS_API_TOKEN).
+import json
+import os
+import sys
+from pathlib import Path
+
+from geoml_hub.hub.config import SERVER_TOKEN_SCOPES
+
+HERE = Path(__file__).resolve().parent
+V = json.loads((HERE / "values.json").read_text())
+
+# -- hub and proxy ----------------------------------------------------------------------------
+c.JupyterHub.base_url = V["baseUrl"]
+c.JupyterHub.hub_bind_url = f"http://:{V['hubPort']}"
+c.JupyterHub.hub_connect_url = f"http://{V['hubService']}:{V['hubPort']}"
+if V["publicUrlKnown"]:  # the ingress host; otherwise redirects stay relative
+    c.JupyterHub.public_url = V["publicUrl"].rstrip("/") + "/"
+c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/jupyterhub.sqlite"
+c.JupyterHub.cleanup_servers = False          # user pods outlive a hub restart
+c.ConfigurableHTTPProxy.should_start = False  # the proxy Deployment
+c.ConfigurableHTTPProxy.api_url = V["proxyApi"]
+c.JupyterHub.last_activity_interval = 60
+
+# -- authentication ---------------------------------------------------------------------------
+c.Authenticator.admin_users = set(V["adminUsers"])
+c.JupyterHub.authenticator_class = V["authenticatorClass"]
+if V["authenticatorClass"] == "geoml_hub.hub.auth.NativeAuthenticator":
+    import nativeauthenticator
+
+    c.JupyterHub.template_paths = [str(Path(nativeauthenticator.__file__).parent / "templates")]
+    c.Authenticator.allow_all = True  # admin approval of sign-ups is the gate
+
+roles = [{"name": "user", "description": "geoml-hub users: own servers and the geoml-hub services",
+          "scopes": ["self", "access:services"]}]
+
+# -- user servers: KubeSpawner with geoml-hub's profiles --------------------------------------
+c.JupyterHub.spawner_class = "geoml_hub.hub.spawner.GeomlKubeSpawner"
+if V["profilesFile"]:
+    c.GeomlKubeSpawner.profiles_file = V["profilesFile"]
+c.KubeSpawner.namespace = V["namespace"]
+c.KubeSpawner.image = V["image"]
+c.KubeSpawner.image_pull_policy = V["imagePullPolicy"]
+c.KubeSpawner.image_pull_secrets = V["imagePullSecrets"]
+c.KubeSpawner.uid = V["uid"]
+c.KubeSpawner.fs_gid = V["fsGid"]
+c.KubeSpawner.extra_labels = V["labels"]
+c.KubeSpawner.default_url = V["defaultUrl"]
+c.KubeSpawner.start_timeout = V["startTimeout"]
+c.KubeSpawner.http_timeout = 60
+c.KubeSpawner.allow_privilege_escalation = False
+c.KubeSpawner.container_security_context = {"capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True}
+storage = V["storage"]
+if storage["type"] == "dynamic":
+    c.KubeSpawner.storage_pvc_ensure = True
+    c.KubeSpawner.pvc_name_template = storage["dynamic"]["pvcNameTemplate"]
+    c.KubeSpawner.storage_capacity = storage["capacity"]
+    c.KubeSpawner.storage_access_modes = storage["dynamic"]["storageAccessModes"]
+    if storage["dynamic"]["storageClass"]:
+        c.KubeSpawner.storage_class = storage["dynamic"]["storageClass"]
+# home PVC, memory-backed /dev/shm, shared data and results (read-only)
+c.KubeSpawner.volumes = V["volumes"]
+c.KubeSpawner.volume_mounts = V["volumeMounts"]
+c.KubeSpawner.environment = dict(V["environment"])
+c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
+
+# -- services ---------------------------------------------------------------------------------
+services = []
+if V["wps"]["enabled"]:
+    services.append({
+        "name": "wps",
+        "display": True,
+        "info": {"description": "OGC WPS: balancing, training, classification, PyCM quality control"},
+        "url": V["wps"]["url"],
+        "api_token": os.environ["GEOML_WPS_API_TOKEN"],
+        "oauth_no_confirm": True,
+    })
+cull = V["cull"]
+if cull["enabled"]:
+    interval = int(max(5, min(300, cull["timeout"] // 4)))
+    c.JupyterHub.last_activity_interval = interval
+    c.KubeSpawner.environment["JUPYTERHUB_ACTIVITY_INTERVAL"] = str(interval)
+    cmd = [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={int(cull['timeout'])}",
+           f"--cull-every={int(cull['every'])}", f"--concurrency={int(cull['concurrency'])}"]
+    if cull["users"]:
+        cmd.append("--cull-users")
+    if not cull["adminUsers"]:
+        cmd.append("--cull-admin-users=false")
+    if cull["removeNamedServers"]:
+        cmd.append("--remove-named-servers")
+    if cull["maxAge"]:
+        cmd.append(f"--max-age={int(cull['maxAge'])}")
+    services.append({"name": "idle-culler", "command": cmd})
+    scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+    if cull["users"]:
+        scopes.append("admin:users")
+    roles.append({"name": "idle-culler", "description": "cull idle servers", "scopes": scopes,
+                  "services": ["idle-culler"]})
+c.JupyterHub.services = services
+c.JupyterHub.load_roles = roles
+
+# -- hub.config: {Class: {trait: value}} ------------------------------------------------------
+for cls, traits in V["config"].items():
+    for trait, value in traits.items():
+        setattr(c[cls], trait, value)
+
+# -- hub.extraConfig, in name order -----------------------------------------------------------
+for name in V["extraConfig"]:
+    path = HERE / f"extra-{name}.py"
+    exec(compile(path.read_text(), str(path), "exec"), {"c": c, "__file__": str(path)})  # noqa: S102

@@ -1,0 +1,234 @@
+"""The Helm chart helm/geoml-hub, with the real helm binary (.ci/install-helm.sh) and
+kubernetes-validate: lint, render, strict validation and the chart's security content."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "geoml-hub"
+HELM = ROOT / ".ci" / "bin" / "helm"
+ALL_ON = CHART / "ci" / "all-on-values.yaml"
+METADATA_IP = "169.254.169.254/32"
+
+pytestmark = pytest.mark.skipif(not HELM.exists(), reason="no helm binary: run .ci/install-helm.sh")
+
+import kubernetes_validate as kv  # noqa: E402  (test extra)
+from kubernetes_validate import utils as kv_utils  # noqa: E402
+
+K8S_VERSIONS = ["1.30.0", kv_utils.latest_version()]
+VALUES = {"default": [], "all-on": ["-f", str(ALL_ON)]}
+
+
+@pytest.fixture(scope="session")
+def helm_env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("helm-home")
+    env = dict(os.environ)
+    for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+        env[var] = str(home / var.lower())
+    return env
+
+
+def helm(env, *args, check=True):
+    proc = subprocess.run([str(HELM), *args], env=env, capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def rendered(helm_env):
+    out = {}
+    for name, args in VALUES.items():
+        text = helm(helm_env, "template", "geoml", str(CHART), "--namespace", "geoml",
+                    "--kube-version", "1.30.0", *args).stdout
+        out[name] = [d for d in yaml.safe_load_all(text) if d]
+    return out
+
+
+def find(docs, kind, component=None):
+    return [d for d in docs if d["kind"] == kind and (
+        component is None or d["metadata"]["labels"].get("app.kubernetes.io/component") == component)]
+
+
+@pytest.mark.parametrize("values", sorted(VALUES))
+def test_lint_strict(helm_env, values):
+    proc = helm(helm_env, "lint", "--strict", str(CHART), *VALUES[values])
+    assert "0 chart(s) failed" in proc.stdout
+
+
+def test_schema_rejects_bad_values(helm_env):
+    for bad in ("hub.replicas=abc", "hub.replicas=2", "singleuser.storage.type=nfs", "wps.unknownOption=1"):
+        proc = helm(helm_env, "lint", "--strict", str(CHART), "--set", bad, check=False)
+        assert proc.returncode != 0, bad
+        assert "schema" in (proc.stdout + proc.stderr).lower(), (bad, proc.stdout, proc.stderr)
+
+
+def test_every_value_is_described():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(node, value, path):
+        assert node.get("description"), f"{path}: no description"
+        assert node.get("type"), f"{path}: no type"
+        if isinstance(value, dict) and "properties" in node:
+            assert set(value) == set(node["properties"]), path
+            for k, v in value.items():
+                walk(node["properties"][k], v, f"{path}.{k}")
+
+    walk(schema, values, "values")
+
+
+@pytest.mark.parametrize("values", sorted(VALUES))
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_manifests_validate_strictly(rendered, values, version):
+    docs = rendered[values]
+    assert len(docs) > 15
+    for doc in docs:
+        try:
+            kv.validate(doc, version, strict=True)
+        except kv_utils.ValidationError as exc:  # pragma: no cover - the failure message
+            raise AssertionError(f"{doc['kind']}/{doc['metadata']['name']} ({version}): {exc}") from None
+
+
+def test_complete_installation(rendered):
+    docs = rendered["all-on"]
+    kinds = {(d["kind"], d["metadata"]["labels"]["app.kubernetes.io/component"]) for d in docs}
+    for needed in [("Deployment", "hub"), ("Deployment", "proxy"), ("Deployment", "wps"),
+                   ("StatefulSet", "postgresql"), ("Ingress", "proxy"), ("PersistentVolumeClaim", "hub"),
+                   ("PersistentVolumeClaim", "wps"), ("PersistentVolumeClaim", "results"),
+                   ("ConfigMap", "wps"), ("Secret", "postgresql"), ("Service", "proxy")]:
+        assert needed in kinds, needed
+    ingress = find(docs, "Ingress")[0]
+    assert ingress["spec"]["tls"] == [{"secretName": "geoml-hub-tls", "hosts": ["hub.example.org"]}]
+
+
+def _rules(role):
+    return sorted((tuple(r["apiGroups"]), tuple(sorted(r["resources"])), tuple(sorted(r["verbs"])))
+                  for r in role["rules"])
+
+
+@pytest.mark.parametrize("values", sorted(VALUES))
+def test_rbac_least_privilege(rendered, values):
+    docs = rendered[values]
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    hub = find(docs, "Role", "hub")[0]
+    assert _rules(hub) == sorted([
+        (("",), ("persistentvolumeclaims", "pods"), ("create", "delete", "get", "list", "watch")),
+        (("",), ("events",), ("get", "list", "watch")),
+    ])
+    wps = find(docs, "Role", "wps")[0]
+    assert _rules(wps) == sorted([
+        (("batch",), ("jobs",), ("create", "delete", "get", "list", "watch")),
+        (("",), ("pods",), ("get", "list", "watch")),
+        (("",), ("pods/log",), ("get",)),
+    ])
+    for binding in find(docs, "RoleBinding"):
+        component = binding["metadata"]["labels"]["app.kubernetes.io/component"]
+        sa = find(docs, "ServiceAccount", component)[0]["metadata"]["name"]
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": "geoml"}]
+        assert binding["roleRef"]["kind"] == "Role"
+    deployments = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in find(docs, "Deployment")}
+    assert deployments["hub"]["spec"]["template"]["spec"]["serviceAccountName"] == hub["metadata"]["name"]
+    assert deployments["wps"]["spec"]["template"]["spec"]["serviceAccountName"] == wps["metadata"]["name"]
+
+
+def _egress_cidrs(policy):
+    for rule in policy["spec"].get("egress", []):
+        for peer in rule.get("to", []):
+            if "ipBlock" in peer:
+                yield peer["ipBlock"]
+
+
+@pytest.mark.parametrize("values", sorted(VALUES))
+def test_network_policies(rendered, values):
+    docs = rendered[values]
+    policies = {p["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in find(docs, "NetworkPolicy")}
+    assert {"hub", "proxy", "singleuser-server", "wps", "postgresql"} <= set(policies)
+    for name, policy in policies.items():
+        assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}, name
+        for block in _egress_cidrs(policy):   # every open egress excludes the metadata address
+            assert block["cidr"] == "0.0.0.0/0" and METADATA_IP in block["except"], name
+    user = policies["singleuser-server"]["spec"]
+    reached = {tuple(sorted(peer["podSelector"]["matchLabels"].items()))
+               for rule in user["egress"] for peer in rule.get("to", []) if "podSelector" in peer
+               and "namespaceSelector" not in peer}
+    components = {dict(r)["app.kubernetes.io/component"] for r in reached}
+    assert components == {"hub", "proxy", "wps"}
+    # the WPS accepts traffic from the proxy, user servers and hub only; PostgreSQL from the WPS only
+    froms = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+             for rule in policies["wps"]["spec"]["ingress"] for peer in rule["from"]}
+    assert froms == {"proxy", "singleuser-server", "hub"}
+    pg_from = [peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+               for rule in policies["postgresql"]["spec"]["ingress"] for peer in rule["from"]]
+    assert pg_from == ["wps"]
+    if values == "all-on":   # no internet egress for user pods: no ipBlock at all
+        assert not list(_egress_cidrs(policies["singleuser-server"]))
+
+
+def _hub_settings(docs):
+    cm = find(docs, "ConfigMap", "hub")
+    cm = [c for c in cm if "jupyterhub_config.py" in c["data"]][0]
+    return cm["data"], json.loads(cm["data"]["values.json"])
+
+
+@pytest.mark.parametrize("values", sorted(VALUES))
+def test_hub_config_uses_profiles(rendered, values):
+    docs = rendered[values]
+    data, settings = _hub_settings(docs)
+    config = data["jupyterhub_config.py"]
+    compile(config, "jupyterhub_config.py", "exec")
+    assert 'c.JupyterHub.spawner_class = "geoml_hub.hub.spawner.GeomlKubeSpawner"' in config
+    assert "c.GeomlKubeSpawner.profiles_file" in config
+    profiles_cm = [c for c in find(docs, "ConfigMap", "hub") if "profiles.yaml" in c["data"]][0]
+    profiles = yaml.safe_load(profiles_cm["data"]["profiles.yaml"])
+    packaged = yaml.safe_load((ROOT / "src" / "geoml_hub" / "hub" / "profiles.yaml").read_text())
+    assert profiles == packaged   # values.yaml carries the packaged profiles
+    from geoml_hub.hub.profiles import validate_profiles
+
+    validate_profiles(profiles, source="chart")
+    # the hub mounts that ConfigMap where profiles_file points
+    hub = find(docs, "Deployment", "hub")[0]["spec"]["template"]["spec"]
+    mount = [m for m in hub["containers"][0]["volumeMounts"] if m["name"] == "profiles"][0]
+    assert settings["profilesFile"] == mount["mountPath"] + "/profiles.yaml"
+    # user pods: memory-backed /dev/shm, read-only shared volumes
+    shm = [v for v in settings["volumes"] if v["name"] == "dshm"][0]
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in settings["volumeMounts"]
+    for m in settings["volumeMounts"]:
+        if m["name"].startswith("geoml-"):
+            assert m["readOnly"] is True
+
+
+def test_hub_config_runs(rendered, tmp_path, monkeypatch):
+    """The rendered jupyterhub_config.py loads in a traitlets Config (the hub's own loader)."""
+    pytest.importorskip("kubespawner")
+    from traitlets.config.loader import PyFileConfigLoader
+
+    monkeypatch.setenv("GEOML_WPS_API_TOKEN", "not-a-real-token")   # from the hub Secret in the pod
+    data, settings = _hub_settings(rendered["default"])
+    for name, text in data.items():
+        (tmp_path / name).write_text(text)
+    config = PyFileConfigLoader("jupyterhub_config.py", path=str(tmp_path)).load_config()
+    assert config.JupyterHub.spawner_class == "geoml_hub.hub.spawner.GeomlKubeSpawner"
+    assert {s["name"] for s in config.JupyterHub.services} == {"wps", "idle-culler"}
+
+
+@pytest.mark.parametrize("values", sorted(VALUES))
+def test_pods_non_root_with_resources(rendered, values):
+    for doc in rendered[values]:
+        if doc["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        spec = doc["spec"]["template"]["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, doc["metadata"]["name"]
+        assert spec["securityContext"]["runAsUser"] > 0
+        for c in spec["containers"]:
+            assert c["resources"]["requests"] and c["resources"]["limits"], c["name"]
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]

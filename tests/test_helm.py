@@ -70,6 +70,26 @@ def test_schema_rejects_bad_values(helm_env):
         assert "schema" in (proc.stdout + proc.stderr).lower(), (bad, proc.stdout, proc.stderr)
 
 
+def test_schema_checks_the_custom_image_option(helm_env, tmp_path):
+    """values.schema.json mirrors profiles.py for profile options: allowed_registries is a
+    non-empty list of prefixes ending in '/', and option keys are the known ones."""
+    default = yaml.safe_load((CHART / "values.yaml").read_text())["singleuser"]["profileList"]
+
+    def lint(mutate):
+        profiles = json.loads(json.dumps(default))
+        mutate(profiles[0]["profile_options"]["image"])
+        path = tmp_path / "values.yaml"
+        path.write_text(yaml.safe_dump({"singleuser": {"profileList": profiles}}))
+        return helm(helm_env, "lint", "--strict", str(CHART), "-f", str(path), check=False)
+
+    assert lint(lambda o: o.update(allowed_registries=["registry.example.org/", "geoml-hub/"])).returncode == 0
+    for bad in ({"allowed_registries": []}, {"allowed_registries": ["registry.example.org"]},
+                {"allowed_registries": "registry.example.org/"}, {"allowed_registry": ["x/"]}):
+        proc = lint(lambda o, b=bad: o.update(b))
+        assert proc.returncode != 0, bad
+        assert "schema" in (proc.stdout + proc.stderr).lower(), (bad, proc.stdout, proc.stderr)
+
+
 def test_every_value_is_described():
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())

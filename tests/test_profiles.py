@@ -135,6 +135,41 @@ BAD_FILES = [
 ]
 
 
+def image_option(**kw):
+    """A custom-image option as in the packaged file."""
+    o = {"display_name": "Image", "choices": {"std": {"display_name": "Standard", "default": True}},
+         "unlisted_choice": {"enabled": True, "display_name": "Custom image",
+                             "kubespawner_override": {"image": "{value}"}},
+         "allowed_registries": ["registry.example.org/", "docker.io/geoml-hub/"]}
+    o.update(kw)
+    return o
+
+
+BAD_FILES += [
+    ([cpu(profile_options={"image": image_option(allowed_registries=[])})],
+     "profile 'cpu': profile_options.image.allowed_registries: must be a non-empty list of image prefixes "
+     "ending in '/'"),
+    ([cpu(profile_options={"image": image_option(allowed_registries="registry.example.org/")})],
+     "profile_options.image.allowed_registries: must be a non-empty list of image prefixes"),
+    ([cpu(profile_options={"image": image_option(allowed_registries=["registry.example.org"])})],
+     "profile_options.image.allowed_registries: 'registry.example.org' must be an image prefix ending in '/'"),
+    ([cpu(profile_options={"image": image_option(allowed_registries=["https://registry.example.org/"])})],
+     "allowed_registries: 'https://registry.example.org/' is not a registry or namespace prefix"),
+    ([cpu(profile_options={"image": image_option(allowed_registries=["registry.example.org/team:1/"])})],
+     "allowed_registries: 'registry.example.org/team:1/' is not a registry or namespace prefix"),
+    ([cpu(profile_options={"image": image_option(allowed_registries=["geoml-hub/", "docker.io/geoml-hub/"])})],
+     "allowed_registries: lists a registry twice (docker.io/x/ and x/ are the same)"),
+    ([cpu(profile_options={"image": image_option(unlisted_choice={"enabled": False,
+                                                                  "kubespawner_override": {"image": "{value}"}})})],
+     "allowed_registries: applies to a custom image typed by the user: the option needs an enabled unlisted_choice"),
+    ([cpu(profile_options={"image": image_option(unlisted_choice={"enabled": True, "kubespawner_override": {
+        "environment": {"X": "{value}"}}})})],
+     "with kubespawner_override.image set from '{value}'"),
+    ([cpu(profile_options={"image": image_option(allowed_registry=["x/"])})],
+     "profile_options.image.allowed_registry: unknown key (did you mean 'allowed_registries'?)"),
+]
+
+
 @pytest.mark.parametrize("content,message", BAD_FILES, ids=[m.split(":")[0][:40] for _, m in BAD_FILES])
 def test_bad_files_give_one_line_errors_naming_file_profile_and_key(tmp_path, content, message):
     path = write(tmp_path, content)
@@ -203,7 +238,7 @@ ONE_GPU = P.GpuInfo(True, 1, ("Test GPU",))
 
 def test_select_profile(default_profiles):
     sel = P.select_profile(default_profiles, {}, [], gpu=NO_GPU)
-    assert (sel.slug, sel.options) == ("cpu", {"resources": "standard"})
+    assert (sel.slug, sel.options) == ("cpu", {"resources": "standard", "image": "geoml-hub"})
     assert sel.override["mem_limit"] == "8G"
     sel = P.select_profile(default_profiles, {"profile": "cpu", "resources": "large"}, [], gpu=NO_GPU)
     assert (sel.override["cpu_limit"], sel.override["mem_limit"]) == (4, "16G")
@@ -252,6 +287,120 @@ def test_unlisted_choice_is_checked_against_its_regex(tmp_path):
     with pytest.raises(P.ProfileRequestError, match="type a value for 'Custom image'"):
         P.select_profile(profiles, {"profile": "cpu", "image": "unlisted-choice"}, [])
     assert P.select_profile(profiles, {"profile": "cpu"}, []).override["image"] == "geoml-hub/notebook-cpu:0.1.0"
+
+
+# ---------------------------------------------------------------------------- custom images
+
+
+def test_image_references_and_registry_prefixes_are_normalised_as_docker_does():
+    assert P.normalize_image("ubuntu:22.04") == "docker.io/library/ubuntu:22.04"
+    assert P.normalize_image("geoml-hub/nb:1") == "docker.io/geoml-hub/nb:1"
+    assert P.normalize_image("index.docker.io/geoml-hub/nb") == "docker.io/geoml-hub/nb"
+    assert P.normalize_image("localhost:5000/a/b@sha256:" + "a" * 64) == "localhost:5000/a/b@sha256:" + "a" * 64
+    for bad in ("Foo Bar", "https://registry.example.org/x", "a//b", "a/../b", "x:", "registry.example.org/", "-x",
+                "a/b:" + "t" * 129, ""):
+        with pytest.raises(ValueError):
+            P.normalize_image(bad)
+    assert P.normalize_registry_prefix("geoml-hub/") == "docker.io/geoml-hub/"
+    assert P.normalize_registry_prefix("docker.io/") == "docker.io/"
+    assert P.normalize_registry_prefix("registry.example.org/") == "registry.example.org/"
+    assert P.normalize_registry_prefix("localhost:5000/") == "localhost:5000/"
+    ok = ["registry.example.org/", "geoml-hub/"]
+    assert P.image_allowed("registry.example.org/team/nb:1", ok)
+    assert P.image_allowed("docker.io/geoml-hub/nb:1", ok) and P.image_allowed("geoml-hub/nb", ok)
+    # a prefix is a whole path component: neither a longer host nor a longer namespace
+    for image in ("registry.example.org.evil.com/nb:1", "registry.example.org:5000/nb", "geoml-hubx/nb",
+                  "geoml-hub.evil.com/nb", "docker.io/library/ubuntu", "ubuntu", "evil/geoml-hub/nb"):
+        assert not P.image_allowed(image, ok), image
+
+
+def test_the_default_file_has_a_custom_image_option_for_the_project_images(default_profiles):
+    option = default_profiles[0]["profile_options"]["image"]
+    assert option["allowed_registries"] == ["docker.io/geoml-hub/"]
+    assert option["unlisted_choice"]["enabled"] and option["unlisted_choice"]["kubespawner_override"] == {
+        "image": "{value}"}
+    assert P.is_custom_image_option(option) and not P.is_custom_image_option(
+        default_profiles[0]["profile_options"]["resources"])
+    # the preset choice keeps the profile's image
+    assert P.select_profile(default_profiles, {"profile": "cpu", "image": "geoml-hub"}, []).override["image"] == \
+        f"geoml-hub/notebook-cpu:{geoml_hub.__version__}"
+    # KubeSpawner gets the option without geoml-hub's key
+    plist = P.kubespawner_profile_list(default_profiles)
+    assert "allowed_registries" not in plist[0]["profile_options"]["image"]
+    assert set(plist[0]["profile_options"]["image"]) <= {"display_name", "choices", "unlisted_choice"}
+    assert "allowed_registries" in default_profiles[0]["profile_options"]["image"]  # the input is not changed
+    # the form's regex (an HTML pattern) agrees with the grammar on typical values
+    regex = option["unlisted_choice"]["validation_regex"]
+    for image in ("ubuntu", "geoml-hub/nb:1.0", "docker.io/geoml-hub/my_nb:v1-rc.2", "localhost:5000/a/b:x",
+                  "registry.example.org:443/team/nb@sha256:" + "0" * 64, "REG.example.org/a/b"):
+        assert __import__("re").match(regex, image) and P.IMAGE_REF_RE.match(image), image
+    for image in ("Foo Bar", "geoml-hub/NB", "a//b", "x:", "https://x/y", "geoml-hub/nb:1 ; rm -rf /"):
+        assert not __import__("re").match(regex, image), image
+
+
+def test_the_custom_image_regex_is_a_valid_html_pattern(default_profiles):
+    """Browsers compile an input's pattern with the 'v' flag (stricter than Python's re)."""
+    node = __import__("shutil").which("node")
+    if node is None:
+        pytest.skip("node not installed")
+    regex = default_profiles[0]["profile_options"]["image"]["unlisted_choice"]["validation_regex"]
+    code = ("const p = process.argv[1]; let r; try { r = new RegExp('^(?:' + p + ')$', 'v'); } "
+            "catch (e) { if (e instanceof SyntaxError && /flag/i.test(e.message)) "
+            "r = new RegExp('^(?:' + p + ')$', 'u'); else throw e; } console.log(JSON.stringify([r.test('docker.io/geoml-hub/nb:1'), r.test('Foo Bar')]));")
+    proc = subprocess.run([node, "-e", code, regex], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [True, False]
+
+
+def test_select_profile_checks_a_custom_image_against_the_allowed_registries(default_profiles):
+    def sel(image, profiles=default_profiles, **kw):
+        return P.select_profile(profiles, {"profile": "cpu", "image": "unlisted-choice",
+                                           "image--unlisted-choice": image}, [], **kw)
+
+    s = sel("docker.io/geoml-hub/my-notebook:1.0")
+    assert s.override["image"] == "docker.io/geoml-hub/my-notebook:1.0"
+    assert s.options == {"resources": "standard", "image": "docker.io/geoml-hub/my-notebook:1.0"}
+    assert s.override["cpu_limit"] == 2  # the profile's settings stay
+    assert sel("geoml-hub/my-notebook@sha256:" + "a" * 64).override["image"].endswith("a" * 64)
+    # outside the allowed registries: 403, naming them
+    for image in ("docker.io/evil/notebook:1", "ubuntu:22.04", "geoml-hub.evil.com/notebook:1",
+                  "registry.example.org/geoml-hub/notebook:1"):
+        with pytest.raises(P.ProfileNotAllowed) as err:
+            sel(image)
+        assert err.value.status == 403
+        assert str(err.value) == (f"option 'Image' of profile 'cpu': image {image!r} is not from an allowed registry; "
+                                  "custom images must come from docker.io/geoml-hub/")
+    # malformed: 400, by the option's validation_regex or by the reference grammar behind it
+    with pytest.raises(P.ProfileRequestError) as err:
+        sel("Foo Bar")
+    assert err.value.status == 400 and not isinstance(err.value, P.ProfileNotAllowed)
+    assert "'Foo Bar' is refused: An image reference such as docker.io/geoml-hub/my-notebook:1.0" in str(err.value)
+    with pytest.raises(P.ProfileRequestError) as err:
+        sel("docker.io/geoml-hub/a..b:1")  # passes the (looser) regex, not the grammar
+    assert err.value.status == 400 and not isinstance(err.value, P.ProfileNotAllowed)
+    assert str(err.value) == ("option 'Image' of profile 'cpu': 'docker.io/geoml-hub/a..b:1' is not a container image "
+                              "reference ([registry/]name[:tag][@digest], e.g. docker.io/geoml-hub/notebook:1.0)")
+    # several registries, no validation_regex: the grammar alone; the message names them all
+    profiles = P.validate_profiles([cpu(profile_options={"image": image_option()})])
+    assert sel("registry.example.org/team/nb:2", profiles).override["image"] == "registry.example.org/team/nb:2"
+    with pytest.raises(P.ProfileNotAllowed, match=r"custom images must come from registry\.example\.org/ or "
+                                                  r"docker\.io/geoml-hub/"):
+        sel("quay.io/x/nb:1", profiles)
+    with pytest.raises(P.ProfileRequestError, match="is not a container image reference"):
+        sel("nb:1 --privileged", profiles)
+    # the override may build the image around the value: the resulting image is checked
+    profiles = P.validate_profiles([cpu(profile_options={"image": image_option(
+        unlisted_choice={"enabled": True, "kubespawner_override": {"image": "registry.example.org/users/{value}"}})})])
+    assert sel("me/nb:1", profiles).override["image"] == "registry.example.org/users/me/nb:1"
+    # the local spawner runs no containers: 400 before any other check
+    for image in ("docker.io/geoml-hub/my-notebook:1.0", "docker.io/evil/nb:1"):
+        with pytest.raises(P.ProfileUnavailable) as err:
+            sel(image, custom_images=False)
+        assert err.value.status == 400
+        assert str(err.value) == ("option 'Image' of profile 'cpu': custom images need the Kubernetes spawner: "
+                                  "geoml-hub up runs notebook servers as local processes, not containers")
+    assert P.select_profile(default_profiles, {"profile": "cpu", "image": "geoml-hub"}, [],
+                            custom_images=False).options["image"] == "geoml-hub"
 
 
 def test_options_from_formdata_matches_kubespawner_field_names():
@@ -324,6 +473,7 @@ class FormParser(HTMLParser):
     def __init__(self, html):
         super().__init__()
         self.radios, self.selects, self.options, self.text = {}, {}, [], []
+        self.disabled_options = []
         self._select = None
         self.feed(html)
 
@@ -336,6 +486,8 @@ class FormParser(HTMLParser):
             self.selects[a["name"]] = {"disabled": "disabled" in a, "selected": None}
         elif tag == "option" and self._select:
             self.options.append((self._select, a["value"]))
+            if "disabled" in a:
+                self.disabled_options.append((self._select, a["value"]))
             if "selected" in a:
                 self.selects[self._select]["selected"] = a["value"]
 
@@ -462,6 +614,30 @@ def test_submitted_disallowed_or_unavailable_profile_is_refused(hub_users):
     sp = local_spawner(hub_users["bob"], user_options={"profile": "cuda-gpu"})
     assert _http_error(sp.start())[0] == 403
     assert sp.pid == 0
+
+
+def test_local_spawner_shows_the_custom_image_disabled_and_refuses_it(hub_users):
+    html = run(local_spawner(hub_users["bob"]).get_options_form())
+    form = FormParser(html)
+    assert form.selects["profile-option-cpu--image"] == {"disabled": False, "selected": "geoml-hub"}
+    assert ("profile-option-cpu--image", "unlisted-choice") in form.disabled_options
+    assert form.disabled_options == [("profile-option-cpu--image", "unlisted-choice")]
+    text = " ".join(form.text)
+    assert "Custom image... (not available: custom images need the Kubernetes spawner" in text
+    assert "Custom image (registry/name:tag): not available here: custom images need the Kubernetes spawner" in text
+    assert 'id="profile-option-cpu--image--unlisted-choice"' not in html  # no free-form field
+    # submitted anyway (an old form, the REST API): 400 before anything starts
+    sp = local_spawner(hub_users["bob"], user_options={"profile": "cpu", "image": "unlisted-choice",
+                                                       "image--unlisted-choice": "docker.io/geoml-hub/nb:1"})
+    status, message = _http_error(sp.start())
+    assert status == 400 and sp.pid == 0
+    assert message == ("option 'Image' of profile 'cpu': custom images need the Kubernetes spawner: "
+                       "geoml-hub up runs notebook servers as local processes, not containers")
+    # such saved options fall back to the default on the form
+    assert FormParser(run(sp.get_options_form())).selects["profile-option-cpu--image"]["selected"] == "geoml-hub"
+    # the preset choice starts as before
+    sp = local_spawner(hub_users["bob"], user_options={"profile": "cpu", "image": "geoml-hub"})
+    assert run(sp.load_user_options()).options == {"resources": "standard", "image": "geoml-hub"}
 
 
 def test_load_user_options_applies_the_profile_and_undoes_the_previous_one(hub_users):
@@ -631,6 +807,46 @@ def test_geoml_kube_spawner_filters_and_enforces_groups(kube_config, hub_users):
     c.KubeSpawner.profile_list = [{"display_name": "x"}]
     with pytest.raises(P.ProfileError, match="KubeSpawner.profile_list: profile 1: slug: missing"):
         run(form(hub_users["bob"], c))
+
+
+def test_geoml_kube_spawner_runs_a_custom_image_from_an_allowed_registry_only(kube_config, hub_users):
+    import geoml_hub.hub.spawner as S
+
+    cls = S.GeomlKubeSpawner
+
+    def opts(image):
+        return {"profile": "cpu", "image": "unlisted-choice", "image--unlisted-choice": image}
+
+    sp, pod = run(_pod(cls, hub_users["bob"], opts("docker.io/geoml-hub/my-notebook:1.0")))
+    ctr = pod["spec"]["containers"][0]
+    assert ctr["image"] == "docker.io/geoml-hub/my-notebook:1.0"
+    assert float(ctr["resources"]["limits"]["cpu"]) == 2  # still the CPU profile
+    assert {e["name"]: e.get("value") for e in ctr["env"]}["GEOML_PROFILE"] == "cpu"
+    assert "nvidia.com/gpu" not in ctr["resources"]["limits"]
+    # the preset choice: the profile's image
+    _, pod = run(_pod(cls, hub_users["bob"], {"profile": "cpu", "image": "geoml-hub"}))
+    assert pod["spec"]["containers"][0]["image"] == f"geoml-hub/notebook-cpu:{geoml_hub.__version__}"
+    # outside the allowed registries: 403 naming them, before KubeSpawner applies anything
+    status, message = _http_error(_pod(cls, hub_users["bob"], opts("docker.io/evil/miner:latest")))
+    assert status == 403
+    assert message == ("option 'Image' of profile 'cpu': image 'docker.io/evil/miner:latest' is not from an allowed "
+                       "registry; custom images must come from docker.io/geoml-hub/")
+    assert _http_error(_pod(cls, hub_users["ada"], opts("quay.io/geoml-hub/nb:1")))[0] == 403  # admins too
+    # malformed: 400
+    status, message = _http_error(_pod(cls, hub_users["bob"], opts("docker.io/geoml-hub/NB:1")))
+    assert status == 400 and "is refused" in message
+    # the form KubeSpawner renders offers the free-form field with the regex as its pattern, and no
+    # trace of allowed_registries
+    from jupyterhub.objects import Hub
+    from traitlets.config import Config
+
+    async def form():
+        sp = cls(config=Config(), hub=Hub(), user=hub_users["bob"], api_token="x", oauth_client_id="y", _mock=True)
+        return await sp.get_options_form()
+
+    html = run(form())
+    assert 'id="profile-option-cpu--image--unlisted-choice"' in html and "pattern=" in html
+    assert "allowed_registries" not in html
 
 
 def test_plain_kubespawner_with_the_callable_and_pre_spawn_check(kube_config, hub_users, default_profiles):

@@ -26,6 +26,7 @@ zero-to-jupyterhub's ``singleuser.profileList`` / KubeSpawner's ``profile_list``
     kubespawner_override}}, unlisted_choice: {enabled, display_name, display_name_in_choices,
     validation_regex, validation_message, kubespawner_override}}`` exactly as KubeSpawner
     reads it (``{value}`` in an unlisted choice's override is replaced by what was typed).
+    An option may also carry geoml-hub's ``allowed_registries`` (below).
 
 geoml-hub's extension keys (stripped by :func:`kubespawner_profile_list`; upstream
 KubeSpawner has no equivalent):
@@ -40,6 +41,19 @@ KubeSpawner has no equivalent):
     The profile needs a CUDA GPU. The local spawner offers it only where PyTorch sees one
     (otherwise the form shows it disabled with the reason, and a submitted request is
     refused); a profile whose ``extra_resource_limits`` ask for ``nvidia.com/gpu`` must set it.
+``profile_options.<option>.allowed_registries`` (list of image prefixes, each ending in ``/``)
+    Makes the option a **custom-image option**: its ``unlisted_choice`` must be enabled and
+    set ``kubespawner_override.image`` from ``{value}``. A submitted free-form value must give
+    a well-formed image reference (Docker's reference grammar, checked after the option's
+    ``validation_regex``; otherwise 400) whose image lies under one of the prefixes
+    (otherwise :class:`ProfileNotAllowed`, 403, naming the prefixes). Prefixes and images are
+    compared in Docker's normalised form, so ``geoml-hub/``, ``docker.io/geoml-hub/`` and
+    ``index.docker.io/geoml-hub/`` are the same namespace on Docker Hub;
+    ``registry.example.org/`` allows the whole registry, ``registry.example.org/team/`` one
+    namespace of it. The preset ``choices`` are the administrator's and are not checked.
+    The local spawner cannot run images (no containers): it shows the free-form choice of a
+    custom-image option disabled with the reason, and refuses a submitted one with 400
+    ("custom images need the Kubernetes spawner"); see ``select_profile(custom_images=...)``.
 
 Errors in the file are :class:`ProfileError`, one line naming the file, the profile and the
 key. A refused choice is a :class:`ProfileRequestError` (``status`` 400) or
@@ -73,7 +87,9 @@ KUBESPAWNER_KEYS = ("display_name", "slug", "description", "default", "kubespawn
 #: geoml-hub's own keys, removed before KubeSpawner sees the list
 EXTENSION_KEYS = ("allowed_groups", "requires_gpu")
 PROFILE_KEYS = KUBESPAWNER_KEYS + EXTENSION_KEYS
-OPTION_KEYS = ("display_name", "choices", "unlisted_choice")
+OPTION_KEYS = ("display_name", "choices", "unlisted_choice", "allowed_registries")
+#: geoml-hub's keys of a profile option, removed before KubeSpawner sees the list
+OPTION_EXTENSION_KEYS = ("allowed_registries",)
 CHOICE_KEYS = ("display_name", "default", "kubespawner_override")
 UNLISTED_KEYS = ("enabled", "display_name", "display_name_in_choices", "validation_regex", "validation_message",
                  "kubespawner_override")
@@ -82,6 +98,19 @@ GPU_RESOURCE = "nvidia.com/gpu"
 SLUG_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 BYTES_RE = re.compile(r"^[0-9]+(\.[0-9]+)?[KMGT]?$")
 GROUP_RE = re.compile(r"^\S(.*\S)?$")
+
+# Docker's image reference grammar (github.com/distribution/reference, regexp.go), without
+# IPv6 registry addresses: [domain[:port]/]path[:tag][@digest], name at most 255 characters
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+IMAGE_REF_RE = re.compile(rf"^(?P<name>{_NAME})(?::(?P<tag>[\w][\w.-]{{0,127}}))?"
+                          r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?$")
+#: an allowed_registries entry: a registry (``host[:port]/``) or a namespace in one, ending in '/'
+REGISTRY_PREFIX_RE = re.compile(rf"^{_NAME}/$")
+DOCKER_HUB = "docker.io"
+_DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 #: kubespawner_override keys the local spawner applies (the others are Kubernetes-only)
 LOCAL_OVERRIDE_KEYS = ("environment", "mem_limit", "mem_guarantee", "cpu_limit", "cpu_guarantee", "default_url")
@@ -102,13 +131,15 @@ class ProfileRequestError(ValueError):
 
 
 class ProfileNotAllowed(ProfileRequestError, PermissionError):
-    """The user is in none of the profile's ``allowed_groups``."""
+    """The user is in none of the profile's ``allowed_groups``, or asked for a custom image
+    outside the option's ``allowed_registries``."""
 
     status = 403
 
 
 class ProfileUnavailable(ProfileRequestError):
-    """The profile cannot run here (no GPU that PyTorch can see)."""
+    """The profile or option cannot run here (no GPU that PyTorch can see; a custom image
+    under the local spawner)."""
 
     status = 400
 
@@ -350,6 +381,83 @@ def _validate_option(name: Any, option: Any, fail: Callable[[str, str], None]) -
             fail("unlisted_choice.kubespawner_override", "must be a mapping of KubeSpawner settings")
     if not choices and not (unlisted or {}).get("enabled"):
         fail("choices", "an option needs choices or an enabled unlisted_choice")
+    if "allowed_registries" in option:
+        registries = option["allowed_registries"]
+        if not isinstance(registries, list) or not registries:
+            fail("allowed_registries", "must be a non-empty list of image prefixes ending in '/', e.g. "
+                                       "['registry.example.org/', 'docker.io/geoml-hub/']")
+        for prefix in registries:
+            if not isinstance(prefix, str) or not prefix.endswith("/"):
+                fail("allowed_registries", f"{prefix!r} must be an image prefix ending in '/' (a registry "
+                                           "'registry.example.org/' or a namespace 'docker.io/geoml-hub/')")
+            if not REGISTRY_PREFIX_RE.match(prefix):
+                fail("allowed_registries", f"{prefix!r} is not a registry or namespace prefix: expected "
+                                           "host[:port]/ or [host[:port]/]namespace/, no scheme, no tag")
+        if len({normalize_registry_prefix(p) for p in registries}) != len(registries):
+            fail("allowed_registries", "lists a registry twice (docker.io/x/ and x/ are the same)")
+        image = ((unlisted or {}).get("kubespawner_override") or {}).get("image")
+        if not (unlisted or {}).get("enabled") or not isinstance(image, str) or "{value}" not in image:
+            fail("allowed_registries", "applies to a custom image typed by the user: the option needs an enabled "
+                                       "unlisted_choice with kubespawner_override.image set from '{value}'")
+
+
+# --------------------------------------------------------------------------------------------
+# custom images
+
+
+def _split_domain(name: str) -> Tuple[str, str]:
+    """Docker's rule: the first component is a registry if it has '.' or ':' or is localhost
+    (or has upper case letters); otherwise the image is on Docker Hub."""
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
+        domain = first.lower()
+        return (DOCKER_HUB if domain in _DOCKER_HUB_ALIASES else domain), rest
+    return DOCKER_HUB, name
+
+
+def normalize_image(image: str) -> str:
+    """A well-formed image reference in Docker's full form (``ubuntu:22.04`` →
+    ``docker.io/library/ubuntu:22.04``, ``geoml-hub/x`` → ``docker.io/geoml-hub/x``).
+
+    Raises ``ValueError`` for a malformed reference.
+    """
+    m = IMAGE_REF_RE.match(image) if isinstance(image, str) else None
+    if m is None or len(m.group("name")) > 255:
+        raise ValueError(f"{image!r} is not an image reference")
+    domain, path = _split_domain(m.group("name"))
+    if domain == DOCKER_HUB and "/" not in path:
+        path = f"library/{path}"
+    return f"{domain}/{path}" + image[len(m.group("name")):]
+
+
+def normalize_registry_prefix(prefix: str) -> str:
+    """An ``allowed_registries`` entry in the form :func:`normalize_image` gives
+    (``geoml-hub/`` → ``docker.io/geoml-hub/``; ``registry.example.org/`` stays)."""
+    name = prefix[:-1]
+    first = name.split("/", 1)[0]
+    if "/" not in name and ("." in first or ":" in first or first == "localhost"):
+        domain = first.lower()
+        return f"{DOCKER_HUB if domain in _DOCKER_HUB_ALIASES else domain}/"
+    domain, path = _split_domain(name)
+    return f"{domain}/{path}/"
+
+
+def image_allowed(image: str, allowed_registries: Sequence[str]) -> bool:
+    """Is the (well-formed) ``image`` under one of the prefixes? Raises ``ValueError`` for a
+    malformed reference."""
+    full = normalize_image(image)
+    return any(full.startswith(normalize_registry_prefix(p)) for p in allowed_registries)
+
+
+def is_custom_image_option(option: Mapping) -> bool:
+    """Does the option's free-form choice set the image (what the local spawner cannot run)?"""
+    unlisted = option.get("unlisted_choice") or {}
+    return bool(unlisted.get("enabled")) and "image" in (unlisted.get("kubespawner_override") or {})
+
+
+#: why the local spawner cannot run a custom image
+LOCAL_CUSTOM_IMAGE_REASON = ("custom images need the Kubernetes spawner: geoml-hub up runs notebook servers as "
+                             "local processes, not containers")
 
 
 # --------------------------------------------------------------------------------------------
@@ -454,13 +562,18 @@ class Selection:
 
 def select_profile(profiles: Sequence[Mapping], user_options: Optional[Mapping], groups: Iterable[str] = (),
                    is_admin: bool = False, *, admin_sees_all: bool = True, gpu: Optional["GpuInfo"] = None,
-                   username: str = "") -> Selection:
+                   username: str = "", custom_images: bool = True) -> Selection:
     """Check ``user_options`` (from the form or the REST API) and return what to start.
 
     No ``profile`` in the options: the user's default profile (the file's default if the
     user may use it and it can run here, else the first such profile). ``gpu`` (local mode):
     profiles with ``requires_gpu`` need it to be available; ``None`` skips that check
     (Kubernetes: the scheduler finds a GPU node).
+
+    A free-form value of an option with ``allowed_registries`` must match the option's
+    ``validation_regex`` and give a well-formed image reference (400), under one of the
+    prefixes (403). ``custom_images=False`` (the local spawner, which runs no containers)
+    refuses any free-form value that sets the image with 400.
 
     Raises :class:`ProfileRequestError` (400), :class:`ProfileNotAllowed` (403) or
     :class:`ProfileUnavailable` (400), each with a message for the user.
@@ -502,12 +615,18 @@ def select_profile(profiles: Sequence[Mapping], user_options: Optional[Mapping],
                 raise ProfileRequestError(f"{label} takes no free-form value")
             if not isinstance(typed, str):
                 raise ProfileRequestError(f"{label}: the value must be a string, got {typed!r}")
+            if not custom_images and is_custom_image_option(option):
+                raise ProfileUnavailable(f"{label}: {LOCAL_CUSTOM_IMAGE_REASON}")
             regex = unlisted.get("validation_regex")
             if regex and not re.match(regex, typed):
                 raise ProfileRequestError(f"{label}: {typed!r} is refused: "
                                           f"{unlisted.get('validation_message') or 'it must match ' + regex}")
+            formatted = _format_value(copy.deepcopy(unlisted.get("kubespawner_override") or {}), typed)
+            registries = option.get("allowed_registries")
+            if registries:
+                _check_custom_image(label, formatted.get("image"), registries)
             chosen[name] = typed
-            _merge(override, _format_value(copy.deepcopy(unlisted.get("kubespawner_override") or {}), typed))
+            _merge(override, formatted)
             continue
         if value == "unlisted-choice" and unlisted.get("enabled"):
             raise ProfileRequestError(f"{label}: type a value for "
@@ -521,6 +640,18 @@ def select_profile(profiles: Sequence[Mapping], user_options: Optional[Mapping],
         chosen[name] = value
         _merge(override, copy.deepcopy(choices[value].get("kubespawner_override") or {}))
     return Selection(profile=copy.deepcopy(dict(profile)), options=chosen, override=override)
+
+
+def _check_custom_image(label: str, image: Any, registries: Sequence[str]) -> None:
+    example = f"{registries[0]}notebook:1.0"
+    try:
+        allowed = image_allowed(image, registries)
+    except ValueError:
+        raise ProfileRequestError(f"{label}: {image!r} is not a container image reference "
+                                  f"([registry/]name[:tag][@digest], e.g. {example})") from None
+    if not allowed:
+        raise ProfileNotAllowed(f"{label}: image {image!r} is not from an allowed registry; custom images must "
+                                f"come from {' or '.join(registries)}")
 
 
 def default_choices(profile: Mapping) -> Dict[str, str]:
@@ -703,13 +834,16 @@ def local_settings(selection: Union[Selection, Mapping], gpu: Optional[GpuInfo] 
 
 def kubespawner_profile_list(profiles: Sequence[Mapping]) -> List[Dict[str, Any]]:
     """The profiles as KubeSpawner's ``profile_list`` (deep copies): geoml-hub's keys
-    (``allowed_groups``, ``requires_gpu``) stripped, ``GEOML_PROFILE`` added to the
+    (``allowed_groups``, ``requires_gpu``, options' ``allowed_registries``) stripped, ``GEOML_PROFILE`` added to the
     environment. Filtering by group is :class:`ProfileListForUser`'s job."""
     out = []
     for p in profiles:
         q = {k: copy.deepcopy(v) for k, v in p.items() if k in KUBESPAWNER_KEYS}
         if not q.get("profile_options"):
             q.pop("profile_options", None)
+        for option in (q.get("profile_options") or {}).values():
+            for key in OPTION_EXTENSION_KEYS:
+                option.pop(key, None)
         override = q.setdefault("kubespawner_override", {})
         override.setdefault("environment", {}).setdefault("GEOML_PROFILE", p["slug"])
         out.append(q)

@@ -6,7 +6,10 @@
     form lists the profiles the user's groups allow, shows a ``requires_gpu`` profile
     disabled with the reason where PyTorch sees no GPU, and ``start()`` refuses a profile the
     user may not use (403) or that cannot run here (400) before anything is started, then
-    applies the profile.
+    applies the profile. A custom-image option (an option with ``allowed_registries``, whose
+    free-form value sets the image) cannot run locally: the form shows its free-form choice
+    disabled with the reason, and a submitted one is refused with 400 ("custom images need
+    the Kubernetes spawner").
 
     What a profile does locally:
 
@@ -30,7 +33,8 @@
 ``GeomlKubeSpawner`` (Kubernetes)
     KubeSpawner whose ``profile_list`` is the same file, filtered per user by group (a
     :class:`~geoml_hub.hub.profiles.ProfileListForUser`), with a 403 for a submitted profile
-    outside the user's groups. kubespawner is imported only when this name is used
+    outside the user's groups or a custom image outside the option's ``allowed_registries``
+    (400 for a malformed image reference). kubespawner is imported only when this name is used
     (``c.JupyterHub.spawner_class = "geoml_hub.hub.spawner.GeomlKubeSpawner"``).
 """
 
@@ -47,11 +51,13 @@ from .profiles import (
     PROFILES_FILE,
     GpuInfo,
     ProfileListForUser,
+    LOCAL_CUSTOM_IMAGE_REASON,
     ProfileRequestError,
     Selection,
     default_choices,
     detect_gpu,
     http_error,
+    is_custom_image_option,
     kubespawner_check_user_options,
     load_profiles,
     local_settings,
@@ -163,7 +169,7 @@ class GeomlLocalSpawner(SimpleLocalProcessSpawner):
         for options in (self.user_options or {}, {}):
             try:
                 current = select_profile(self.profile_list, options, groups, is_admin,
-                                         admin_sees_all=self.admin_sees_all_profiles, gpu=gpu)
+                                         admin_sees_all=self.admin_sees_all_profiles, gpu=gpu, custom_images=False)
                 break
             except ProfileRequestError:
                 continue
@@ -177,11 +183,14 @@ class GeomlLocalSpawner(SimpleLocalProcessSpawner):
             options = p.get("profile_options") or {}
             selected = {k: v for k, v in chosen.items() if v in ((options.get(k) or {}).get("choices") or {})}
             unlisted = {k: v for k, v in chosen.items() if k not in selected}
+            # no containers here: a custom image is shown, disabled, with the reason
+            unlisted_unavailable = {k: LOCAL_CUSTOM_IMAGE_REASON for k, o in options.items()
+                                    if is_custom_image_option(o)}
             entries.append({
                 "slug": p["slug"], "display_name": p["display_name"], "description": p.get("description") or "",
                 "profile_options": options, "unavailable": reason,
                 "checked": current is not None and current.slug == p["slug"] and reason is None,
-                "selected": selected, "unlisted": unlisted,
+                "selected": selected, "unlisted": unlisted, "unlisted_unavailable": unlisted_unavailable,
             })
         return _render(FORM_TEMPLATE, profiles=entries, username=self.user.name)
 
@@ -192,13 +201,14 @@ class GeomlLocalSpawner(SimpleLocalProcessSpawner):
 
         Called by ``start()`` (as KubeSpawner does), so options submitted by the form and by
         the REST API are checked alike. Raises ``tornado.web.HTTPError`` 403 (profile outside
-        the user's groups) or 400 (unknown profile or choice, no GPU here).
+        the user's groups) or 400 (unknown profile or choice, no GPU here, a custom image).
         """
         groups, is_admin = self._user_groups()
         gpu = await self.gpu_info()
         try:
             selection = select_profile(self.profile_list, self.user_options or {}, groups, is_admin,
-                                       admin_sees_all=self.admin_sees_all_profiles, gpu=gpu, username=self.user.name)
+                                       admin_sees_all=self.admin_sees_all_profiles, gpu=gpu, username=self.user.name,
+                                       custom_images=False)
         except ProfileRequestError as exc:
             self.log.warning("Refusing to start %s: %s", self._log_name, exc)
             raise http_error(exc) from None

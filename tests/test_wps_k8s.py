@@ -431,3 +431,57 @@ def test_backend_submit_state_logs_cancel(backend, jid):
     assert state == "failed" and "no longer exists" in reason
     server.pods = []
     assert be.logs(jid) == ""
+
+
+# -- configuration -------------------------------------------------------------------------------
+def test_load_job_spec_errors_name_the_file(tmp_path):
+    from geoml_hub.errors import ParameterError
+
+    path = tmp_path / "job-spec.json"
+    with pytest.raises(ParameterError, match="no such file"):
+        k8s.load_job_spec(path)
+    path.write_text("{not json")
+    with pytest.raises(ParameterError, match=f"{path}: not JSON"):
+        k8s.load_job_spec(path)
+    path.write_text(json.dumps({"cpu_image": "a:1", "cuda_image": "b:1", "gpus": 2}))
+    with pytest.raises(ParameterError, match="unknown key.*gpus"):
+        k8s.load_job_spec(path)
+    path.write_text(json.dumps({"cpu_image": "a:1", "cuda_image": "b:1", "default_device": "tpu"}))
+    with pytest.raises(ParameterError, match="default_device must be cpu or cuda"):
+        k8s.load_job_spec(path)
+    path.write_text(json.dumps({"cpu_image": "a:1", "cuda_image": "b:1", "backoff_limit": 3}))
+    assert k8s.load_job_spec(path).backoff_limit == 3
+
+
+def test_backend_settings_are_checked(tmp_path, monkeypatch):
+    from geoml_hub.errors import ParameterError
+    from geoml_hub.wps.settings import Settings
+
+    with pytest.raises(ParameterError, match="backend must be local or kubernetes"):
+        Settings(state_dir=tmp_path, backend="slurm")
+    with pytest.raises(ParameterError, match="needs kubernetes_job_spec"):
+        Settings(state_dir=tmp_path, backend="kubernetes")
+    with pytest.raises(ParameterError, match="extract_samples cannot run as Kubernetes Jobs"):
+        Settings(state_dir=tmp_path, backend="kubernetes", kubernetes_job_spec=tmp_path / "s.json",
+                 kubernetes_processes="train_model, extract_samples")
+    monkeypatch.delenv("GEOML_NO_SUCH_DB", raising=False)
+    with pytest.raises(ParameterError, match="GEOML_NO_SUCH_DB is not set"):
+        Settings(state_dir=tmp_path, database="env:GEOML_NO_SUCH_DB")
+    s = Settings(state_dir=tmp_path, backend="kubernetes", kubernetes_job_spec=tmp_path / "s.json",
+                 kubernetes_processes="train_model")
+    assert s.runs_on_kubernetes("train_model") and not s.runs_on_kubernetes("classify_scene")
+    assert not Settings(state_dir=tmp_path).runs_on_kubernetes("train_model")
+
+
+def test_backend_for_a_bad_kubeconfig_is_one_clear_error(tmp_path):
+    from geoml_hub.errors import ParameterError
+    from geoml_hub.wps.settings import Settings
+
+    spec = tmp_path / "s.json"
+    spec.write_text(json.dumps({"cpu_image": "a:1", "cuda_image": "b:1"}))
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\n")
+    s = Settings(state_dir=tmp_path / "state", backend="kubernetes", kubernetes_job_spec=spec,
+                 kubernetes_config=str(kubeconfig))
+    with pytest.raises(ParameterError, match=f"kubernetes_config: cannot load {kubeconfig}"):
+        k8s.backend_for(s)

@@ -14,11 +14,22 @@ master). It closes PyWPS 4.8's gaps:
   queue, so they run again on the next start;
 - outputs of jobs finished more than ``retention_hours`` ago are removed, and the job
   record says when.
+
+With ``backend = kubernetes`` the processes in ``kubernetes_processes`` run as Kubernetes
+Jobs (:mod:`geoml_hub.wps.k8s`) instead of local workers: the same worker runs in the Job's
+pod and writes progress and the final state to the shared job database and the status
+document to the shared outputs volume, so clients see them as for a local job. The
+dispatcher watches the Job: a pending pod's reason (unschedulable, pulling) becomes the job's
+message; a failed pod, an image pull failure, the deadline or a deleted Job fail the WPS job
+with the reason, and the pod's log is kept in ``logs/<job id>.log``. At most
+``kubernetes_max_jobs`` such jobs run at once; they do not take local slots, and they go on
+running while the server restarts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import signal
@@ -31,7 +42,8 @@ from typing import Dict, Optional, Tuple
 from pywps.response.status import WPS_STATUS
 
 from . import datasets as ds
-from .jobs import DISMISSED, FAILED, HOST, QUEUED, RUNNING, Job, JobStore, store_for, utcnow, worker_alive
+from .jobs import (CLUSTER_HOST, DISMISSED, FAILED, HOST, QUEUED, RUNNING, Job, JobStore, store_for, utcnow,
+                   worker_alive)
 
 LOGGER = logging.getLogger("geoml_hub.wps")
 
@@ -115,13 +127,20 @@ def cancel_job(settings, service, store: JobStore, uuid: str, by: str) -> Tuple[
     if job.mode == "sync":
         return False, "a synchronous request cannot be cancelled"
     message = f"dismissed: cancelled by {by}"
-    if job.state == RUNNING and job.host not in (None, HOST):
+    if job.state == RUNNING and job.host not in (None, HOST, CLUSTER_HOST):
         return False, f"job runs on host {job.host}; cancel it there"
     if not store.finish(uuid, DISMISSED, message, expected=(job.state,)):
         job = store.get(uuid)
         return False, f"job already {job.state}" if job else "no such job"
-    if job.state == RUNNING:
-        fresh = store.get(uuid)
+    fresh = store.get(uuid)
+    if job.state == RUNNING and fresh.host == CLUSTER_HOST:
+        from .k8s import backend_for
+
+        try:
+            backend_for(settings).cancel(uuid)  # deletes the Job and (foreground) its pod
+        except Exception as exc:  # the job is dismissed either way; the Job ends at its deadline
+            LOGGER.error("job %s: could not delete its Kubernetes Job: %s", uuid, exc)
+    elif job.state == RUNNING:
         stop_worker(fresh.pid, fresh.pid_start)
     write_final_status(settings, service, store.get(uuid), message)
     remove_partial_outputs(settings, uuid)
@@ -153,6 +172,7 @@ class Dispatcher(threading.Thread):
         self._stopped = threading.Event()
         self._last_sweep = 0.0
         self._last_check = 0.0
+        self._cluster = None
         # look for expired outputs every minute (more often for retention periods under 4 minutes)
         self.sweep_interval = min(60.0, max(1.0, settings.retention_hours * 3600.0 / 4.0))
 
@@ -178,6 +198,8 @@ class Dispatcher(threading.Thread):
         if now - self._last_check > 2.0:
             self._last_check = now
             self.check_running()
+            if self.settings.backend == "kubernetes":
+                self.check_cluster()
         if self.settings.retention_hours > 0 and now - self._last_sweep > self.sweep_interval:
             self._last_sweep = now
             self.sweep()
@@ -251,13 +273,90 @@ class Dispatcher(threading.Thread):
                     self._fail(job2, "failed: the worker process ended without a final status")
 
     def start_queued(self) -> None:
-        running = self.store.counts()[RUNNING]
-        free = self.settings.parallelprocesses - running
-        if free <= 0:
+        counts = self.store.counts()
+        if not counts[QUEUED]:
             return
-        for job in self.store.list(states=[QUEUED], limit=free, oldest_first=True):
+        running = self.store.list(states=[RUNNING])
+        in_cluster = sum(1 for j in running if j.host == CLUSTER_HOST)
+        free = {"local": self.settings.parallelprocesses - (len(running) - in_cluster),
+                "kubernetes": self.settings.kubernetes_max_jobs - in_cluster}
+        if self.settings.backend != "kubernetes":
+            free["kubernetes"] = 0
+        if free["local"] <= 0 and free["kubernetes"] <= 0:
+            return
+        for job in self.store.list(states=[QUEUED], oldest_first=True, limit=200):
+            where = "kubernetes" if self.settings.runs_on_kubernetes(job.identifier) else "local"
+            if free[where] <= 0:
+                continue
             if self.store.claim(job.uuid):
-                self.spawn(job)
+                free[where] -= 1
+                if where == "kubernetes":
+                    self.submit_to_cluster(job)
+                else:
+                    self.spawn(job)
+            if free["local"] <= 0 and free["kubernetes"] <= 0:
+                break
+
+    # -- Kubernetes Jobs ------------------------------------------------------------------------
+    @property
+    def cluster(self):
+        """The :class:`~geoml_hub.wps.k8s.KubernetesJobBackend` (created on first use)."""
+        if self._cluster is None:
+            from .k8s import backend_for
+
+            self._cluster = backend_for(self.settings)
+        return self._cluster
+
+    def submit_to_cluster(self, job: Job) -> None:
+        """Create the Kubernetes Job of a claimed job; a refusal of the API fails the job."""
+        try:
+            request = json.loads(job.request or "{}")
+            device = ((request.get("inputs") or {}).get("device") or [{}])[0].get("data", "auto")
+            name = self.cluster.submit(job.uuid, job.identifier, device)
+        except Exception as exc:
+            reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
+            self._fail(job, f"failed: could not create the Kubernetes Job: {reason}")
+            return
+        self.store.set_cluster_job(job.uuid, f"Kubernetes Job {name} created")
+        LOGGER.info("job %s (%s) submitted as Kubernetes Job %s (device %s)", job.uuid, job.identifier, name, device)
+
+    def check_cluster(self) -> None:
+        """Follow the Kubernetes Jobs of running jobs: pending reasons become the job's message;
+        a Job that failed, ended without a final state or was deleted fails the WPS job."""
+        from . import k8s
+
+        for job in self.store.list(states=[RUNNING]):
+            if job.host != CLUSTER_HOST:
+                continue
+            try:
+                state, reason = self.cluster.state(job.uuid)
+            except Exception as exc:  # API unreachable: try again at the next look
+                LOGGER.warning("job %s: cannot read its Kubernetes Job: %s", job.uuid, exc)
+                continue
+            if state == k8s.RUNNING:
+                self.store.note(job.uuid, f"Kubernetes: {reason}")
+                continue
+            fresh = self.store.get(job.uuid)  # the worker writes the final state before its pod ends
+            self.keep_pod_log(job.uuid)
+            if fresh is None or fresh.state != RUNNING:
+                continue
+            if state == k8s.SUCCEEDED:
+                reason = "the Kubernetes Job completed without a final status"
+            self._fail(fresh, f"failed: {reason}")
+
+    def keep_pod_log(self, uuid: str) -> None:
+        """Append the worker pod's log to ``logs/<job id>.log`` (once; pods go with the Job's TTL)."""
+        path = self.settings.logs_dir / f"{uuid}.log"
+        marker = "--- Kubernetes pod log ---\n"
+        try:
+            if path.exists() and marker in path.read_text(errors="replace"):
+                return
+            text = self.cluster.logs(uuid)
+        except Exception as exc:
+            LOGGER.warning("job %s: cannot read its pod log: %s", uuid, exc)
+            return
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(marker + text)
 
     def spawn(self, job: Job) -> None:
         log = open(self.settings.logs_dir / f"{job.uuid}.log", "ab")

@@ -50,6 +50,8 @@ jobs_table = sa.Table(
 )
 
 HOST = socket.gethostname()
+#: ``host`` of a job that runs as a Kubernetes Job (see geoml_hub.wps.k8s): any server may watch it.
+CLUSTER_HOST = "kubernetes-job"
 
 
 def utcnow() -> dt.datetime:
@@ -185,6 +187,20 @@ class JobStore:
 
     def set_worker(self, uuid: str, pid: int) -> None:
         self._transition(uuid, RUNNING, pid=pid, pid_start=process_start_ticks(pid))
+
+    def set_cluster_job(self, uuid: str, message: str) -> bool:
+        """Mark a running job as handed to a Kubernetes Job (``host`` = :data:`CLUSTER_HOST`)."""
+        return self._transition(uuid, RUNNING, host=CLUSTER_HOST, pid=None, pid_start=None, message=message)
+
+    def note(self, uuid: str, message: str, unless_started: bool = True) -> bool:
+        """Set the message of a running job that has not reported progress yet (a pending pod's
+        reason); ``False`` once the worker has written its own status."""
+        with self.engine.begin() as c:
+            q = jobs_table.update().where(jobs_table.c.uuid == str(uuid), jobs_table.c.state == RUNNING)
+            if unless_started:
+                q = q.where(jobs_table.c.percent == 0.0,
+                            sa.or_(jobs_table.c.message == "starting", jobs_table.c.message.like("Kubernetes%")))
+            return c.execute(q.values(message=message)).rowcount == 1
 
     def progress(self, uuid: str, percent: float, message: str) -> None:
         self._transition(uuid, RUNNING, percent=float(percent), message=message)

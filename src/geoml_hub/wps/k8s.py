@@ -1,4 +1,4 @@
-"""WPS jobs as Kubernetes Jobs (the Job backend; not yet wired into the dispatcher).
+"""WPS jobs as Kubernetes Jobs (the Job backend, used by the dispatcher with ``backend = kubernetes``).
 
 A job runs the same worker as the local backend, ``python -m geoml_hub.wps.worker SETTINGS
 JOB_ID``, but in a pod of a ``batch/v1`` Job, in the CPU or the CUDA image chosen by the
@@ -13,7 +13,9 @@ request and its output directory where the server put them.
   ``running``, ``succeeded``, ``failed`` or ``cancelled`` and a reason a user can act on
   (deadline, back-off limit, image pull failure naming the image, crash loop, out of memory);
 - :class:`KubernetesJobBackend` submits, watches, cancels (delete, foreground propagation)
-  and reads the logs, with ``BatchV1Api``/``CoreV1Api`` objects given to it.
+  and reads the logs, with ``BatchV1Api``/``CoreV1Api`` objects given to it;
+- :func:`load_job_spec` reads the JobSpec JSON the chart renders, and :func:`backend_for`
+  builds the backend of a server's settings (in-cluster ServiceAccount or a kubeconfig).
 
 The WPS ServiceAccount of the chart may create/get/list/watch/delete Jobs and
 get/list/watch pods and read ``pods/log``: that is all this module uses.
@@ -106,6 +108,9 @@ class JobSpec:
         Extra labels of the Job and its pods (e.g. ``app.kubernetes.io/instance``).
     env : dict
         Extra environment of the worker.
+    env_from : list of dict
+        Extra environment entries as in a manifest, e.g. ``valueFrom.secretKeyRef`` (the chart
+        passes the job database URL this way, see ``database = env:NAME`` in the settings).
     name_prefix : str
         Job names are ``<prefix><job id>``.
     """
@@ -134,6 +139,7 @@ class JobSpec:
     fs_group: int = 1000
     labels: Dict[str, str] = field(default_factory=dict)
     env: Dict[str, str] = field(default_factory=dict)
+    env_from: List[Dict[str, Any]] = field(default_factory=list)
     name_prefix: str = "geoml-wps-"
 
     def __post_init__(self):
@@ -231,7 +237,7 @@ def job_manifest(spec: JobSpec, job_id: str, identifier: str, device: Optional[s
         "image": image,
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["python", "-m", "geoml_hub.wps.worker", str(settings_path), job_id],
-        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "env": [{"name": k, "value": v} for k, v in env.items()] + copy.deepcopy(spec.env_from),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -507,3 +513,77 @@ class KubernetesJobBackend:
                     continue
                 raise
         return ""
+
+
+# -- configuration -------------------------------------------------------------------------------
+def load_job_spec(path) -> JobSpec:
+    """Read a :class:`JobSpec` from the JSON file ``path`` (keys are its field names; the Helm
+    chart renders this file from ``wps.jobs`` values).
+
+    Raises
+    ------
+    ParameterError
+        If the file is missing, is not JSON, has unknown keys or invalid values.
+    """
+    import json
+    from pathlib import Path
+
+    from ..errors import ParameterError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ParameterError(f"kubernetes_job_spec: no such file {path}") from None
+    except ValueError as exc:
+        raise ParameterError(f"kubernetes_job_spec {path}: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ParameterError(f"kubernetes_job_spec {path}: expected a JSON object")
+    unknown = sorted(set(data) - set(JobSpec.__dataclass_fields__))
+    if unknown:
+        raise ParameterError(f"kubernetes_job_spec {path}: unknown key(s) {', '.join(unknown)}")
+    try:
+        return JobSpec(**data)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"kubernetes_job_spec {path}: {exc}") from None
+
+
+def backend_for(settings) -> KubernetesJobBackend:
+    """The :class:`KubernetesJobBackend` of a server's settings (one per process and settings).
+
+    The API is reached with ``settings.kubernetes_config``: a kubeconfig path, or (empty) the
+    pod's ServiceAccount when running in a cluster, else ``$KUBECONFIG`` / ``~/.kube/config``.
+
+    Raises
+    ------
+    ParameterError
+        If the job spec or the Kubernetes configuration cannot be loaded.
+    """
+    import os
+
+    from ..errors import ParameterError
+
+    key = (os.getpid(), str(settings.kubernetes_job_spec), settings.kubernetes_config)
+    if key in _BACKENDS:
+        return _BACKENDS[key]
+    from kubernetes import client, config
+
+    spec = load_job_spec(settings.kubernetes_job_spec)
+    conf = client.Configuration()
+    try:
+        if settings.kubernetes_config:
+            config.load_kube_config(config_file=settings.kubernetes_config, client_configuration=conf)
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=conf)
+        else:
+            config.load_kube_config(client_configuration=conf)
+    except Exception as exc:  # ConfigException, missing files, bad YAML
+        where = settings.kubernetes_config or "the in-cluster ServiceAccount / $KUBECONFIG"
+        raise ParameterError(f"kubernetes_config: cannot load {where}: {exc}") from None
+    api = client.ApiClient(conf)
+    backend = KubernetesJobBackend(spec, str(settings.settings_file), client.BatchV1Api(api), client.CoreV1Api(api))
+    _BACKENDS[key] = backend
+    return backend
+
+
+_BACKENDS: Dict[Any, KubernetesJobBackend] = {}

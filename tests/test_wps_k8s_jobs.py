@@ -21,7 +21,6 @@ from kube_standin import KubeStandIn
 from test_wps_server import EUROSAT, execute, job, status_of, wait_final, wait_for
 from wps_server import WpsServer
 
-pytest.importorskip("kubernetes")
 pytestmark = pytest.mark.slow
 
 CPU_IMAGE = "registry.example.org/geoml-hub/notebook-cpu:0.1.0"

@@ -354,3 +354,62 @@ def test_job_backend_renders_a_job_spec_the_wps_accepts(rendered, tmp_path, monk
 def test_job_backend_refuses_what_cannot_work(helm_env, bad, message):
     proc = helm(helm_env, "template", "geoml", str(CHART), *bad, check=False)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+
+
+# -- KubeSpawner on the rendered hub configuration -----------------------------------------------
+from test_profiles import _http_error, _pod, hub_users, kube_config, run  # noqa: E402,F401  (fixtures)
+
+
+@pytest.mark.parametrize("values", sorted(VALUES))
+def test_kubespawner_builds_strictly_valid_pods_from_the_rendered_config(rendered, values, tmp_path, monkeypatch,
+                                                                         kube_config, hub_users):
+    """Real KubeSpawner (GeomlKubeSpawner), configured by the chart's rendered jupyterhub_config.py
+    and profiles.yaml, builds the pod of every profile; group and registry rules hold."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    from geoml_hub.hub.spawner import GeomlKubeSpawner
+
+    docs = rendered[values]
+    data, settings = _hub_settings(docs)
+    for name, text in data.items():
+        (tmp_path / name).write_text(text)
+    profiles_cm = [c for c in find(docs, "ConfigMap", "hub") if "profiles.yaml" in c["data"]][0]
+    (tmp_path / "profiles.yaml").write_text(profiles_cm["data"]["profiles.yaml"])
+    monkeypatch.setenv("GEOML_WPS_API_TOKEN", "not-a-real-token")
+    config = PyFileConfigLoader("jupyterhub_config.py", path=str(tmp_path)).load_config()
+    config.GeomlKubeSpawner.profiles_file = str(tmp_path / "profiles.yaml")
+    profiles = yaml.safe_load(profiles_cm["data"]["profiles.yaml"])
+
+    for profile in profiles:
+        user = hub_users["gina"]   # in gpu-users: may use every profile
+        _, pod = run(_pod(GeomlKubeSpawner, user, {"profile": profile["slug"]}, config))
+        for version in K8S_VERSIONS:
+            try:
+                kv.validate(pod, version, strict=True)
+            except kv_utils.ValidationError as exc:  # pragma: no cover - the failure message
+                raise AssertionError(f"pod of profile {profile['slug']} ({version}): {exc}") from None
+        spec = pod["spec"]
+        (ctr,) = [c for c in spec["containers"] if c["name"] == "notebook"]
+        assert ctr["image"] == profile["kubespawner_override"]["image"]
+        limits = ctr["resources"]["limits"]
+        if profile.get("requires_gpu"):
+            assert limits["nvidia.com/gpu"] == "1"
+            assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+        else:
+            assert "nvidia.com/gpu" not in limits
+            assert spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        # the chart's storage and security: memory-backed /dev/shm, the home PVC, non-root
+        shm = [v for v in spec["volumes"] if v["name"] == "dshm"][0]
+        assert shm["emptyDir"]["medium"] == "Memory"
+        assert any("persistentVolumeClaim" in v for v in spec["volumes"])
+        assert ctr["securityContext"]["runAsUser"] == settings["uid"] and settings["uid"] > 0
+
+    gpu = [p["slug"] for p in profiles if p.get("requires_gpu")]
+    assert gpu, "the chart has no GPU profile"
+    status, message = _http_error(_pod(GeomlKubeSpawner, hub_users["bob"], {"profile": gpu[0]}, config))
+    assert status == 403 and "gpu-users" in message
+    status, message = _http_error(_pod(GeomlKubeSpawner, hub_users["bob"], {
+        "profile": "cpu", "image": "unlisted-choice", "image--unlisted-choice": "docker.io/evil/miner:latest"},
+        config))
+    assert status == 403 and "not from an allowed registry" in message

@@ -62,6 +62,8 @@ def test_training_runs_as_a_kubernetes_job(cluster):
     standin, server = cluster
     settings = json.loads((server.state_dir / "settings.json").read_text())
     assert settings["database"] == f"env:{DB_ENV}" and settings["backend"] == "kubernetes"
+    pywps_cfg = (server.state_dir / "pywps.cfg").read_text()
+    assert f"database = ${{{DB_ENV}}}" in pywps_cfg and "jobs.sqlite" not in pywps_cfg
 
     job_id, loc, _ = execute(server, "train_model", {"samples": EUROSAT, "epochs": 4, "patience": 50,
                                                      "device": "cpu"})

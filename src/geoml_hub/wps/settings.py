@@ -265,7 +265,8 @@ class Settings:
         cfg["processing"] = {"mode": "multiprocessing"}
         cfg["logging"] = {
             "level": self.log_level,
-            "database": self.database,
+            # PyWPS expands ${NAME} when it reads the file: the URL stays off disk
+            "database": "${%s}" % self._database_ref[4:] if self._database_ref else self.database,
             "prefix": "pywps_",
         }
         for section, options in self.pywps.items():

@@ -11,7 +11,10 @@ class ExtractSamples(GeomlProcess):
             wpsio.scene_input(),
             wpsio.dataset_input("reference", "Reference labels",
                                 "Label raster on the scene's grid (integer class codes), e.g. "
-                                "data/landsat7_chiapas/training_data.gtif."),
+                                "data/landsat7_chiapas/training_data.gtif; or training polygons, a GeoJSON "
+                                "FeatureCollection (.geojson, longitude/latitude) whose features carry a 'class' "
+                                "property (and optionally an integer 'code'), as the web map saves them: they are "
+                                "burnt into labels on the scene's grid (pixel centres inside a polygon)."),
             wpsio.literal_input("patch_size", "Patch size", "integer",
                                 "Edge of the window cut around each labelled pixel, an odd number of pixels; 1 gives "
                                 "pixel samples (for a per-pixel classifier).", default=1, minimum=1, maximum=63,
@@ -49,6 +52,9 @@ class ExtractSamples(GeomlProcess):
             wpsio.literal_output("reference_test", "Test reference", "string",
                                  "Dataset name of the held-out labels (jobs/JOB_ID/reference_test.tif), the reference "
                                  "for validate_classification; only with test_fraction above 0."),
+            wpsio.literal_output("reference_labels", "Labels of the polygons", "string",
+                                 "Dataset name of the label raster burnt from GeoJSON polygons "
+                                 "(jobs/JOB_ID/reference_polygons.tif); only when reference is GeoJSON."),
             wpsio.file_output("class_counts", "Samples per class", FORMATS.JSON, "Class name to number of samples."),
             wpsio.file_output("regions", "Regions", FORMATS.CSV,
                               "One row per extracted region: code, class, pixels, samples, file, bounding box."),

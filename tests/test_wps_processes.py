@@ -770,3 +770,19 @@ def test_unknown_input_is_refused(wps):
     assert res.status_code == 400
     code, locator, text = res.exception
     assert (code, locator) == ("InvalidParameterValue", "epoch") and "unknown input epoch" in text
+
+
+def test_extract_samples_from_geojson_polygons_in_the_workspace(wps):
+    """Polygons as the web map saves them (GeoJSON in the workspace) give the same samples as the
+    label raster they were drawn from, and a reference_labels output."""
+    from test_polygons import chiapas_polygons
+
+    wps.settings.workspace_dir.mkdir(parents=True, exist_ok=True)
+    chiapas_polygons(wps.settings.workspace_dir / "chiapas_polygons.geojson")
+    res = ok(execute(wps, "extract_samples", [("scene", SCENE_99), ("reference", "workspace/chiapas_polygons.geojson")]))
+    assert json.loads(wps.path(res.refs["class_counts"]).read_text()) == {
+        "forest": 383, "water": 16, "herbaceous": 145, "barren": 106, "urban": 68}
+    assert res.literals["reference_labels"].endswith("/reference_polygons.tif")
+    bad = execute(wps, "extract_samples", [("scene", SCENE_99), ("reference", "workspace/chiapas_polygons.geojson"),
+                                           ("class_names", "1=a")])
+    assert bad.failed and "class_names: leave it out, the polygons name their classes" in bad.exception[2]

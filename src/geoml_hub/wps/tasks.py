@@ -262,8 +262,18 @@ def extract_samples(job, scene: Sequence[Path], reference: Path, patch_size: int
 
     scene = [Path(p) for p in scene]
     require_tiff(scene, "scene file")
-    require_tiff([reference], "reference")
     names = parse_class_names(class_names)
+    polygons = None
+    if Path(reference).suffix.lower() in (".geojson", ".json"):
+        from ..polygons import rasterize_polygons
+
+        if names:
+            raise ParameterError("class_names: leave it out, the polygons name their classes in their class property")
+        report(progress, 0.0, "burning the polygons into labels on the scene's grid")
+        polygons = rasterize_polygons(reference, scene, job.workdir / "reference_polygons.tif")
+        reference, names, reference_nodata = polygons.path, polygons.class_names, 0
+    else:
+        require_tiff([reference], "reference")
     if not 0 <= test_fraction < 1:
         raise ParameterError(f"test_fraction must be in [0, 1), got {test_fraction}")
     result: Dict = {}
@@ -284,6 +294,8 @@ def extract_samples(job, scene: Sequence[Path], reference: Path, patch_size: int
     counts = {name: int(n) for name, n in res.counts.items()}
     regions = job.workdir / "regions.csv"
     shutil.copyfile(res.root / "regions.csv", regions)
+    if polygons is not None:  # the burnt labels are an output: the reference of the polygons
+        result["reference_labels"] = job.dataset_name(_move(polygons.path, job.outputs / "reference_polygons.tif"))
     result.update(samples=job.dataset_name(res.root), sample_count=sum(counts.values()), n_classes=len(counts),
                   n_regions=sum(1 for r in res.regions if r.get("samples")), skipped_nodata=int(res.skipped_nodata),
                   class_counts=write_json(job.workdir / "class_counts.json", counts), regions=regions)

@@ -13,6 +13,10 @@ hub, ``/`` standalone):
     One job's record.
 ``POST /jobs/<job>/cancel`` (or ``DELETE /jobs/<job>``)
     Cancel a queued or running job.
+``GET /workspace``, ``GET|PUT|DELETE /workspace/<name>.geojson``
+    The caller's own files in the workspace (``workspace/<user>/<name>``): training polygons
+    as the web map saves them (GeoJSON, checked with :func:`geoml_hub.polygons.read_polygons`,
+    at most 5 MB, written atomically).
 
 Every request is first identified by the authenticator (:mod:`geoml_hub.wps.auth`); a
 request without an identity gets 401 and nothing runs.
@@ -40,6 +44,9 @@ from .jobs import store_for
 LOGGER = logging.getLogger("geoml_hub.wps")
 
 _JOB = re.compile(r"^[0-9a-fA-F-]{8,64}$")
+#: Names of workspace files the API writes: GeoJSON only, no path components.
+WORKSPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}\.geojson$")
+WORKSPACE_MAX_BYTES = 5 * 1024 * 1024
 
 
 def _json(data, status: int = 200) -> Response:
@@ -115,6 +122,8 @@ class WpsApp:
             return self.serve_output(path[len("/outputs/"):], identity, request)
         if path == "/jobs":
             return self.list_jobs(identity, request)
+        if path == "/workspace" or path.startswith("/workspace/"):
+            return self.workspace(path[len("/workspace"):].strip("/"), identity, request)
         m = re.match(r"^/jobs/([^/]+)/publish/?$", path)
         if m:
             return self.publish(m.group(1), identity, request)
@@ -198,6 +207,58 @@ class WpsApp:
         body = job.as_dict(self._status_url(job))
         body["shared_as"] = f"results/{job.owner}/{uuid}"
         return _json(body)
+
+    # -- the workspace ------------------------------------------------------------------------------
+    def workspace(self, name: str, identity, request: Request) -> Response:
+        """The caller's workspace files (see the module docstring)."""
+        import datetime as dt
+        import tempfile
+
+        from ..errors import DataError
+        from ..fileio import write_bytes
+        from ..polygons import class_codes, read_polygons
+
+        home = self.settings.workspace_dir / identity.name
+        if not name:
+            if request.method != "GET":
+                return _error(405, "method not allowed")
+            files = []
+            for p in sorted(home.glob("*.geojson")) if home.is_dir() else []:
+                st = p.stat()
+                files.append({"name": p.name, "dataset": f"workspace/{identity.name}/{p.name}", "size": st.st_size,
+                              "modified": dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)
+                              .strftime("%Y-%m-%dT%H:%M:%SZ")})
+            return _json({"files": files})
+        if not WORKSPACE_NAME.match(name):
+            return _error(400, f"workspace file name {name!r}: use letters, digits, _ . - and end in .geojson")
+        path = home / name
+        dataset = f"workspace/{identity.name}/{name}"
+        if request.method == "GET":
+            if not path.is_file():
+                return _error(404, f"no such workspace file: {dataset}")
+            return Response(path.read_bytes(), mimetype="application/geo+json")
+        if request.method == "DELETE":
+            if not path.is_file():
+                return _error(404, f"no such workspace file: {dataset}")
+            path.unlink()
+            return _json({"deleted": dataset})
+        if request.method != "PUT":
+            return _error(405, "use GET, PUT or DELETE")
+        if (request.content_length or 0) > WORKSPACE_MAX_BYTES:
+            return _error(413, f"{dataset}: larger than {WORKSPACE_MAX_BYTES // 2**20} MB")
+        body = request.get_data(cache=False)
+        if len(body) > WORKSPACE_MAX_BYTES:
+            return _error(413, f"{dataset}: larger than {WORKSPACE_MAX_BYTES // 2**20} MB")
+        with tempfile.TemporaryDirectory() as tmp:  # check it before it replaces anything
+            probe = Path(tmp) / name
+            probe.write_bytes(body)
+            try:
+                features = read_polygons(probe)
+                codes = class_codes(features)
+            except DataError as exc:
+                return _error(400, str(exc).replace(str(probe), dataset))
+        write_bytes(path, body)
+        return _json({"name": name, "dataset": dataset, "features": len(features), "classes": codes})
 
     # -- outputs ----------------------------------------------------------------------------------
     def serve_output(self, rel: str, identity, request: Request) -> Response:

@@ -68,10 +68,10 @@ class JupyterHubAuth:
 
     standalone = False
     description = "requests are authenticated with JupyterHub"
-    COOKIE = "geoml-wps-token"
-    STATE_COOKIE = "geoml-wps-oauth-state"
 
     def __init__(self):
+        import os
+
         from jupyterhub.services.auth import HubOAuth
 
         self.hub = HubOAuth(cache_max_age=60)
@@ -80,7 +80,11 @@ class JupyterHubAuth:
 
             raise ParameterError("auth = jupyterhub needs the hub's service environment (JUPYTERHUB_API_TOKEN, ...): "
                                  "run the server as a JupyterHub service")
-        self._key = hashlib.sha256(b"geoml-wps-cookie:" + self.hub.api_token.encode()).digest()
+        # one cookie per service (the WPS, the map), signed with a key only that service knows
+        service = os.environ.get("JUPYTERHUB_SERVICE_NAME") or "wps"
+        self.COOKIE = f"geoml-{service}-token"
+        self.STATE_COOKIE = f"geoml-{service}-oauth-state"
+        self._key = hashlib.sha256(f"geoml-{service}-cookie:".encode() + self.hub.api_token.encode()).digest()
         self.cookie_path = self.hub.base_url or "/"
 
     # -- tokens -------------------------------------------------------------------------------------

@@ -10,6 +10,11 @@ from typing import Optional
 
 LOGGER = logging.getLogger("geoml_hub.wps")
 
+#: Seconds gunicorn keeps an idle connection open: longer than the idle time of the keep-alive
+#: sockets of configurable-http-proxy (Node's agent: 5 s), or the proxy reuses a socket gunicorn
+#: just closed and answers 503 "socket hang up" (seen with parallel map tile requests).
+KEEPALIVE = 75
+
 
 def _is_loopback(host: str) -> bool:
     try:
@@ -95,7 +100,8 @@ def serve(settings, host: str = "127.0.0.1", port: int = 5000, server: str = "gu
     class _App(BaseApplication):
         def load_config(self):
             opts = {"bind": f"{host}:{port}", "workers": workers, "threads": threads, "worker_class": "gthread",
-                    "timeout": 300, "graceful_timeout": 10, "accesslog": None, "errorlog": "-",
+                    "timeout": 300, "graceful_timeout": 10, "keepalive": KEEPALIVE, "accesslog": None,
+                    "errorlog": "-",
                     "loglevel": "info", "when_ready": self._when_ready, "on_exit": self._on_exit,
                     "proc_name": "geoml-hub-wps"}
             for k, v in opts.items():

@@ -234,6 +234,27 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     w.add_argument("--ready-file", help=argparse.SUPPRESS)
     wsub.add_parser("describe", help="print the process reference (Markdown, as in docs/wps.md)")
+
+    p = sub.add_parser("map", help="the web map service (docs/map.md)")
+    msub = p.add_subparsers(dest="map_command", required=True, metavar="MAP_COMMAND")
+    m = msub.add_parser("serve", help="serve the web map (standalone: loopback, no authentication)")
+    m.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    m.add_argument("--port", type=int, default=5100, help="port (default 5100)")
+    m.add_argument("--data-root", action="append", metavar="NAME=DIR",
+                   help="a read-only data root, as given to the WPS, e.g. data=../shared/data (repeatable)")
+    m.add_argument("--wps-url", default="http://127.0.0.1:5000",
+                   help="where the map reaches the WPS (default http://127.0.0.1:5000)")
+    m.add_argument("--wps-public-url", help="the WPS's public base URL, if it differs from --wps-url")
+    m.add_argument("--url", help="public base URL of the map (default http://HOST:PORT)")
+    m.add_argument("--auth", choices=["none", "jupyterhub"], default="none",
+                   help="none: standalone, no authentication (default); jupyterhub: run as a hub service")
+    m.add_argument("--cache-dir", default="map-cache", help="where fetched job outputs are kept for tiling")
+    m.add_argument("--basemap-url", default="", help="an optional XYZ base map, e.g. https://tiles.example.org/{z}/{x}/{y}.png")
+    m.add_argument("--basemap-attribution", default="", help="attribution of the base map")
+    m.add_argument("--server", choices=["gunicorn", "werkzeug"], default="gunicorn",
+                   help="gunicorn (default) or the werkzeug development server")
+    m.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    m.add_argument("--ready-file", help=argparse.SUPPRESS)
     return parser
 
 
@@ -311,6 +332,8 @@ def run(args) -> int:
         print(f"better: {s['better'] or 'tie'} (PyCM Compare: {s['pycm_best'] or 'no verdict'})")
     elif cmd == "wps":
         return run_wps(args)
+    elif cmd == "map":
+        return run_map(args)
     elif cmd == "up":
         from pathlib import Path
 
@@ -353,6 +376,20 @@ def run(args) -> int:
         print(f"QC on held-out data ({args.out}/qc/summary.json):")
         print(format_qc(s["qc"]))
     return 0
+
+
+def run_map(args) -> int:
+    """``geoml-hub map serve``."""
+    from .map.app import MapSettings
+    from .map.server import serve
+    from .wps.settings import _parse_roots
+
+    host = args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    settings = MapSettings(data_roots=_parse_roots(",".join(args.data_root or [])), wps_url=args.wps_url,
+                           wps_public_url=args.wps_public_url or "", url=args.url or f"http://{host}:{args.port}",
+                           auth=args.auth, cache_dir=args.cache_dir, basemap_url=args.basemap_url,
+                           basemap_attribution=args.basemap_attribution)
+    return serve(settings, args.host, args.port, server=args.server, workers=args.workers, ready_file=args.ready_file)
 
 
 def run_wps(args) -> int:

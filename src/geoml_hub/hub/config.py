@@ -12,6 +12,8 @@ with the settings in ``STATE/up.json``. What it sets up:
   convention) and ``~/results`` (published results of everyone);
 - the WPS server as the hub-managed service ``wps`` at ``/services/wps/``, authenticating
   every request with the hub (``geoml-hub wps serve --auth jupyterhub``);
+- the web map as the service ``map`` at ``/services/map/`` (``geoml-hub map serve --auth
+  jupyterhub``), whose users' OAuth tokens may call the WPS (``access:services!service=wps``);
 - jupyterhub-idle-culler as the service ``idle-culler`` (off with ``cull_timeout = 0``).
 """
 
@@ -153,6 +155,25 @@ def configure(c, settings_path) -> None:
         "environment": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")} if os.environ.get(
             "OMP_NUM_THREADS") else {},
     }]
+    # the web map: a hub service behind the OAuth login; its users' tokens may call the WPS
+    map_port = s.get("map_port")
+    if map_port:
+        map_cmd = [_bin("geoml-hub"), "map", "serve", "--auth", "jupyterhub", "--host", "127.0.0.1",
+                   "--port", str(map_port), "--url", url + "/services/map",
+                   "--wps-url", f"http://127.0.0.1:{s['wps_port']}/services/wps",
+                   "--wps-public-url", url + "/services/wps", "--cache-dir", str(state / "map-cache")]
+        if s.get("data_root"):
+            map_cmd += ["--data-root", f"data={s['data_root']}"]
+        services.append({
+            "name": "map",
+            "display": True,
+            "info": {"description": "Web map: scenes and results, training polygons, the WPS processes"},
+            "url": f"http://127.0.0.1:{map_port}",
+            "command": map_cmd,
+            "oauth_no_confirm": True,
+            "oauth_client_allowed_scopes": ["access:services!service=wps"],
+            "environment": {"GEOML_MAP_VENDOR": s["map_vendor"]} if s.get("map_vendor") else {},
+        })
     if s.get("cull_timeout", 0) > 0:
         # activity must reach the hub several times per timeout (defaults: every 5 minutes)
         interval = int(max(5, min(300, s["cull_timeout"] // 4)))

@@ -37,6 +37,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def find_vendor() -> Path:
+    """``node_modules`` with Leaflet for the map service (see :func:`geoml_hub.map.app.find_vendor`)."""
+    from ..map.app import find_vendor as find
+
+    return find()
+
+
 def find_chp() -> str:
     """The configurable-http-proxy executable: ``$GEOML_CHP``, ``node_modules/.bin`` of the
     repository or the current directory (``npm install``, see the README), or ``PATH``.
@@ -166,11 +173,11 @@ def prepare(state_dir: Path, port: int = 8000, ip: str = "127.0.0.1", data_root:
         _write_secret(token, secrets.token_hex(32))
     settings = {
         "state_dir": str(state), "port": port, "ip": ip, "hub_port": free_port(), "proxy_api_port": free_port(),
-        "wps_port": free_port(), "data_root": str(data_root) if data_root else None,
+        "wps_port": free_port(), "map_port": free_port(), "data_root": str(data_root) if data_root else None,
         "cull_timeout": cull_timeout, "cull_every": cull_every, "authenticator": authenticator,
         "admin_user": admin_user, "profiles_file": str(Path(profiles_file).resolve()) if profiles_file else None,
         "extra_config": str(Path(extra_config).resolve()) if extra_config else None, "chp": find_chp(),
-        "wps_parallel": wps_parallel,
+        "wps_parallel": wps_parallel, "map_vendor": str(find_vendor()),
     }
     (state / "up.json").write_text(json.dumps(settings, indent=1) + "\n")
     (state / "jupyterhub_config.py").write_text(

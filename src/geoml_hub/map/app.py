@@ -1,0 +1,332 @@
+"""The web map service: a Leaflet page, scene and result tiles, and the WPS on behalf of the user.
+
+Routes, under the path of the configured map URL (``/services/map`` behind the hub, ``/``
+standalone):
+
+``GET /``
+    The map page (``static/index.html``); Leaflet and Leaflet.draw are served by this service
+    from the npm packages (``/vendor/leaflet/``, ``/vendor/leaflet-draw/``): no CDN, no
+    external request.
+``GET /api/config``
+    The user, the WPS's public URL and the optional base map.
+``GET /api/layers``, ``GET /api/layer-info?dataset=D``
+    The rasters of the data roots (scenes and label rasters) with bounds and band presets.
+``GET /api/tiles/<z>/<x>/<y>.png?dataset=D[&bands=3,2,1&stretch=2,98]``, ``GET /api/preview.png?...``
+    Web Mercator tiles (and a whole-raster preview) of a scene (band combination, percentile
+    stretch) or a label raster (colour table). ``D`` is a data-root dataset (``data/...``) or an
+    output of the user's jobs (``jobs/<job id>/<file>``, fetched from the WPS as the user).
+``GET /api/legend?dataset=D``
+    Classes of a label raster: code, name, colour.
+``GET|POST|PUT|DELETE /api/wps/<path>``
+    The WPS (``<wps_url>/<path>``: ``wps``, ``jobs``, ``outputs``, ``workspace``) called with the
+    user's hub token, so the WPS sees the map user and only their jobs.
+
+With ``auth = jupyterhub`` every route except ``/health`` and the static files needs the hub
+login (:class:`geoml_hub.wps.auth.JupyterHubAuth`: a browser is sent through the hub's OAuth
+login, and the resulting token is kept in a signed cookie).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import os
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request, Response
+
+from ..errors import DataError, GeomlError, ParameterError
+from . import tiles
+
+LOGGER = logging.getLogger("geoml_hub.map")
+
+STATIC = Path(__file__).resolve().parent / "static"
+_JOB_FILE = re.compile(r"^jobs/([0-9a-fA-F-]{8,64})/([A-Za-z0-9][A-Za-z0-9_.-]*\.(?:tif|tiff|gtif))$")
+_RESULT_FILE = re.compile(r"^results/([^/]+)/([0-9a-fA-F-]{8,64})/([A-Za-z0-9][A-Za-z0-9_.-]*\.(?:tif|tiff|gtif))$")
+#: Request headers passed on to the WPS.
+_FORWARD = ("Content-Type", "Accept")
+
+
+def find_vendor() -> Path:
+    """``node_modules`` with Leaflet and Leaflet.draw: ``$GEOML_MAP_VENDOR``, the repository's
+    (``npm ci``, see the README) or the current directory's.
+
+    Raises
+    ------
+    GeomlError
+        If Leaflet is not installed.
+    """
+    env = os.environ.get("GEOML_MAP_VENDOR")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(__file__).resolve().parents[3] / "node_modules", Path.cwd() / "node_modules"]
+    for c in candidates:
+        if (c / "leaflet" / "dist" / "leaflet.js").is_file() and (c / "leaflet-draw" / "dist").is_dir():
+            return c
+    raise GeomlError("Leaflet not found: run `npm ci` in the repository (see the README) or set GEOML_MAP_VENDOR "
+                     "to a node_modules directory with leaflet and leaflet-draw")
+
+
+@dataclass
+class MapSettings:
+    """Settings of the map service.
+
+    Attributes
+    ----------
+    data_roots : dict of str to Path
+        Read-only data roots by name, as in the WPS (so dataset names match).
+    wps_url : str
+        Base URL where this service reaches the WPS (e.g. ``http://127.0.0.1:5000``).
+    wps_public_url : str
+        The WPS's public base URL (status locations and output links start with it); default
+        ``wps_url``.
+    url : str
+        Public base URL of the map (its path is stripped from requests).
+    auth : str
+        ``none`` (standalone, loopback) or ``jupyterhub``.
+    cache_dir : Path
+        Where job outputs fetched from the WPS are kept for tiling (per user).
+    basemap_url, basemap_attribution : str
+        An optional XYZ base map (none by default: the page works offline).
+    vendor : Path, optional
+        ``node_modules`` with leaflet and leaflet-draw (default: :func:`find_vendor`).
+    """
+
+    data_roots: Dict[str, Path] = field(default_factory=dict)
+    wps_url: str = "http://127.0.0.1:5000"
+    wps_public_url: str = ""
+    url: str = "http://127.0.0.1:5100"
+    auth: str = "none"
+    cache_dir: Path = Path("map-cache")
+    basemap_url: str = ""
+    basemap_attribution: str = ""
+    vendor: Optional[Path] = None
+
+    def __post_init__(self):
+        self.data_roots = {str(k): Path(v).expanduser().resolve() for k, v in self.data_roots.items()}
+        self.wps_url = self.wps_url.rstrip("/")
+        self.wps_public_url = (self.wps_public_url or self.wps_url).rstrip("/")
+        self.url = self.url.rstrip("/")
+        self.cache_dir = Path(self.cache_dir).expanduser().resolve()
+        if self.auth not in ("none", "jupyterhub"):
+            raise ParameterError(f"auth must be none or jupyterhub, got {self.auth!r}")
+        self.vendor = Path(self.vendor) if self.vendor else find_vendor()
+
+
+def _json(data, status: int = 200) -> Response:
+    return Response(json.dumps(data) + "\n", status=status, mimetype="application/json")
+
+
+def _error(status: int, message: str) -> Response:
+    return _json({"error": message}, status)
+
+
+def _file(path: Path, cache: str = "public, max-age=3600") -> Response:
+    if not path.is_file():
+        return _error(404, "not found")
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    resp = Response(path.read_bytes(), mimetype=mime)
+    resp.headers["Cache-Control"] = cache
+    return resp
+
+
+def _inside(root: Path, rel: str) -> Optional[Path]:
+    """``root/rel`` if it stays inside ``root`` (no ``..``, no symlink out), else ``None``."""
+    parts = [p for p in rel.split("/") if p]
+    if not parts or any(p in ("..", ".") for p in parts) or "\x00" in rel:
+        return None
+    path = Path(os.path.realpath(root.joinpath(*parts)))
+    try:
+        path.relative_to(os.path.realpath(root))
+    except ValueError:
+        return None
+    return path
+
+
+class MapApp:
+    """The WSGI app of the map (see the module docstring).
+
+    Parameters
+    ----------
+    settings : MapSettings
+    authenticator : object, optional
+        ``identify(environ) -> Identity | None`` (default: from ``settings.auth``).
+    """
+
+    def __init__(self, settings: MapSettings, authenticator=None):
+        from ..wps.auth import JupyterHubAuth, StandaloneAuth
+
+        self.settings = settings
+        if authenticator is None:
+            authenticator = JupyterHubAuth() if settings.auth == "jupyterhub" else StandaloneAuth()
+        self.auth = authenticator
+        self.base = urllib.parse.urlparse(settings.url).path.rstrip("/")
+        import requests
+
+        self.http = requests.Session()
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        try:
+            response = self.dispatch(request, environ)
+        except HTTPException as exc:
+            response = exc
+        except (DataError, ParameterError) as exc:
+            response = _error(400, str(exc))
+        return response(environ, start_response)
+
+    # -- routing --------------------------------------------------------------------------------
+    def dispatch(self, request: Request, environ):
+        path = request.path
+        if self.base and (path == self.base or path.startswith(self.base + "/")):
+            path = path[len(self.base):]
+        if path == "" and self.base:
+            return Response(status=302, headers={"Location": self.base + "/"})
+        path = "/" + path.lstrip("/")
+        if path == "/health":
+            return _json({"status": "ok"})
+        if path.startswith("/static/"):
+            found = _inside(STATIC, path[len("/static/"):])
+            return _file(found, "no-cache") if found else _error(404, "not found")
+        for name, dist in (("leaflet-draw", "leaflet-draw/dist"), ("leaflet", "leaflet/dist")):
+            prefix = f"/vendor/{name}/"
+            if path.startswith(prefix):
+                found = _inside(self.settings.vendor / dist, path[len(prefix):])
+                return _file(found) if found else _error(404, "not found")
+        if path == "/oauth_callback" and hasattr(self.auth, "oauth_callback"):
+            return self.auth.oauth_callback(request)
+        identity = self.auth.identify(environ)
+        if identity is None:
+            forbidden = environ.get("geoml.forbidden")
+            if (not forbidden and hasattr(self.auth, "login_redirect") and request.method == "GET"
+                    and not path.startswith("/api/")):
+                return self.auth.login_redirect(request)  # a browser: log in through the hub
+            return _error(403 if forbidden else 401, forbidden or "authentication required")
+        if path in ("/", "/index.html"):
+            return _file(STATIC / "index.html", "no-cache")
+        if path == "/api/config":
+            return _json({"user": identity.name, "admin": identity.admin, "wps_url": self.settings.wps_public_url,
+                          "basemap": ({"url": self.settings.basemap_url,
+                                       "attribution": self.settings.basemap_attribution}
+                                      if self.settings.basemap_url else None),
+                          "version": _version()})
+        if path == "/api/layers":
+            return _json({"layers": tiles.list_rasters(self.settings.data_roots)})
+        if path.startswith("/api/wps/") or path == "/api/wps":
+            return self.proxy(path[len("/api/wps"):], request, environ)
+        dataset = request.args.get("dataset", "")
+        if path in ("/api/layer-info", "/api/legend", "/api/preview.png") or path.startswith("/api/tiles/"):
+            raster = self.resolve(dataset, request, environ)
+            if isinstance(raster, Response):
+                return raster
+            info = tiles.raster_info(raster, dataset)
+            if path == "/api/layer-info":
+                return _json(info)
+            if path == "/api/legend":
+                if info["kind"] != "labels":
+                    return _error(400, f"{dataset} is a scene, not a label raster: it has no legend")
+                return _json({"classes": tiles.class_table(raster)})
+            bands = (1, 1, 1)
+            stretch = tiles.parse_stretch(request.args.get("stretch"))
+            if info["kind"] == "scene":
+                default = next(iter(info["presets"].values()))
+                bands = tiles.parse_bands(request.args.get("bands") or ",".join(map(str, default)), info["bands"])
+            if path == "/api/preview.png":
+                png = tiles.render_preview(raster, info["kind"], bands, stretch)
+                return Response(png, mimetype="image/png")
+            m = re.match(r"^/api/tiles/(\d+)/(\d+)/(\d+)\.png$", path)
+            if not m:
+                return _error(404, "tiles are /api/tiles/Z/X/Y.png")
+            z, x, y = (int(v) for v in m.groups())
+            png = tiles.render_tile(raster, z, x, y, info["kind"], bands, stretch)
+            if png is None:
+                return Response(status=204)
+            resp = Response(png, mimetype="image/png")
+            resp.headers["Cache-Control"] = "private, max-age=300"
+            return resp
+        return _error(404, f"no such resource: {path}")
+
+    # -- datasets ---------------------------------------------------------------------------------
+    def resolve(self, dataset: str, request: Request, environ):
+        """The local raster of ``dataset``, or an error response.
+
+        ``ROOT/PATH`` is read from a data root; ``jobs/<id>/<file>`` and
+        ``results/<owner>/<id>/<file>`` are fetched from the WPS's outputs with the user's
+        identity (the WPS answers 403 for another user's unpublished job) and cached.
+        """
+        if not dataset:
+            return _error(400, "dataset is missing")
+        m = _JOB_FILE.match(dataset) or _RESULT_FILE.match(dataset)
+        if m:
+            job, name = m.groups()[-2:]
+            user = environ["geoml.identity"].name if "geoml.identity" in environ else ""
+            return self.fetch_output(job, name, request, environ, user)
+        root_name, _, rel = dataset.partition("/")
+        root = self.settings.data_roots.get(root_name)
+        if root is None:
+            roots = ", ".join(sorted(self.settings.data_roots)) or "none"
+            return _error(400, f"dataset {dataset}: unknown root {root_name!r} (data roots: {roots}; or jobs/ID/FILE)")
+        path = _inside(root, rel)
+        if path is None or not path.is_file():
+            return _error(404, f"no such dataset: {dataset}")
+        if path.suffix.lower() not in tiles.RASTER_SUFFIXES:
+            return _error(400, f"dataset {dataset} is not a GeoTIFF")
+        return path
+
+    def fetch_output(self, job: str, name: str, request: Request, environ, user: str):
+        target = self.settings.cache_dir / (user or "anonymous") / job / name
+        if target.is_file():
+            return target
+        resp = self.http.get(f"{self.settings.wps_url}/outputs/{job}/{name}", headers=self._auth_headers(environ),
+                             timeout=120, stream=True)
+        if resp.status_code != 200:
+            return _error(resp.status_code if resp.status_code in (403, 404, 410) else 502,
+                          f"jobs/{job}/{name}: the WPS answered {resp.status_code}")
+        from ..fileio import atomic_path
+
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as f:
+                for chunk in resp.iter_content(1 << 20):
+                    f.write(chunk)
+        return target
+
+    # -- the WPS as the user ----------------------------------------------------------------------
+    def _auth_headers(self, environ) -> Dict[str, str]:
+        token = self.auth.token_of(environ) if hasattr(self.auth, "token_of") else None
+        return {"Authorization": f"token {token}"} if token else {}
+
+    def proxy(self, rest: str, request: Request, environ) -> Response:
+        """Pass a request on to the WPS with the user's token; stream the answer back."""
+        if request.method not in ("GET", "POST", "PUT", "DELETE"):
+            return _error(405, "method not allowed")
+        url = self.settings.wps_url + "/" + rest.lstrip("/")
+        if request.query_string:
+            url += "?" + request.query_string.decode("latin-1")
+        headers = {h: request.headers[h] for h in _FORWARD if h in request.headers}
+        headers.update(self._auth_headers(environ))
+        data = request.get_data(cache=False) if request.method in ("POST", "PUT") else None
+        try:
+            resp = self.http.request(request.method, url, headers=headers, data=data, timeout=300, stream=True,
+                                     allow_redirects=False)
+        except Exception as exc:  # the WPS is down
+            return _error(502, f"the WPS at {self.settings.wps_url} cannot be reached: {exc}")
+        out = Response(resp.iter_content(1 << 16), status=resp.status_code,
+                       content_type=resp.headers.get("Content-Type", "application/octet-stream"))
+        out.headers["Cache-Control"] = "no-store"
+        return out
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def make_app(settings: MapSettings, authenticator=None) -> MapApp:
+    """The WSGI app of ``settings``."""
+    return MapApp(settings, authenticator)

@@ -1,0 +1,192 @@
+"""The web map service over HTTP: a real ``geoml-hub map serve`` beside a real standalone
+``geoml-hub wps serve``, on the Chiapas data. Tiles are checked by their pixels against the
+scene (georeferencing and stretch), label tiles by their colours; the WPS is reached through
+the map; polygons saved through the map feed extract_samples; a job's output raster is tiled.
+(The hub login, two users and the browser: tests/test_map_browser.py.)"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+import rasterio
+import requests
+from PIL import Image
+from rasterio.warp import transform_bounds
+
+from conftest import CHIAPAS_NAMES, LABELS, SCENE_1999
+from helpers import CONSOLE_SCRIPT
+from test_polygons import chiapas_polygons
+from test_wps_server import NS, wait_final
+from wps_server import DATA, WpsServer, free_port
+
+pytestmark = pytest.mark.slow
+
+SCENE = "data/landsat7_chiapas/LE70220491999322EDC01_stack.gtif"
+REFERENCE = "data/landsat7_chiapas/training_data.gtif"
+
+
+class MapServer:
+    """A ``geoml-hub map serve`` subprocess in front of a WPS."""
+
+    def __init__(self, tmp, wps_url: str, extra=()):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / "map.log"
+        ready = tmp / "map.ready"
+        cmd = [str(CONSOLE_SCRIPT), "map", "serve", "--port", str(self.port), "--data-root", f"data={DATA}",
+               "--wps-url", wps_url, "--cache-dir", str(tmp / "map-cache"), "--ready-file", str(ready), *extra]
+        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"map server did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        urllib.request.urlopen(self.url + "/health", timeout=10)
+
+    def get(self, path, **kw):
+        return requests.get(self.url + path, timeout=60, **kw)
+
+    def stop(self):
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("map")
+    with WpsServer(tmp / "wps", parallel=2) as wps:
+        m = MapServer(tmp, wps.url)
+        yield m, wps
+        m.stop()
+
+
+def tile_of(lon, lat, zoom):
+    import morecantile
+
+    t = morecantile.tms.get("WebMercatorQuad").tile(lon, lat, zoom)
+    return t.x, t.y, zoom
+
+
+def png(resp) -> np.ndarray:
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == "image/png", resp.text[:300]
+    return np.asarray(Image.open(io.BytesIO(resp.content)).convert("RGBA"))
+
+
+def test_page_and_vendored_leaflet_need_no_network(stack):
+    m, _ = stack
+    page = m.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
+    for ref in ("vendor/leaflet/leaflet.js", "vendor/leaflet-draw/leaflet.draw.js", "static/app.js"):
+        assert ref in page.text
+        assert m.get("/" + ref).status_code == 200
+    assert "http://" not in page.text and "https://" not in page.text   # no CDN
+    assert m.get("/vendor/leaflet/../../package.json").status_code == 404
+    assert m.get("/static/../app.py").status_code == 404
+
+
+def test_layers_are_the_scenes_and_labels_with_their_bounds(stack):
+    m, _ = stack
+    layers = {layer["dataset"]: layer for layer in m.get("/api/layers").json()["layers"]}
+    assert set(layers) == {SCENE, REFERENCE, "data/landsat7_chiapas/LE70220492002106EDC00_stack.gtif"}
+    scene, ref = layers[SCENE], layers[REFERENCE]
+    assert (scene["kind"], scene["bands"], ref["kind"]) == ("scene", 8, "labels")
+    assert scene["presets"] == {"true colour": [3, 2, 1], "false colour": [4, 3, 2]}
+    with rasterio.open(SCENE_1999) as src:
+        expected = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
+    assert np.allclose(scene["bounds"], expected, atol=1e-6)
+
+
+def test_scene_tiles_are_georeferenced_and_stretched(stack):
+    m, _ = stack
+    with rasterio.open(SCENE_1999) as src:
+        west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+        red = src.read(3).astype(float)
+        nir = src.read(4).astype(float)
+    x, y, z = tile_of((west + east) / 2, (south + north) / 2, 12)
+    url = f"/api/tiles/{z}/{x}/{y}.png"
+    true = png(m.get(url, params={"dataset": SCENE, "bands": "3,2,1"}))
+    false = png(m.get(url, params={"dataset": SCENE, "bands": "4,3,2"}))
+    assert true.shape == (256, 256, 4)
+    opaque = true[..., 3] > 0
+    # the 7.5 km scene covers part of this zoom-12 tile (about 9.8 km wide), no more
+    assert 0.2 < opaque.mean() < 0.95
+    # the stretch spreads the values: 2nd..98th percentile -> 0..255
+    vals = true[..., 0][opaque]
+    assert vals.min() <= 10 and vals.max() >= 245 and 40 < vals.mean() < 200
+    # false colour: vegetation is bright in NIR (red channel) -- as in the scene, NIR > red mostly
+    assert (nir > red).mean() > 0.9
+    assert false[..., 0][opaque].mean() > true[..., 0][opaque].mean()
+    # a tile far away has nothing
+    x2, y2, _ = tile_of(10.0, 50.0, 12)
+    assert m.get(f"/api/tiles/12/{x2}/{y2}.png", params={"dataset": SCENE}).status_code == 204
+    # bad requests are one clear error
+    bad = m.get(url, params={"dataset": SCENE, "bands": "9,2,1"})
+    assert bad.status_code == 400 and "bands must be 1 or 3 band numbers from 1 to 8" in bad.json()["error"]
+    assert m.get(url, params={"dataset": "data/../../etc/passwd"}).status_code == 404
+    assert m.get(url, params={"dataset": "elsewhere/x.tif"}).status_code == 400
+
+
+def test_label_tiles_use_the_legend_colours_and_are_transparent_where_unlabelled(stack):
+    m, _ = stack
+    legend = m.get("/api/legend", params={"dataset": REFERENCE}).json()["classes"]
+    assert [c["code"] for c in legend] == sorted(CHIAPAS_NAMES)
+    colours = {tuple(int(c["color"][i:i + 2], 16) for i in (1, 3, 5)) for c in legend}
+    with rasterio.open(LABELS) as src:
+        west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+        labelled = (src.read(1) > 0).mean()
+    x, y, z = tile_of((west + east) / 2, (south + north) / 2, 14)
+    img = png(m.get(f"/api/tiles/{z}/{x}/{y}.png", params={"dataset": REFERENCE}))
+    shown = img[..., 3] > 0
+    assert shown.any() and shown.mean() < 0.5 and labelled < 0.2
+    assert {tuple(p) for p in img[..., :3][shown]} <= colours
+    assert m.get("/api/legend", params={"dataset": SCENE}).status_code == 400
+
+
+def test_wps_through_the_map_and_polygons_saved_in_the_workspace(stack, tmp_path):
+    m, wps = stack
+    caps = m.get("/api/wps/wps", params={"service": "WPS", "request": "GetCapabilities"})
+    ids = [e.text for e in ET.fromstring(caps.content).findall(".//wps:Process/ows:Identifier", NS)]
+    assert "extract_samples" in ids and len(ids) == 7
+    # save polygons (as the map's draw tool does), refuse bad ones
+    chiapas_polygons(tmp_path / "p.geojson")
+    body = (tmp_path / "p.geojson").read_bytes()
+    saved = requests.put(m.url + "/api/wps/workspace/chiapas.geojson", data=body, timeout=60,
+                         headers={"Content-Type": "application/geo+json"})
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["dataset"] == "workspace/local/chiapas.geojson"
+    assert saved.json()["classes"] == {n: c for c, n in CHIAPAS_NAMES.items()}
+    bad = requests.put(m.url + "/api/wps/workspace/bad.geojson", data=b'{"type": "Feature"}', timeout=60)
+    assert bad.status_code == 400 and "FeatureCollection" in bad.json()["error"]
+    assert requests.put(m.url + "/api/wps/workspace/../x.geojson", data=body, timeout=60).status_code in (400, 404)
+    assert [f["name"] for f in m.get("/api/wps/workspace").json()["files"]] == ["chiapas.geojson"]
+    # extract_samples on the polygons, through the map, with a spatial split
+    r = m.get("/api/wps/wps", params={"service": "WPS", "request": "Execute", "version": "1.0.0",
+                                      "identifier": "extract_samples", "storeExecuteResponse": "true",
+                                      "status": "true", "DataInputs": f"scene={SCENE};reference=workspace/local/"
+                                                                      "chiapas.geojson;test_fraction=0.3"})
+    loc = ET.fromstring(r.content).get("statusLocation")
+    job_id = loc.rsplit("/", 1)[1][:-4]
+    final = wait_final(wps, [job_id], timeout=120)[job_id]
+    assert final["status"] == "succeeded", final
+    assert json.loads(m.get(f"/api/wps/outputs/{job_id}/class_counts.json").content)   # outputs via the map
+    # the job's held-out labels as a map layer (fetched from the WPS, then tiled)
+    dataset = f"jobs/{job_id}/reference_test.tif"
+    info = m.get("/api/layer-info", params={"dataset": dataset}).json()
+    assert info["kind"] == "labels"
+    legend = m.get("/api/legend", params={"dataset": dataset}).json()["classes"]
+    assert {c["code"] for c in legend} <= set(CHIAPAS_NAMES)
+    west, south, east, north = info["bounds"]
+    x, y, z = tile_of((west + east) / 2, (south + north) / 2, 13)
+    assert png(m.get(f"/api/tiles/{z}/{x}/{y}.png", params={"dataset": dataset}))[..., 3].any()
+    assert m.get("/api/layer-info", params={"dataset": "jobs/00000000-0000-0000-0000-000000000000/x.tif"}
+                 ).status_code == 404

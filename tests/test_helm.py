@@ -65,7 +65,8 @@ def test_lint_strict(helm_env, values):
 
 
 def test_schema_rejects_bad_values(helm_env):
-    for bad in ("hub.replicas=abc", "hub.replicas=2", "singleuser.storage.type=nfs", "wps.unknownOption=1"):
+    for bad in ("hub.replicas=abc", "hub.replicas=2", "singleuser.storage.type=nfs", "wps.unknownOption=1",
+                "map.unknownOption=1", "map.port=abc", "map.service.type=Headless"):
         proc = helm(helm_env, "lint", "--strict", str(CHART), "--set", bad, check=False)
         assert proc.returncode != 0, bad
         assert "schema" in (proc.stdout + proc.stderr).lower(), (bad, proc.stdout, proc.stderr)
@@ -121,7 +122,8 @@ def test_manifests_validate_strictly(rendered, values, version):
 def test_complete_installation(rendered):
     docs = rendered["all-on"]
     kinds = {(d["kind"], d["metadata"]["labels"]["app.kubernetes.io/component"]) for d in docs}
-    for needed in [("Deployment", "hub"), ("Deployment", "proxy"), ("Deployment", "wps"),
+    for needed in [("Deployment", "hub"), ("Deployment", "proxy"), ("Deployment", "wps"), ("Deployment", "map"),
+                   ("Service", "map"), ("ServiceAccount", "map"), ("NetworkPolicy", "map"),
                    ("StatefulSet", "postgresql"), ("Ingress", "proxy"), ("PersistentVolumeClaim", "hub"),
                    ("PersistentVolumeClaim", "wps"), ("PersistentVolumeClaim", "results"),
                    ("ConfigMap", "wps"), ("Secret", "postgresql"), ("Service", "proxy")]:
@@ -158,6 +160,13 @@ def test_rbac_least_privilege(rendered, values):
     deployments = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in find(docs, "Deployment")}
     assert deployments["hub"]["spec"]["template"]["spec"]["serviceAccountName"] == hub["metadata"]["name"]
     assert deployments["wps"]["spec"]["template"]["spec"]["serviceAccountName"] == wps["metadata"]["name"]
+    # the map: its own ServiceAccount, no Role, no API token
+    assert not find(docs, "Role", "map") and not find(docs, "RoleBinding", "map")
+    (map_sa,) = find(docs, "ServiceAccount", "map")
+    assert map_sa["automountServiceAccountToken"] is False
+    map_pod = deployments["map"]["spec"]["template"]["spec"]
+    assert map_pod["serviceAccountName"] == map_sa["metadata"]["name"]
+    assert map_pod["automountServiceAccountToken"] is False
 
 
 def _egress_cidrs(policy):
@@ -171,7 +180,7 @@ def _egress_cidrs(policy):
 def test_network_policies(rendered, values):
     docs = rendered[values]
     policies = {p["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in find(docs, "NetworkPolicy")}
-    assert {"hub", "proxy", "singleuser-server", "wps", "postgresql"} <= set(policies)
+    assert {"hub", "proxy", "singleuser-server", "wps", "postgresql", "map"} <= set(policies)
     assert ("wps-job" in policies) == (values == "all-on")   # with the Job backend only
     for name, policy in policies.items():
         assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}, name
@@ -183,10 +192,29 @@ def test_network_policies(rendered, values):
                and "namespaceSelector" not in peer}
     components = {dict(r)["app.kubernetes.io/component"] for r in reached}
     assert components == {"hub", "proxy", "wps"}
-    # the WPS accepts traffic from the proxy, user servers and hub only; PostgreSQL from the WPS only
+    # the WPS accepts traffic from the proxy, user servers, hub and map only; PostgreSQL from the WPS only
     froms = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
              for rule in policies["wps"]["spec"]["ingress"] for peer in rule["from"]}
-    assert froms == {"proxy", "singleuser-server", "hub"}
+    assert froms == {"proxy", "singleuser-server", "hub", "map"}
+    # the hub API accepts the map (token checks, OAuth); the proxy forwards /services/map to it
+    hub_from = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                for rule in policies["hub"]["spec"]["ingress"] for peer in rule["from"]}
+    assert hub_from == {"proxy", "singleuser-server", "wps", "map"}
+    proxy_to = {(peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"], p["port"])
+                for rule in policies["proxy"]["spec"]["egress"] for peer in rule.get("to", [])
+                for p in rule["ports"] if "podSelector" in peer and "namespaceSelector" not in peer}
+    assert ("map", 5100) in proxy_to
+    # the map: reached by the proxy only, on its port; reaches the hub API, the WPS and DNS, nothing else
+    mp = policies["map"]["spec"]
+    assert [({peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in rule["from"]},
+             [p["port"] for p in rule["ports"]]) for rule in mp["ingress"]] == [({"proxy"}, [5100])]
+    assert not list(_egress_cidrs(policies["map"]))
+    map_to = {(peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"], tuple(p["port"] for p in rule["ports"]))
+              for rule in mp["egress"] for peer in rule.get("to", []) if "namespaceSelector" not in peer}
+    assert map_to == {("hub", (8081,)), ("wps", (5000,))}
+    dns = [rule for rule in mp["egress"] if any("namespaceSelector" in peer for peer in rule.get("to", []))]
+    assert len(dns) == 1 and {p["port"] for p in dns[0]["ports"]} == {53}
+    assert len(mp["egress"]) == 3
     pg_from = [peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
                for rule in policies["postgresql"]["spec"]["ingress"] for peer in rule["from"]]
     assert pg_from == (["wps", "wps-job"] if values == "all-on" else ["wps"])
@@ -243,12 +271,30 @@ def test_hub_config_runs(rendered, tmp_path, monkeypatch):
     from traitlets.config.loader import PyFileConfigLoader
 
     monkeypatch.setenv("GEOML_WPS_API_TOKEN", "not-a-real-token")   # from the hub Secret in the pod
+    monkeypatch.setenv("GEOML_MAP_API_TOKEN", "not-a-real-map-token")
     data, settings = _hub_settings(rendered["default"])
     for name, text in data.items():
         (tmp_path / name).write_text(text)
     config = PyFileConfigLoader("jupyterhub_config.py", path=str(tmp_path)).load_config()
     assert config.JupyterHub.spawner_class == "geoml_hub.hub.spawner.GeomlKubeSpawner"
-    assert {s["name"] for s in config.JupyterHub.services} == {"wps", "idle-culler"}
+    services = {s["name"]: s for s in config.JupyterHub.services}
+    assert set(services) == {"wps", "map", "idle-culler"}
+    # the map as `geoml-hub up` registers it: its users' OAuth tokens may call the WPS
+    m = services["map"]
+    assert m["oauth_client_allowed_scopes"] == ["access:services!service=wps"]
+    assert m["oauth_no_confirm"] is True and m["display"] is True
+    assert m["api_token"] == "not-a-real-map-token" != services["wps"]["api_token"]
+    docs = rendered["default"]
+    (svc,) = find(docs, "Service", "map")
+    assert m["url"] == f"http://{svc['metadata']['name']}:{svc['spec']['ports'][0]['port']}"
+    # the hub gets the map's token from the key the map pod reads
+    hub = find(docs, "Deployment", "hub")[0]["spec"]["template"]["spec"]["containers"][0]
+    map_ctr = find(docs, "Deployment", "map")[0]["spec"]["template"]["spec"]["containers"][0]
+    key = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in hub["env"]}["GEOML_MAP_API_TOKEN"]
+    assert key == {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in map_ctr["env"]}["JUPYTERHUB_API_TOKEN"]
+    (secret,) = [s for s in find(docs, "Secret", "hub")]
+    assert key["name"] == secret["metadata"]["name"] and key["key"] == "map-api-token"
+    assert secret["data"]["map-api-token"] and secret["data"]["map-api-token"] != secret["data"]["wps-api-token"]
 
 
 @pytest.mark.parametrize("values", sorted(VALUES))
@@ -263,6 +309,142 @@ def test_pods_non_root_with_resources(rendered, values):
             assert c["resources"]["requests"] and c["resources"]["limits"], c["name"]
             assert c["securityContext"]["allowPrivilegeEscalation"] is False
             assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+# -- the web map ---------------------------------------------------------------------------------
+def _map_container(docs):
+    (dep,) = find(docs, "Deployment", "map")
+    return dep["spec"]["template"]["spec"], dep["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("values", sorted(VALUES))
+def test_map_deployment(rendered, values):
+    """geoml-hub map serve as the hub service `map`: flags the real CLI accepts, the WPS in the
+    cluster at the path it strips, the data read-only, writable /tmp and cache only."""
+    from urllib.parse import urlparse
+
+    from geoml_hub.cli import build_parser
+
+    docs = rendered[values]
+    pod, ctr = _map_container(docs)
+    assert ctr["command"][:3] == ["geoml-hub", "map", "serve"]
+    args = build_parser().parse_args(ctr["command"][1:])   # the real CLI parses them
+    assert (args.auth, args.host, args.port) == ("jupyterhub", "0.0.0.0", 5100)
+    base = "/geoml" if values == "all-on" else ""
+    public = "https://hub.example.org/geoml" if values == "all-on" else \
+        "http://geoml-geoml-hub-proxy-public.geoml.svc:80"
+    assert args.url == f"{public}/services/map"
+    # the WPS: its Service in the cluster, with the path the WPS strips (its public URL's path)
+    wps_svc = find(docs, "Service", "wps")[0]["metadata"]["name"]
+    ini = _wps_config(docs)["wps.ini"]
+    wps_public = [line.split(" = ", 1)[1] for line in ini.splitlines() if line.startswith("url = ")][0]
+    assert args.wps_public_url == wps_public == f"{public}/services/wps"
+    assert args.wps_url == f"http://{wps_svc}:5000{urlparse(wps_public).path}" == \
+        f"http://{wps_svc}:5000{base}/services/wps"
+    # the shared data as the WPS's data root "data", read-only; only when enabled
+    mounts = {m["name"]: m for m in ctr["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    if values == "all-on":
+        assert args.data_root == ["data=/srv/geoml/data"]
+        assert "data_roots = data=/srv/geoml/data" in ini
+        assert mounts["geoml-data"]["readOnly"] is True and mounts["geoml-data"]["mountPath"] == "/srv/geoml/data"
+        assert volumes["geoml-data"]["nfs"]["readOnly"] is True
+        assert args.basemap_url == "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+        assert "OpenStreetMap" in args.basemap_attribution
+        assert args.workers == 4 and volumes["cache"]["emptyDir"] == {"sizeLimit": "10Gi"}
+    else:
+        assert args.data_root is None and "geoml-data" not in mounts
+        assert args.basemap_url == "" and args.basemap_attribution == ""   # none: works offline
+        assert volumes["cache"]["emptyDir"] == {"sizeLimit": "5Gi"}
+    # read-only root file system: /tmp and the cache are emptyDirs, nothing else is writable
+    assert ctr["securityContext"]["readOnlyRootFilesystem"] is True
+    assert mounts["tmp"]["mountPath"] == "/tmp" and "emptyDir" in volumes["tmp"]
+    assert mounts["cache"]["mountPath"] == args.cache_dir
+    for name, m in mounts.items():
+        assert m.get("readOnly") is True or "emptyDir" in volumes[name], name
+    # the hub's service environment (jupyterhub.services.auth.HubOAuth)
+    env = {e["name"]: e.get("value") for e in ctr["env"]}
+    hub_svc = find(docs, "Service", "hub")[0]["metadata"]["name"]
+    assert env["JUPYTERHUB_SERVICE_NAME"] == "map" and env["JUPYTERHUB_CLIENT_ID"] == "service-map"
+    assert env["JUPYTERHUB_API_URL"] == f"http://{hub_svc}:8081{base}/hub/api"
+    assert env["JUPYTERHUB_SERVICE_PREFIX"] == f"{base}/services/map/"
+    assert env["JUPYTERHUB_OAUTH_CALLBACK_URL"] == f"{base}/services/map/oauth_callback"
+    assert env["JUPYTERHUB_BASE_URL"] == f"{base}/"
+    assert env["JUPYTERHUB_PUBLIC_HUB_URL"] == public
+    assert "GEOML_MAP_VENDOR" not in env   # the image's
+    # probes on /health under the map's path (answered without a login)
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert ctr[probe]["httpGet"] == {"path": f"{urlparse(args.url).path}/health", "port": "http"}
+    assert ctr["ports"] == [{"name": "http", "containerPort": 5100}]
+    # the WPS image (with a registry prefix in all-on), which carries Leaflet
+    wps_image = find(docs, "Deployment", "wps")[0]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert ctr["image"] == wps_image == ("registry.example.org/geoml/geoml-hub/wps:0.1.0" if values == "all-on"
+                                         else "geoml-hub/wps:0.1.0")
+
+
+def test_map_image_override(helm_env):
+    def image(*flags):
+        text = helm(helm_env, "template", "geoml", str(CHART), "--show-only", "templates/map/deployment.yaml",
+                    *flags).stdout
+        return yaml.safe_load(text)["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    assert image("--set", "wps.image.tag=1.2.3") == "geoml-hub/wps:1.2.3"
+    assert image("--set", "wps.image.tag=1.2.3", "--set", "map.image.tag=1.2.4") == "geoml-hub/wps:1.2.4"
+    assert image("--set", "map.image.name=example.org/map") == "example.org/map:0.1.0"
+
+
+def test_map_answers_health_on_the_probed_path(rendered, tmp_path, monkeypatch):
+    """The rendered map command builds a MapApp whose /health is the probes' path."""
+    from werkzeug.test import Client
+
+    from geoml_hub.cli import build_parser
+    from geoml_hub.map.app import MapApp, MapSettings
+
+    vendor = tmp_path / "node_modules"
+    (vendor / "leaflet" / "dist").mkdir(parents=True)
+    (vendor / "leaflet" / "dist" / "leaflet.js").write_text("")
+    (vendor / "leaflet-draw" / "dist").mkdir(parents=True)
+    pod, ctr = _map_container(rendered["all-on"])
+    args = build_parser().parse_args(ctr["command"][1:])
+    settings = MapSettings(url=args.url, wps_url=args.wps_url, wps_public_url=args.wps_public_url,
+                           auth="none", cache_dir=tmp_path / "cache", vendor=vendor)
+    client = Client(MapApp(settings))
+    resp = client.get(ctr["readinessProbe"]["httpGet"]["path"])
+    assert resp.status_code == 200 and resp.get_json() == {"status": "ok"}
+
+
+def test_map_needs_the_wps(helm_env):
+    """Without the WPS (or with map.enabled false) nothing of the map is rendered, and the hub
+    does not register it (its scopes name the WPS service)."""
+    for flags in (["--set", "map.enabled=false"], ["--set", "wps.enabled=false"]):
+        text = helm(helm_env, "template", "geoml", str(CHART), "--namespace", "geoml", *flags).stdout
+        docs = [d for d in yaml.safe_load_all(text) if d]
+        assert not [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "map"], flags
+        _, settings = _hub_settings(docs)
+        assert settings["map"]["enabled"] is False
+        for policy in find(docs, "NetworkPolicy"):
+            text = json.dumps(policy["spec"])
+            assert '"app.kubernetes.io/component": "map"' not in text, (flags, policy["metadata"]["name"])
+
+
+def test_map_image_carries_leaflet():
+    """The map runs from the WPS image: it downloads package-lock.json's Leaflet and
+    Leaflet.draw, checked against the lock file's SHA-512 integrity, into GEOML_MAP_VENDOR."""
+    import base64
+    import re
+
+    dockerfile = (ROOT / "images" / "wps" / "Dockerfile").read_text()
+    lock = json.loads((ROOT / "package-lock.json").read_text())["packages"]
+    pins = dict(re.findall(r"^ARG (LEAFLET\w*)=(\S+)$", dockerfile, flags=re.M))
+    for name, var in (("leaflet", "LEAFLET"), ("leaflet-draw", "LEAFLET_DRAW")):
+        locked = lock[f"node_modules/{name}"]
+        assert pins[f"{var}_VERSION"] == locked["version"], name
+        algo, _, digest = locked["integrity"].partition("-")
+        assert algo == "sha512" and base64.b64decode(digest).hex() == pins[f"{var}_SHA512"], name
+    assert "GEOML_MAP_VENDOR=/opt/geoml-hub/node_modules" in dockerfile
+    assert "COPY --from=leaflet /vendor/node_modules/ /opt/geoml-hub/node_modules/" in dockerfile
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["map"]["image"] == {"name": "", "tag": "", "pullPolicy": "IfNotPresent"}   # the WPS image
 
 
 # -- the WPS Job backend -------------------------------------------------------------------------
@@ -376,6 +558,7 @@ def test_kubespawner_builds_strictly_valid_pods_from_the_rendered_config(rendere
     profiles_cm = [c for c in find(docs, "ConfigMap", "hub") if "profiles.yaml" in c["data"]][0]
     (tmp_path / "profiles.yaml").write_text(profiles_cm["data"]["profiles.yaml"])
     monkeypatch.setenv("GEOML_WPS_API_TOKEN", "not-a-real-token")
+    monkeypatch.setenv("GEOML_MAP_API_TOKEN", "not-a-real-map-token")
     config = PyFileConfigLoader("jupyterhub_config.py", path=str(tmp_path)).load_config()
     config.GeomlKubeSpawner.profiles_file = str(tmp_path / "profiles.yaml")
     profiles = yaml.safe_load(profiles_cm["data"]["profiles.yaml"])

@@ -1,6 +1,6 @@
 # geoml-hub's JupyterHub configuration on Kubernetes (rendered by the Helm chart).
 # The chart's values come in values.json next to this file; secrets come from the environment
-# (JPY_COOKIE_SECRET, CONFIGPROXY_AUTH_TOKEN, GEOML_WPS_API_TOKEN).
+# (JPY_COOKIE_SECRET, CONFIGPROXY_AUTH_TOKEN, GEOML_WPS_API_TOKEN, GEOML_MAP_API_TOKEN).
 import json
 import os
 import sys
@@ -75,6 +75,17 @@ if V["wps"]["enabled"]:
         "url": V["wps"]["url"],
         "api_token": os.environ["GEOML_WPS_API_TOKEN"],
         "oauth_no_confirm": True,
+    })
+if V["map"]["enabled"]:
+    # the web map: a hub service behind the OAuth login; its users' tokens may call the WPS
+    services.append({
+        "name": "map",
+        "display": True,
+        "info": {"description": "Web map: scenes and results, training polygons, the WPS processes"},
+        "url": V["map"]["url"],
+        "api_token": os.environ["GEOML_MAP_API_TOKEN"],
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": ["access:services!service=wps"],
     })
 cull = V["cull"]
 if cull["enabled"]:

@@ -200,3 +200,38 @@ results read-only); the pod security context of the WPS. */}}
 -}}
 {{- toJson $spec -}}
 {{- end -}}
+
+{{/* The web map is deployed with the WPS only (it runs the WPS processes; its users' tokens
+carry access:services!service=wps). */}}
+{{- define "geoml-hub.mapEnabled" -}}
+{{- if and .Values.map.enabled .Values.wps.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* The map's image: map.image, or by default the WPS image (which carries Leaflet). */}}
+{{- define "geoml-hub.mapImage" -}}
+{{- if .Values.map.image.name -}}
+{{- include "geoml-hub.image" (dict "root" . "image" .Values.map.image) -}}
+{{- else -}}
+{{- include "geoml-hub.image" (dict "root" . "image" (dict "name" .Values.wps.image.name "tag" (default .Values.wps.image.tag .Values.map.image.tag))) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "geoml-hub.mapServiceAccount" -}}
+{{- if .Values.map.serviceAccount.create -}}
+{{- default (include "geoml-hub.component" (dict "root" . "component" "map")) .Values.map.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.map.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The public URL of the map (no trailing slash): the hub service route. */}}
+{{- define "geoml-hub.mapUrl" -}}
+{{- printf "%s/services/map" (include "geoml-hub.publicUrl" .) -}}
+{{- end -}}
+
+{{/* Where the map reaches the WPS in the cluster: its Service, with the path of the WPS's
+public URL (the WPS strips that path from requests, as the proxy forwards them). */}}
+{{- define "geoml-hub.wpsInternalUrl" -}}
+{{- $path := trimSuffix "/" (urlParse (include "geoml-hub.wpsUrl" .)).path -}}
+{{- printf "http://%s:%d%s" (include "geoml-hub.component" (dict "root" . "component" "wps")) (int .Values.wps.port) $path -}}
+{{- end -}}

@@ -279,7 +279,8 @@ def up(state_dir: Path = DEFAULT_STATE, foreground: bool = True, **options) -> i
         print(f"  log in as {s['admin_user']!r} with the password in {state / 'admin_password'} (mode 0600)"
               + (" (created now)" if password else ""))
         print(f"  new users sign up at {url}/hub/signup; the admin approves them at {url}/hub/authorize")
-    print(f"  WPS: {url}/services/wps/wps   state: {state}   log: {log}")
+    print(f"  map: {url}/services/map/   WPS: {url}/services/wps/wps")
+    print(f"  state: {state}   log: {log}")
     print("  stop with Ctrl-C or: geoml-hub down" + (f" --state-dir {state}" if state != DEFAULT_STATE else ""),
           flush=True)
     if not foreground:

@@ -98,6 +98,41 @@ def test_jobs_and_outputs_belong_to_their_owner(app_client):
     assert c.get(path, headers={"X-User": "bob"}).status_code == 200
 
 
+def test_workspace_files_belong_to_their_owner(app_client, tmp_path):
+    """The workspace API (what the web map saves polygons with): each user's own folder."""
+    from test_polygons import chiapas_polygons
+
+    settings, c = app_client
+    chiapas_polygons(tmp_path / "p.geojson")
+    body = (tmp_path / "p.geojson").read_bytes()
+    r = c.put("/workspace/chiapas.geojson", data=body, headers={"X-User": "alice"})
+    assert r.status_code == 200 and r.json["dataset"] == "workspace/alice/chiapas.geojson", r.data
+    assert (settings.workspace_dir / "alice" / "chiapas.geojson").read_bytes() == body
+    assert [f["name"] for f in c.get("/workspace", headers={"X-User": "alice"}).json["files"]] == ["chiapas.geojson"]
+    assert c.get("/workspace", headers={"X-User": "bob"}).json["files"] == []
+    assert c.get("/workspace/chiapas.geojson", headers={"X-User": "bob"}).status_code == 404
+    assert c.get("/workspace").status_code == 401
+    # refused: bad names, bad content (the file it would replace stays), too large
+    for name in ("../x.geojson", "x.tif", ".hidden.geojson"):
+        assert c.put(f"/workspace/{name}", data=body, headers={"X-User": "alice"}).status_code in (400, 404)
+    r = c.put("/workspace/chiapas.geojson", data=b'{"type": "FeatureCollection", "features": []}',
+              headers={"X-User": "alice"})
+    assert r.status_code == 400 and "workspace/alice/chiapas.geojson: no polygons" in r.json["error"]
+    assert (settings.workspace_dir / "alice" / "chiapas.geojson").read_bytes() == body
+    big = b" " * (5 * 1024 * 1024 + 1)
+    assert c.put("/workspace/big.geojson", data=big, headers={"X-User": "alice"}).status_code == 413
+    # bob's jobs cannot read alice's folder; an admin's can
+    with pytest.raises(ds.DatasetError, match="workspace/alice/ belongs to another user"):
+        ds.resolve("workspace/alice/chiapas.geojson", settings, ds.Access("bob"))
+    assert ds.resolve("workspace/alice/chiapas.geojson", settings, ds.Access("admin", admin=True)).is_file()
+    r = c.get(execute_url("extract_samples", {"scene": "data/landsat7_chiapas/LE70220491999322EDC01_stack.gtif",
+                                              "reference": "workspace/alice/chiapas.geojson"}),
+              headers={"X-User": "bob"})
+    assert r.status_code == 400 and b"belongs to another user" in r.data
+    assert c.delete("/workspace/chiapas.geojson", headers={"X-User": "alice"}).status_code == 200
+    assert c.get("/workspace", headers={"X-User": "alice"}).json["files"] == []
+
+
 def test_cancel_is_for_async_jobs_of_the_owner(app_client):
     settings, c = app_client
     r = c.get(execute_url("validate_classification", {"classification": LABELS, "reference": LABELS}),

@@ -7,7 +7,9 @@ A WPS input names a dataset, never a server path:
     ``data/eurosat_ms`` or ``data/landsat7_chiapas/training_data.gtif``. In a user's
     notebook server the same root is mounted at ``~/<root>``, so the names match.
 ``workspace/<path>``
-    Inside the writable workspace (per user once the hub provides identities).
+    Inside the writable workspace; ``workspace/<user>/...`` (where the workspace API and the
+    web map save a user's files) only for that user or an admin when requests carry hub
+    identities.
 ``results/<owner>/<job id>/<file>``
     Published outputs in the shared results area, readable by everyone.
 ``jobs/<job id>/<path>``
@@ -114,6 +116,11 @@ def resolve(name: str, settings, access: Access, kind: str = "any", must_exist: 
     root_name, rest = parts[0], parts[1:]
     if root_name == "workspace":
         root = settings.workspace_dir
+        # workspace/<user>/... is that user's (the workspace API writes there): with hub
+        # identities, other users' folders are not readable (admins read everything)
+        if (settings.auth != "none" and len(rest) > 1 and rest[0] != access.owner and not access.admin
+                and (root / rest[0]).is_dir()):
+            raise DatasetError(f"dataset {name[:80]}: workspace/{rest[0]}/ belongs to another user")
     elif root_name == "results":
         root = settings.results_dir
     elif root_name == "jobs":

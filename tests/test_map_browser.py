@@ -220,6 +220,10 @@ def test_the_whole_loop_in_the_browser(hub, browser):
         assert page.locator("#qc-table tr").count() >= 6   # header + 5 classes
         page.wait_for_function("document.querySelector('#qc-heatmap').naturalWidth > 0")
         shot(page, "map-qc.png", "#qc-panel")
+        # publish the QC job from the job list: it becomes a shared result
+        page.click("#refresh-jobs")
+        page.click(f"tr[data-job='{validate}'] button[data-action='publish']")
+        page.wait_for_selector(f"#results-list tr[data-result='{validate}']")
         assert not page.outside_requests, f"requests outside the hub: {page.outside_requests[:5]}"
     finally:
         ctx.close()
@@ -235,6 +239,10 @@ def test_another_user_does_not_see_the_jobs(hub, browser):
         page.wait_for_timeout(1000)
         for job in alice_jobs:
             assert page.locator(f"tr[data-job='{job}']").count() == 0
+        # ... but the result alice published, with its outputs
+        extract, validate = alice_jobs
+        page.click(f"#results-list tr[data-result='{validate}'] button[data-action='outputs']")
+        page.wait_for_selector("#jobs-output tr[data-output='overall_accuracy']")
         status = page.evaluate("fetch('api/wps/jobs/%s').then(r => r.status)" % alice_jobs[0])
         assert status == 403
         tile = page.evaluate("fetch('api/layer-info?dataset=jobs/%s/reference_polygons.tif').then(r => r.status)"

@@ -93,9 +93,12 @@ def test_jobs_and_outputs_belong_to_their_owner(app_client):
     admin = c.get("/jobs?owner=alice", headers={"X-User": "admin"}).json["jobs"]
     assert [j["job_id"] for j in admin] == [job_id]
     assert c.get(path, headers={"X-User": "admin"}).status_code == 200
-    # a published job's outputs are readable by all
+    # a published job's outputs are readable by all, and listed in the shared results
+    assert c.get("/results", headers={"X-User": "bob"}).json["results"] == []
     JobStore(settings.database).set_published(job_id)
     assert c.get(path, headers={"X-User": "bob"}).status_code == 200
+    shared = c.get("/results", headers={"X-User": "bob"}).json["results"]
+    assert [(r["job_id"], r["owner"], r["shared_as"]) for r in shared] == [(job_id, "alice", f"results/alice/{job_id}")]
 
 
 def test_workspace_files_belong_to_their_owner(app_client, tmp_path):

@@ -13,6 +13,8 @@ hub, ``/`` standalone):
     One job's record.
 ``POST /jobs/<job>/cancel`` (or ``DELETE /jobs/<job>``)
     Cancel a queued or running job.
+``GET /results``
+    The shared results: published jobs of every user (``results/<owner>/<job>/``).
 ``GET /workspace``, ``GET|PUT|DELETE /workspace/<name>.geojson``
     The caller's own files in the workspace (``workspace/<user>/<name>``): training polygons
     as the web map saves them (GeoJSON, checked with :func:`geoml_hub.polygons.read_polygons`,
@@ -122,6 +124,10 @@ class WpsApp:
             return self.serve_output(path[len("/outputs/"):], identity, request)
         if path == "/jobs":
             return self.list_jobs(identity, request)
+        if path == "/results":
+            jobs = self.store.published()
+            return _json({"results": [dict(j.as_dict(self._status_url(j)), shared_as=f"results/{j.owner}/{j.uuid}")
+                                      for j in jobs]})
         if path == "/workspace" or path.startswith("/workspace/"):
             return self.workspace(path[len("/workspace"):].strip("/"), identity, request)
         m = re.match(r"^/jobs/([^/]+)/publish/?$", path)

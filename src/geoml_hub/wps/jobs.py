@@ -241,6 +241,13 @@ class JobStore:
         with self.engine.connect() as c:
             return [Job(**r) for r in c.execute(q).mappings().all()]
 
+    def published(self, limit: int = 500) -> List[Job]:
+        """Published jobs of every owner, newest first (the shared results)."""
+        q = (jobs_table.select().where(jobs_table.c.published.is_(True), jobs_table.c.outputs_removed.is_(None))
+             .order_by(jobs_table.c.finished.desc()).limit(limit))
+        with self.engine.connect() as c:
+            return [Job(**r) for r in c.execute(q).mappings().all()]
+
     def counts(self) -> Dict[str, int]:
         q = sa.select(jobs_table.c.state, sa.func.count()).group_by(jobs_table.c.state)
         with self.engine.connect() as c:

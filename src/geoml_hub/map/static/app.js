@@ -1144,6 +1144,25 @@ async function jobAction(job, action) {
     report(err);
   }
   refreshJobs();
+  if (action === "publish") refreshResults();
+}
+
+/** Lists the shared results (published jobs of every user) with a button for their outputs. */
+async function refreshResults() {
+  try {
+    const data = await getJSON("api/wps/results", {cache: "no-store"});
+    const rows = data.results.map((job) => el("tr", {"data-result": job.job_id},
+      el("td", {title: job.shared_as}, job.process),
+      el("td", {}, job.owner),
+      el("td", {}, formatTime(job.finished)),
+      el("td", {class: "actions"},
+        job.status_location ? actionButton("outputs", "Outputs", () => showListedOutputs(job)) : "")));
+    if (!rows.length) rows.push(el("tr", {}, el("td", {colspan: 4, class: "muted"}, "Nothing published yet.")));
+    $("#results-list tbody").replaceChildren(...rows);
+  } catch (err) {
+    $("#results-list tbody").replaceChildren(
+      el("tr", {}, el("td", {colspan: 4, class: "muted"}, `Cannot list shared results: ${err.message}`)));
+  }
 }
 
 /** Loads a listed job's status document and shows its outputs (and QC) in the jobs panel. */
@@ -1209,6 +1228,7 @@ function bindControls() {
   $("#run-process").addEventListener("click", runProcess);
   $("#cancel-job").addEventListener("click", cancelJob);
   $("#refresh-jobs").addEventListener("click", async () => {
+    refreshResults();
     await refreshJobs();
     const status = $("#jobs-status");
     if (!status.hidden) showMessage(status.textContent);
@@ -1239,6 +1259,7 @@ async function main() {
     loadProcesses().catch(report),
     loadWorkspaceFiles().catch(report),
     refreshJobs(),
+    refreshResults(),
   ]);
   setInterval(refreshJobs, JOBS_REFRESH_MS);
 }

@@ -33,6 +33,29 @@ from typing import Dict, List, Optional
 from urllib.parse import parse_qs, urlparse
 
 
+class ApiHandler(BaseHTTPRequestHandler):
+    """JSON answers and ``Status`` errors as the Kubernetes API server gives them."""
+
+    def log_message(self, *a):
+        pass
+
+    def _send(self, code, body, ctype="application/json"):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _status(self, code, reason):
+        self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+                          "message": reason, "code": code})
+
+    def _body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(n)) if n else None
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -109,26 +132,7 @@ class KubeStandIn:
         self.lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def _send(self, code, body, ctype="application/json"):
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _status(self, code, reason):
-                self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
-                                  "message": reason, "code": code})
-
-            def _body(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                return json.loads(self.rfile.read(n)) if n else None
-
+        class Handler(ApiHandler):
             def do_POST(self):
                 m = re.fullmatch(r"/apis/batch/v1/namespaces/([^/]+)/jobs", urlparse(self.path).path)
                 if not m:

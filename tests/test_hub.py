@@ -79,6 +79,15 @@ def login(url: str, user: str, password: str) -> requests.Session:
     return s
 
 
+def sign_up(url: str, user: str, password: str) -> requests.Response:
+    """NativeAuthenticator's sign-up form, as a new user fills it in."""
+    s = requests.Session()
+    s.get(url + "/hub/signup", timeout=30)
+    return s.post(url + "/hub/signup", data={"username": user, "signup_password": password,
+                                             "signup_password_confirmation": password,
+                                             "_xsrf": s.cookies.get("_xsrf")}, timeout=30)
+
+
 def api(url: str, token: str, method: str, path: str, **kw):
     return requests.request(method, f"{url}/hub/api{path}", headers={"Authorization": f"token {token}"},
                             timeout=60, **kw)
@@ -180,12 +189,7 @@ def test_up_prints_url_and_creates_the_admin(hub):
 def test_sign_up_approval_and_login(hub):
     url = hub["url"]
     for user, pw in PASSWORDS.items():
-        s = requests.Session()
-        s.get(url + "/hub/signup", timeout=30)
-        r = s.post(url + "/hub/signup", data={"username": user, "signup_password": pw,
-                                              "signup_password_confirmation": pw, "_xsrf": s.cookies.get("_xsrf")},
-                   timeout=30)
-        assert r.status_code == 200
+        assert sign_up(url, user, pw).status_code == 200
         assert login(url, user, pw).login_status != 302, "logged in before approval"
     admin = login(url, "admin", (hub["state"] / "admin_password").read_text().strip())
     for user in PASSWORDS:

@@ -26,7 +26,7 @@ from rasterio.warp import transform as warp_transform
 from scipy import ndimage
 
 from conftest import CHIAPAS_NAMES, LABELS
-from test_hub import PASSWORDS, admin_token, api, down, login, up, user_token
+from test_hub import PASSWORDS, admin_token, api, down, login, sign_up, up, user_token
 from test_wps_server import NS
 from wps_server import free_port
 
@@ -47,12 +47,7 @@ def hub(tmp_path_factory):
     assert res.returncode == 0, res.stdout + res.stderr + (state / "hub.log").read_text()[-4000:]
     hub = {"state": state, "port": port, "url": f"http://127.0.0.1:{port}"}
     for user, pw in PASSWORDS.items():   # sign up, then the admin approves
-        s = requests.Session()
-        s.get(hub["url"] + "/hub/signup", timeout=30)
-        r = s.post(hub["url"] + "/hub/signup", timeout=30, data={
-            "username": user, "signup_password": pw, "signup_password_confirmation": pw,
-            "_xsrf": s.cookies.get("_xsrf")})
-        assert r.status_code == 200
+        assert sign_up(hub["url"], user, pw).status_code == 200
     admin = login(hub["url"], "admin", (state / "admin_password").read_text().strip())
     for user in PASSWORDS:
         assert admin.get(f"{hub['url']}/hub/authorize/{user}", timeout=30).status_code == 200

@@ -12,7 +12,7 @@ import inspect
 import json
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 import pytest
@@ -22,6 +22,7 @@ from kubernetes import client
 from urllib3.response import HTTPResponse
 
 from geoml_hub.wps import k8s
+from kube_standin import ApiHandler
 
 SETTINGS = "/var/lib/geoml-hub/wps/settings.json"
 
@@ -324,26 +325,7 @@ class FakeApiServer:
         self.log = "epoch 1/3 loss 0.52\n"
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def _send(self, code, body, ctype="application/json"):
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _body(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                return json.loads(self.rfile.read(n)) if n else None
-
-            def _status(self, code, reason):
-                self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
-                                  "code": code})
-
+        class Handler(ApiHandler):
             def do_POST(self):
                 body = self._body()
                 outer.requests.append(("POST", self.path, body))

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import signal
-from pathlib import Path
 from typing import Optional
 
-from ..wps.server import KEEPALIVE
+from ..wps.server import run_wsgi
 
 LOGGER = logging.getLogger("geoml_hub.map")
 
@@ -35,42 +33,4 @@ def serve(settings, host: str = "127.0.0.1", port: int = 5100, server: str = "gu
     if settings.auth == "none":
         LOGGER.warning("standalone mode: map requests are NOT authenticated; the WPS is called without identity")
 
-    def _ready():
-        if ready_file:
-            Path(ready_file).write_text(f"http://{host}:{port}\n")
-
-    if server == "werkzeug":
-        from werkzeug.serving import make_server
-
-        httpd = make_server(host, port, app, threaded=True)
-
-        def _term(signum, frame):
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, _term)
-        _ready()
-        try:
-            httpd.serve_forever()
-        except KeyboardInterrupt:
-            LOGGER.info("stopping")
-        finally:
-            httpd.server_close()
-        return 0
-    if server != "gunicorn":
-        raise ValueError(f"server must be gunicorn or werkzeug, got {server!r}")
-    from gunicorn.app.base import BaseApplication
-
-    class _App(BaseApplication):
-        def load_config(self):
-            opts = {"bind": f"{host}:{port}", "workers": workers, "threads": threads, "worker_class": "gthread",
-                    "timeout": 300, "graceful_timeout": 10, "keepalive": KEEPALIVE, "accesslog": None,
-                    "errorlog": "-",
-                    "loglevel": "info", "when_ready": lambda _s: _ready(), "proc_name": "geoml-hub-map"}
-            for k, v in opts.items():
-                self.cfg.set(k, v)
-
-        def load(self):
-            return app
-
-    _App().run()
-    return 0
+    return run_wsgi(app, host, port, server, workers, threads, ready_file, "geoml-hub-map")

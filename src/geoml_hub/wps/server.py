@@ -61,7 +61,62 @@ def serve(settings, host: str = "127.0.0.1", port: int = 5000, server: str = "gu
     app = make_app(settings, service, auth)
     _announce(settings, auth, host, port)
 
-    def _ready():
+    if server == "werkzeug":
+        dispatcher = Dispatcher(settings, service)
+        return run_wsgi(app, host, port, "werkzeug", ready_file=ready_file, proc_name="geoml-hub-wps",
+                        on_start=dispatcher.start, on_stop=lambda: dispatcher.stop(requeue=True))
+    import subprocess
+    import sys
+
+    state = {}
+
+    def start_dispatcher():
+        # a process, not a thread: gunicorn forks HTTP workers from this master (see dispatcher.main)
+        state["dispatcher"] = subprocess.Popen([sys.executable, "-m", "geoml_hub.wps.dispatcher",
+                                                str(settings.settings_file)])
+
+    def stop_dispatcher():
+        proc = state.get("dispatcher")
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    return run_wsgi(app, host, port, server, workers, threads, ready_file, "geoml-hub-wps",
+                    on_start=start_dispatcher, on_stop=stop_dispatcher)
+
+
+def run_wsgi(app, host: str, port: int, server: str = "gunicorn", workers: int = 2, threads: int = 8,
+             ready_file: Optional[str] = None, proc_name: str = "geoml-hub", on_start=None, on_stop=None) -> int:
+    """Serve a WSGI app until SIGTERM or Ctrl-C (the WPS and the map).
+
+    Parameters
+    ----------
+    app : callable
+        The WSGI application.
+    host, port : str, int
+        Address to bind.
+    server : {'gunicorn', 'werkzeug'}
+        gunicorn (``workers`` processes of ``threads`` threads, ``gthread``) or werkzeug's threaded
+        development server (one process).
+    ready_file : str, optional
+        Written (``http://HOST:PORT``) once the server accepts requests.
+    proc_name : str
+        gunicorn's process title.
+    on_start, on_stop : callable, optional
+        Called once the server listens (in gunicorn's master, before its workers serve) and when it
+        stops.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``server``.
+    """
+    def ready():
+        if on_start is not None:
+            on_start()
         if ready_file:
             from pathlib import Path
 
@@ -76,53 +131,29 @@ def serve(settings, host: str = "127.0.0.1", port: int = 5000, server: str = "gu
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGTERM, _term)
-        dispatcher = Dispatcher(settings, service)
-        dispatcher.start()
-        _ready()
+        ready()
         try:
             httpd.serve_forever()
         except KeyboardInterrupt:
             LOGGER.info("stopping")
         finally:
             httpd.server_close()
-            dispatcher.stop(requeue=True)
+            if on_stop is not None:
+                on_stop()
         return 0
-
     if server != "gunicorn":
         raise ValueError(f"server must be gunicorn or werkzeug, got {server!r}")
-    import subprocess
-    import sys
-
     from gunicorn.app.base import BaseApplication
-
-    state = {}
 
     class _App(BaseApplication):
         def load_config(self):
             opts = {"bind": f"{host}:{port}", "workers": workers, "threads": threads, "worker_class": "gthread",
                     "timeout": 300, "graceful_timeout": 10, "keepalive": KEEPALIVE, "accesslog": None,
-                    "errorlog": "-",
-                    "loglevel": "info", "when_ready": self._when_ready, "on_exit": self._on_exit,
-                    "proc_name": "geoml-hub-wps"}
+                    "errorlog": "-", "loglevel": "info", "proc_name": proc_name,
+                    "when_ready": lambda _server: ready(),
+                    "on_exit": lambda _server: on_stop() if on_stop is not None else None}
             for k, v in opts.items():
                 self.cfg.set(k, v)
-
-        @staticmethod
-        def _when_ready(_server):
-            # a process, not a thread: gunicorn forks HTTP workers from this master (see dispatcher.main)
-            state["dispatcher"] = subprocess.Popen([sys.executable, "-m", "geoml_hub.wps.dispatcher",
-                                                    str(settings.settings_file)])
-            _ready()
-
-        @staticmethod
-        def _on_exit(_server):
-            proc = state.get("dispatcher")
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
 
         def load(self):
             return app

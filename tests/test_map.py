@@ -65,7 +65,7 @@ class MapServer:
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("map")
     with WpsServer(tmp / "wps", parallel=2) as wps:
-        m = MapServer(tmp, wps.url)
+        m = MapServer(tmp, wps.url, extra=["--revalidate-seconds", "0"])
         yield m, wps
         m.stop()
 
@@ -221,3 +221,12 @@ def test_wps_through_the_map_and_polygons_saved_in_the_workspace(stack, tmp_path
     assert png(m.get(f"/api/tiles/{z}/{x}/{y}.png", params={"dataset": dataset}))[..., 3].any()
     assert m.get("/api/layer-info", params={"dataset": "jobs/00000000-0000-0000-0000-000000000000/x.tif"}
                  ).status_code == 404
+    # the retention policy removes the job's outputs: the map's cached copy is not shown any more
+    from geoml_hub.wps.jobs import JobStore
+
+    store = JobStore(f"sqlite:///{wps.state_dir.resolve() / 'log.sqlite'}")
+    store.mark_outputs_removed(job_id)
+    store.dispose()
+    (wps.state_dir / "outputs" / job_id / "reference_test.tif").unlink()
+    gone = m.get("/api/layer-info", params={"dataset": dataset})
+    assert gone.status_code == 410, gone.text

@@ -249,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--auth", choices=["none", "jupyterhub"], default="none",
                    help="none: standalone, no authentication (default); jupyterhub: run as a hub service")
     m.add_argument("--cache-dir", default="map-cache", help="where fetched job outputs are kept for tiling")
+    m.add_argument("--revalidate-seconds", type=float, default=60.0,
+                   help="check a cached job output with the WPS again after this many seconds (default 60)")
     m.add_argument("--basemap-url", default="", help="an optional XYZ base map, e.g. https://tiles.example.org/{z}/{x}/{y}.png")
     m.add_argument("--basemap-attribution", default="", help="attribution of the base map")
     m.add_argument("--server", choices=["gunicorn", "werkzeug"], default="gunicorn",
@@ -387,7 +389,8 @@ def run_map(args) -> int:
     host = args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1"
     settings = MapSettings(data_roots=_parse_roots(",".join(args.data_root or [])), wps_url=args.wps_url,
                            wps_public_url=args.wps_public_url or "", url=args.url or f"http://{host}:{args.port}",
-                           auth=args.auth, cache_dir=args.cache_dir, basemap_url=args.basemap_url,
+                           auth=args.auth, cache_dir=args.cache_dir, revalidate_seconds=args.revalidate_seconds,
+                           basemap_url=args.basemap_url,
                            basemap_attribution=args.basemap_attribution)
     return serve(settings, args.host, args.port, server=args.server, workers=args.workers, ready_file=args.ready_file)
 

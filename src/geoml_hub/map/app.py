@@ -91,6 +91,8 @@ class MapSettings:
         ``none`` (standalone, loopback) or ``jupyterhub``.
     cache_dir : Path
         Where job outputs fetched from the WPS are kept for tiling (per user).
+    revalidate_seconds : float
+        A cached job output older than this is checked with the WPS again before it is used.
     basemap_url, basemap_attribution : str
         An optional XYZ base map (none by default: the page works offline).
     vendor : Path, optional
@@ -103,6 +105,7 @@ class MapSettings:
     url: str = "http://127.0.0.1:5100"
     auth: str = "none"
     cache_dir: Path = Path("map-cache")
+    revalidate_seconds: float = 60.0
     basemap_url: str = ""
     basemap_attribution: str = ""
     vendor: Optional[Path] = None
@@ -169,6 +172,7 @@ class MapApp:
         import requests
 
         self.http = requests.Session()
+        self._layers = (0.0, None)
 
     def __call__(self, environ, start_response):
         request = Request(environ)
@@ -216,7 +220,7 @@ class MapApp:
                                       if self.settings.basemap_url else None),
                           "version": _version()})
         if path == "/api/layers":
-            return _json({"layers": tiles.list_rasters(self.settings.data_roots)})
+            return _json({"layers": self.layers()})
         if path.startswith("/api/wps/") or path == "/api/wps":
             return self.proxy(path[len("/api/wps"):], request, environ)
         dataset = request.args.get("dataset", "")
@@ -252,6 +256,18 @@ class MapApp:
         return _error(404, f"no such resource: {path}")
 
     # -- datasets ---------------------------------------------------------------------------------
+    def layers(self, max_age: float = 60.0):
+        """The rasters of the data roots (:func:`tiles.list_rasters`), listed again at most once a
+        minute: every page load asks for them, and a listing opens every raster."""
+        import time
+
+        stamp, listed = self._layers
+        if listed is None or time.monotonic() - stamp > max_age:
+            listed = tiles.list_rasters(self.settings.data_roots)
+            self._layers = (time.monotonic(), listed)
+        return listed
+
+
     def resolve(self, dataset: str, request: Request, environ):
         """The local raster of ``dataset``, or an error response.
 
@@ -279,11 +295,24 @@ class MapApp:
         return path
 
     def fetch_output(self, job: str, name: str, request: Request, environ, user: str):
+        """A job's output file from the WPS, as the user, kept in the cache. A cached copy older
+        than ``revalidate_seconds`` is checked with the WPS again (``HEAD``), so a job whose
+        outputs were removed (retention) or unpublished is no longer shown."""
+        import time
+
         target = self.settings.cache_dir / (user or "anonymous") / job / name
+        url = f"{self.settings.wps_url}/outputs/{job}/{name}"
         if target.is_file():
-            return target
-        resp = self.http.get(f"{self.settings.wps_url}/outputs/{job}/{name}", headers=self._auth_headers(environ),
-                             timeout=120, stream=True)
+            if time.time() - target.stat().st_mtime < self.settings.revalidate_seconds:
+                return target
+            head = self.http.head(url, headers=self._auth_headers(environ), timeout=60)
+            if head.status_code == 200:
+                os.utime(target)
+                return target
+            target.unlink(missing_ok=True)
+            return _error(head.status_code if head.status_code in (403, 404, 410) else 502,
+                          f"jobs/{job}/{name}: the WPS answered {head.status_code}")
+        resp = self.http.get(url, headers=self._auth_headers(environ), timeout=120, stream=True)
         if resp.status_code != 200:
             return _error(resp.status_code if resp.status_code in (403, 404, 410) else 502,
                           f"jobs/{job}/{name}: the WPS answered {resp.status_code}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -46,45 +46,62 @@ class PolygonLabels:
     features: int
 
 
-def read_polygons(path: PathLike) -> List[dict]:
-    """The polygon features of a GeoJSON file, each with a non-empty ``class`` property.
+def parse_polygons(text, source: str) -> Tuple[List[dict], str]:
+    """The polygon features of GeoJSON text, each with a non-empty ``class`` property, and their
+    CRS (the legacy ``crs`` member, else EPSG:4326).
+
+    Parameters
+    ----------
+    text : str or bytes
+        The GeoJSON document.
+    source : str
+        What to call it in errors (a file or dataset name).
 
     Raises
     ------
     DataError
-        If the file is not GeoJSON, holds no polygon, or a feature lacks its class or has a
-        bad ``code``.
+        If it is not GeoJSON, holds no polygon, or a feature lacks its class or has a bad ``code``.
     """
-    path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable GeoJSON file ({exc})") from None
+        data = json.loads(text)
+    except ValueError as exc:
+        raise DataError(f"{source}: not a readable GeoJSON file ({exc})") from None
     features = data.get("features") if isinstance(data, dict) and data.get("type") == "FeatureCollection" else None
     if features is None:
-        raise DataError(f"{path}: expected a GeoJSON FeatureCollection")
+        raise DataError(f"{source}: expected a GeoJSON FeatureCollection")
     out = []
     for i, feature in enumerate(features, 1):
         geometry = (feature or {}).get("geometry") or {}
         if geometry.get("type") not in ("Polygon", "MultiPolygon"):
-            raise DataError(f"{path}: feature {i} is a {geometry.get('type')}, not a Polygon or MultiPolygon")
+            raise DataError(f"{source}: feature {i} is a {geometry.get('type')}, not a Polygon or MultiPolygon")
         props = feature.get("properties") or {}
         name = str(props.get("class") or "").strip()
         if not name:
-            raise DataError(f"{path}: feature {i} has no 'class' property")
+            raise DataError(f"{source}: feature {i} has no 'class' property")
         code = props.get("code")
         if code is not None and (not isinstance(code, int) or isinstance(code, bool) or not 1 <= code <= 65535):
-            raise DataError(f"{path}: feature {i}: code must be an integer from 1 to 65535, got {code!r}")
+            raise DataError(f"{source}: feature {i}: code must be an integer from 1 to 65535, got {code!r}")
         out.append(feature)
     if not out:
-        raise DataError(f"{path}: no polygons")
-    return out
+        raise DataError(f"{source}: no polygons")
+    crs = ((data.get("crs") or {}).get("properties") or {}).get("name") or GEOJSON_CRS
+    return out, crs
 
 
-def _source_crs(path: Path) -> str:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    name = ((data.get("crs") or {}).get("properties") or {}).get("name")
-    return name or GEOJSON_CRS
+def read_polygons(path: PathLike) -> Tuple[List[dict], str]:
+    """:func:`parse_polygons` of a file.
+
+    Raises
+    ------
+    DataError
+        If the file cannot be read, or as :func:`parse_polygons`.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable GeoJSON file ({exc})") from None
+    return parse_polygons(text, str(path))
 
 
 def class_codes(features: List[dict]) -> Dict[str, int]:
@@ -150,9 +167,9 @@ def rasterize_polygons(polygons: PathLike, scene, out_path: PathLike,
     from rasterio.warp import transform_geom
 
     polygons = Path(polygons)
-    features = read_polygons(polygons)
+    features, file_crs = read_polygons(polygons)
     codes = class_codes(features)
-    src_crs = crs or _source_crs(polygons)
+    src_crs = crs or file_crs
     with Scene(scene) as sc:
         if sc.crs is None:
             raise DataError(f"{polygons}: the scene has no CRS, so polygons cannot be placed on it")

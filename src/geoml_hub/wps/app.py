@@ -17,7 +17,7 @@ hub, ``/`` standalone):
     The shared results: published jobs of every user (``results/<owner>/<job>/``).
 ``GET /workspace``, ``GET|PUT|DELETE /workspace/<name>.geojson``
     The caller's own files in the workspace (``workspace/<user>/<name>``): training polygons
-    as the web map saves them (GeoJSON, checked with :func:`geoml_hub.polygons.read_polygons`,
+    as the web map saves them (GeoJSON, checked with :func:`geoml_hub.polygons.parse_polygons`,
     at most 5 MB, written atomically).
 
 Every request is first identified by the authenticator (:mod:`geoml_hub.wps.auth`); a
@@ -26,6 +26,7 @@ request without an identity gets 401 and nothing runs.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import mimetypes
@@ -39,7 +40,13 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import wrap_file
 
+# imported here, not in the request handlers: a module's first import from several gunicorn
+# threads at once can fail in CPython 3.11's import locks (KeyError in _ModuleLock.acquire)
+from ..errors import DataError
+from ..fileio import write_bytes
+from ..polygons import class_codes, parse_polygons
 from .auth import make_authenticator
+from .datasets import remove_tree, share_outputs
 from .dispatcher import cancel_job
 from .jobs import store_for
 
@@ -77,6 +84,10 @@ class WpsApp:
         self.service = service
         self.auth = authenticator or make_authenticator(settings)
         store_for(settings.database)  # create the tables now
+        if settings.backend == "kubernetes":  # load the client and its configuration now (cancel needs it)
+            from .k8s import backend_for
+
+            backend_for(settings)
         self.base = urllib.parse.urlparse(settings.url).path.rstrip("/")
 
     @property
@@ -187,8 +198,6 @@ class WpsApp:
         area, ``results/<owner>/<job id>/``, and the job's outputs become readable by all.
         ``DELETE`` (or ``POST .../publish?unpublish=1``) withdraws it.
         """
-        from .datasets import remove_tree, share_outputs
-
         if not _JOB.match(uuid):
             return _error(404, "no such job")
         job = self.store.get(uuid)
@@ -217,13 +226,6 @@ class WpsApp:
     # -- the workspace ------------------------------------------------------------------------------
     def workspace(self, name: str, identity, request: Request) -> Response:
         """The caller's workspace files (see the module docstring)."""
-        import datetime as dt
-        import tempfile
-
-        from ..errors import DataError
-        from ..fileio import write_bytes
-        from ..polygons import class_codes, read_polygons
-
         home = self.settings.workspace_dir / identity.name
         if not name:
             if request.method != "GET":
@@ -255,14 +257,11 @@ class WpsApp:
         body = request.get_data(cache=False)
         if len(body) > WORKSPACE_MAX_BYTES:
             return _error(413, f"{dataset}: larger than {WORKSPACE_MAX_BYTES // 2**20} MB")
-        with tempfile.TemporaryDirectory() as tmp:  # check it before it replaces anything
-            probe = Path(tmp) / name
-            probe.write_bytes(body)
-            try:
-                features = read_polygons(probe)
-                codes = class_codes(features)
-            except DataError as exc:
-                return _error(400, str(exc).replace(str(probe), dataset))
+        try:  # checked before it replaces anything
+            features, _ = parse_polygons(body, dataset)
+            codes = class_codes(features)
+        except DataError as exc:
+            return _error(400, str(exc))
         write_bytes(path, body)
         return _json({"name": name, "dataset": dataset, "features": len(features), "classes": codes})
 

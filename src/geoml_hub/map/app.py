@@ -33,15 +33,19 @@ import logging
 import mimetypes
 import os
 import re
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
+import requests
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from ..errors import DataError, GeomlError, ParameterError
+from ..fileio import atomic_path
+from ..wps.auth import JupyterHubAuth, StandaloneAuth
 from . import tiles
 
 LOGGER = logging.getLogger("geoml_hub.map")
@@ -162,15 +166,11 @@ class MapApp:
     """
 
     def __init__(self, settings: MapSettings, authenticator=None):
-        from ..wps.auth import JupyterHubAuth, StandaloneAuth
-
         self.settings = settings
         if authenticator is None:
             authenticator = JupyterHubAuth() if settings.auth == "jupyterhub" else StandaloneAuth()
         self.auth = authenticator
         self.base = urllib.parse.urlparse(settings.url).path.rstrip("/")
-        import requests
-
         self.http = requests.Session()
         self._layers = (0.0, None)
 
@@ -228,13 +228,13 @@ class MapApp:
             raster = self.resolve(dataset, request, environ)
             if isinstance(raster, Response):
                 return raster
-            info = tiles.raster_info(raster, dataset)
+            info = tiles.layer_info(raster, dataset)
             if path == "/api/layer-info":
                 return _json(info)
             if path == "/api/legend":
                 if info["kind"] != "labels":
                     return _error(400, f"{dataset} is a scene, not a label raster: it has no legend")
-                return _json({"classes": tiles.class_table(raster)})
+                return _json({"classes": tiles.legend(raster)})
             bands = (1, 1, 1)
             stretch = tiles.parse_stretch(request.args.get("stretch"))
             if info["kind"] == "scene":
@@ -259,8 +259,6 @@ class MapApp:
     def layers(self, max_age: float = 60.0):
         """The rasters of the data roots (:func:`tiles.list_rasters`), listed again at most once a
         minute: every page load asks for them, and a listing opens every raster."""
-        import time
-
         stamp, listed = self._layers
         if listed is None or time.monotonic() - stamp > max_age:
             listed = tiles.list_rasters(self.settings.data_roots)
@@ -298,8 +296,6 @@ class MapApp:
         """A job's output file from the WPS, as the user, kept in the cache. A cached copy older
         than ``revalidate_seconds`` is checked with the WPS again (``HEAD``), so a job whose
         outputs were removed (retention) or unpublished is no longer shown."""
-        import time
-
         target = self.settings.cache_dir / (user or "anonymous") / job / name
         url = f"{self.settings.wps_url}/outputs/{job}/{name}"
         if target.is_file():
@@ -316,8 +312,6 @@ class MapApp:
         if resp.status_code != 200:
             return _error(resp.status_code if resp.status_code in (403, 404, 410) else 502,
                           f"jobs/{job}/{name}: the WPS answered {resp.status_code}")
-        from ..fileio import atomic_path
-
         with atomic_path(target) as tmp:
             with open(tmp, "wb") as f:
                 for chunk in resp.iter_content(1 << 20):

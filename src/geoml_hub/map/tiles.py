@@ -195,8 +195,8 @@ def class_table(path: Path) -> List[Dict]:
     names = {}
     if tags.get("CLASS_NAMES"):
         names = {int(k): v for k, v in json.loads(tags["CLASS_NAMES"]).items()}
-    codes = sorted(int(c) for c in np.unique(data) if c != nodata and c != 0 and (nodata is not None or c != 255))
-    codes = sorted(set(codes) | set(names))
+    present = {int(c) for c in np.unique(data) if c != nodata and c != 0 and (nodata is not None or c != 255)}
+    codes = sorted(present | set(names))
     out = []
     for i, code in enumerate(codes):
         color = _hex(cmap[code]) if cmap and code in cmap else PALETTE[i % len(PALETTE)]
@@ -221,7 +221,6 @@ def render_tile(path: Path, z: int, x: int, y: int, kind: str, bands: Sequence[i
     stretch : (float, float)
         Percentiles of each band mapped to 0 and 255 (scenes).
     """
-
     with Reader(str(path)) as r:
         if not r.tile_exists(x, y, z):
             return None
@@ -234,19 +233,7 @@ def render_tile(path: Path, z: int, x: int, y: int, kind: str, bands: Sequence[i
                              reproject_method="bilinear")
         except TileOutsideBounds:
             return None
-    if kind == "labels":
-        table = {c["code"]: _rgba(c["color"]) for c in _classes_cached(str(path), path.stat().st_mtime)}
-        data = img.data[0]
-        mask = np.isin(data, list(table)) & (img.mask > 0)
-        rgba = np.zeros((4,) + data.shape, dtype=np.uint8)
-        for code, colour in table.items():
-            sel = (data == code) & mask
-            for k in range(4):
-                rgba[k][sel] = colour[k]
-        return _png(rgba)
-    ranges = _stretch(str(path), path.stat().st_mtime, tuple(bands), *stretch)
-    img.rescale(in_range=ranges, out_range=((0, 255),))
-    return img.render(img_format="PNG")
+    return _png(img, path, kind, bands, stretch)
 
 
 @lru_cache(maxsize=128)
@@ -254,28 +241,41 @@ def _classes_cached(path: str, mtime: float) -> Tuple[Dict, ...]:
     return tuple(class_table(Path(path)))
 
 
-def _png(rgba: np.ndarray) -> bytes:
+def legend(path: Path) -> List[Dict]:
+    """:func:`class_table` of ``path``, computed once per version of the file."""
+    return list(_classes_cached(str(path), path.stat().st_mtime))
 
-    return render(rgba[:3], mask=rgba[3], img_format="PNG")
+
+@lru_cache(maxsize=256)
+def _info_cached(path: str, mtime: float, dataset: str) -> Dict:
+    return raster_info(Path(path), dataset)
+
+
+def layer_info(path: Path, dataset: str) -> Dict:
+    """:func:`raster_info` of ``path``, read once per version of the file (every tile request
+    needs it, and it opens the raster and reprojects its bounds). Do not modify the result."""
+    return _info_cached(str(path), path.stat().st_mtime, dataset)
+
+
+def _png(img, path: Path, kind: str, bands: Sequence[int], stretch: Tuple[float, float]) -> bytes:
+    """A rio-tiler ``ImageData`` as PNG: classes in their colours (transparent elsewhere), or the
+    bands stretched from the raster's percentiles to 0..255."""
+    if kind == "labels":
+        data = img.data[0]
+        rgba = np.zeros((4,) + data.shape, dtype=np.uint8)
+        for c in legend(path):
+            rgba[:, (data == c["code"]) & (img.mask > 0)] = np.array(_rgba(c["color"]), dtype=np.uint8)[:, None]
+        return render(rgba[:3], mask=rgba[3], img_format="PNG")
+    img.rescale(in_range=_stretch(str(path), path.stat().st_mtime, tuple(bands), *stretch), out_range=((0, 255),))
+    return img.render(img_format="PNG")
 
 
 def render_preview(path: Path, kind: str, bands: Sequence[int] = (1, 1, 1),
                    stretch: Tuple[float, float] = (2.0, 98.0), max_size: int = 512) -> bytes:
     """The whole raster as one PNG (at most ``max_size`` pixels on a side), in its own CRS."""
-
     with Reader(str(path)) as r:
         if kind == "labels":
             img = r.preview(indexes=(1,), max_size=max_size, resampling_method="nearest")
         else:
             img = r.preview(indexes=tuple(bands), max_size=max_size)
-    if kind == "labels":
-        table = {c["code"]: _rgba(c["color"]) for c in _classes_cached(str(path), path.stat().st_mtime)}
-        data = img.data[0]
-        rgba = np.zeros((4,) + data.shape, dtype=np.uint8)
-        for code, colour in table.items():
-            sel = (data == code) & (img.mask > 0)
-            for k in range(4):
-                rgba[k][sel] = colour[k]
-        return _png(rgba)
-    img.rescale(in_range=_stretch(str(path), path.stat().st_mtime, tuple(bands), *stretch), out_range=((0, 255),))
-    return img.render(img_format="PNG")
+    return _png(img, path, kind, bands, stretch)

@@ -56,6 +56,13 @@ class ApiHandler(BaseHTTPRequestHandler):
         return json.loads(self.rfile.read(n)) if n else None
 
 
+def serve(handler):
+    """A threaded HTTP server on a free loopback port, serving in a daemon thread; ``(server, url)``."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -169,10 +176,7 @@ class KubeStandIn:
                     return self._status(404, "NotFound")
                 self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.httpd, self.url = serve(Handler)
 
     # -- the kubelet part -----------------------------------------------------------------------
     def _env(self, container: dict) -> Dict[str, str]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
-import threading
 import uuid
-from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 import pytest
@@ -22,7 +20,7 @@ from kubernetes import client
 from urllib3.response import HTTPResponse
 
 from geoml_hub.wps import k8s
-from kube_standin import ApiHandler
+from kube_standin import ApiHandler, serve
 
 SETTINGS = "/var/lib/geoml-hub/wps/settings.json"
 
@@ -355,10 +353,7 @@ class FakeApiServer:
                     return self._status(404, "NotFound")
                 self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.httpd, self.url = serve(Handler)
 
     def close(self):
         self.httpd.shutdown()

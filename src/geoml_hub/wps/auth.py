@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -70,8 +71,6 @@ class JupyterHubAuth:
     description = "requests are authenticated with JupyterHub"
 
     def __init__(self):
-        import os
-
         from jupyterhub.services.auth import HubOAuth
 
         self.hub = HubOAuth(cache_max_age=60)

@@ -29,7 +29,6 @@ running while the server restarts.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import signal
@@ -309,9 +308,11 @@ class Dispatcher(threading.Thread):
 
     def submit_to_cluster(self, job: Job) -> None:
         """Create the Kubernetes Job of a claimed job; a refusal of the API fails the job."""
+        from .process import restore_request
+
         try:
-            request = json.loads(job.request or "{}")
-            device = ((request.get("inputs") or {}).get("device") or [{}])[0].get("data", "auto")
+            inputs = restore_request(job).inputs
+            device = inputs["device"][0].data if inputs.get("device") else "auto"
             name = self.cluster.submit(job.uuid, job.identifier, device)
         except Exception as exc:
             reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]

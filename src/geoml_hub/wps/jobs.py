@@ -192,14 +192,13 @@ class JobStore:
         """Mark a running job as handed to a Kubernetes Job (``host`` = :data:`CLUSTER_HOST`)."""
         return self._transition(uuid, RUNNING, host=CLUSTER_HOST, pid=None, pid_start=None, message=message)
 
-    def note(self, uuid: str, message: str, unless_started: bool = True) -> bool:
+    def note(self, uuid: str, message: str) -> bool:
         """Set the message of a running job that has not reported progress yet (a pending pod's
         reason); ``False`` once the worker has written its own status."""
         with self.engine.begin() as c:
-            q = jobs_table.update().where(jobs_table.c.uuid == str(uuid), jobs_table.c.state == RUNNING)
-            if unless_started:
-                q = q.where(jobs_table.c.percent == 0.0,
-                            sa.or_(jobs_table.c.message == "starting", jobs_table.c.message.like("Kubernetes%")))
+            q = jobs_table.update().where(
+                jobs_table.c.uuid == str(uuid), jobs_table.c.state == RUNNING, jobs_table.c.percent == 0.0,
+                sa.or_(jobs_table.c.message == "starting", jobs_table.c.message.like("Kubernetes%")))
             return c.execute(q.values(message=message)).rowcount == 1
 
     def progress(self, uuid: str, percent: float, message: str) -> None:

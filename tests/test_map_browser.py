@@ -203,7 +203,7 @@ def test_the_whole_loop_in_the_browser(hub, browser):
         run_process(page, "train_model", {"epochs": 3, "device": "cpu"})
         classify = run_process(page, "classify_scene", {"scene": SCENE, "device": "cpu"})
         legend = page.locator(f".legend[data-legend-for='jobs/{classify}/classification.tif']")
-        legend.wait_for(timeout=60_000)
+        legend.locator(".legend-item").first.wait_for(timeout=60_000)   # loaded after the element appears
         assert sorted(legend.inner_text().split()) == sorted(CHIAPAS_NAMES.values())
         tiles_loaded(page)
         shot(page, "map-classification.png")

@@ -36,6 +36,7 @@ import urllib.parse
 from pathlib import Path
 
 from pywps.exceptions import NoApplicableCode
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import wrap_file
@@ -48,7 +49,7 @@ from ..polygons import class_codes, parse_polygons
 from .auth import make_authenticator
 from .datasets import remove_tree, share_outputs
 from .dispatcher import cancel_job
-from .jobs import store_for
+from .jobs import DATABASE_UNAVAILABLE, database_unavailable, store_for
 
 LOGGER = logging.getLogger("geoml_hub.wps")
 
@@ -101,6 +102,9 @@ class WpsApp:
             response = self.dispatch(request, environ)
         except HTTPException as exc:
             response = exc
+        except SQLAlchemyError as exc:  # the detail goes to the server log, never to the client
+            database_unavailable(exc)
+            response = _error(503, DATABASE_UNAVAILABLE)
         return response(environ, start_response)
 
     def dispatch(self, request: Request, environ):

@@ -17,13 +17,17 @@ two server processes sharing the database never both start, finish or cancel a j
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
+
+LOGGER = logging.getLogger("geoml_hub.wps")
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, DISMISSED = "queued", "running", "succeeded", "failed", "dismissed"
 FINAL_STATES = (SUCCEEDED, FAILED, DISMISSED)
@@ -47,6 +51,7 @@ jobs_table = sa.Table(
     sa.Column("request", sa.Text, nullable=True),
     sa.Column("outputs_removed", sa.DateTime, nullable=True),
     sa.Column("published", sa.Boolean, nullable=False, default=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=1, server_default="1"),
 )
 
 HOST = socket.gethostname()
@@ -83,6 +88,51 @@ def worker_alive(pid: Optional[int], pid_start: Optional[int]) -> bool:
     ticks = process_start_ticks(pid)
     return ticks is not None and (pid_start is None or ticks == pid_start)
 
+#: How long a SQLite connection waits for another writer's lock (SQLite's default in Python: 5 s).
+SQLITE_BUSY_TIMEOUT_MS = 60000
+#: Serialises queue-limited submissions on PostgreSQL (``pg_advisory_xact_lock``; any constant key).
+_PG_SUBMIT_LOCK = 0x67656F6D
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """Every new SQLite connection: WAL (readers never wait for the single writer), a busy timeout
+    of :data:`SQLITE_BUSY_TIMEOUT_MS` and ``synchronous=NORMAL`` (durable across process crashes
+    with WAL)."""
+    cur = dbapi_connection.cursor()
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> sa.engine.Engine:
+    """The SQLAlchemy engine for the WPS's database ``url`` (the job table and PyWPS's request log).
+
+    SQLite: a pool of connections that each get :func:`_sqlite_pragmas`; PostgreSQL: a pool with
+    pre-ping. Not to be shared across a fork (see :func:`store_for`).
+    """
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, poolclass=QueuePool, pool_size=4, max_overflow=16,
+                                  connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000.0,
+                                                "check_same_thread": False})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, poolclass=QueuePool, pool_size=4, max_overflow=16, pool_pre_ping=True)
+
+
+def _add_missing_columns(engine) -> None:
+    """Add columns introduced after a database was created (``attempts``)."""
+    have = {c["name"] for c in sa.inspect(engine).get_columns(jobs_table.name)}
+    if "attempts" in have:
+        return
+    try:
+        with engine.begin() as c:
+            c.exec_driver_sql("ALTER TABLE geoml_jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1")
+    except sa.exc.DBAPIError:  # another process added it at the same moment
+        have = {c["name"] for c in sa.inspect(engine).get_columns(jobs_table.name)}
+        if "attempts" not in have:
+            raise
+
 
 @dataclass
 class Job:
@@ -104,6 +154,7 @@ class Job:
     request: Optional[str]
     outputs_removed: Optional[dt.datetime]
     published: bool
+    attempts: int = 1
 
     @property
     def final(self) -> bool:
@@ -117,7 +168,8 @@ class Job:
         out = {"job_id": self.uuid, "process": self.identifier, "owner": self.owner, "mode": self.mode,
                "status": self.state, "percent": round(self.percent or 0.0, 1), "message": self.message,
                "created": iso(self.created), "started": iso(self.started), "finished": iso(self.finished),
-               "outputs_removed": iso(self.outputs_removed), "published": bool(self.published)}
+               "outputs_removed": iso(self.outputs_removed), "published": bool(self.published),
+               "attempts": int(self.attempts or 1)}
         if status_url:
             out["status_location"] = status_url
         return out
@@ -137,35 +189,44 @@ class JobStore:
         # Pooled connections: opening a SQLite connection per statement made every close the last
         # one, so SQLite checkpointed and deleted the WAL each time (docs/benchmarks.md, section 5).
         # A pool must not cross a fork: see store_for() and _after_fork().
-        if url.startswith("sqlite"):
-            self.engine = sa.create_engine(url, poolclass=QueuePool, pool_size=4, max_overflow=16,
-                                           connect_args={"timeout": 60, "check_same_thread": False})
-
-            @sa.event.listens_for(self.engine, "connect")
-            def _pragmas(conn, _record):
-                cur = conn.cursor()
-                cur.execute("PRAGMA busy_timeout=60000")
-                cur.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across process crashes
-                cur.close()
-
-            with self.engine.connect() as c:  # WAL: readers never wait for the (single) writer
-                c.exec_driver_sql("PRAGMA journal_mode=WAL")
-        else:
-            self.engine = sa.create_engine(url, poolclass=QueuePool, pool_size=4, max_overflow=16,
-                                           pool_pre_ping=True)
+        self.engine = make_engine(url)
         _metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
 
     # -- writes -------------------------------------------------------------------------------
     def submit(self, uuid: str, identifier: str, owner: str, request: Optional[str], mode: str = "async",
-               state: str = QUEUED, message: str = "queued") -> None:
+               state: str = QUEUED, message: str = "queued", max_queued: int = 0) -> bool:
+        """Record a new job.
+
+        With ``max_queued`` > 0 the job is recorded only while fewer than ``max_queued`` jobs are
+        queued, checked and inserted in one statement (one ``INSERT ... SELECT ... WHERE (SELECT
+        count(*) ...) < max_queued``; on PostgreSQL under a transaction-level advisory lock, as its
+        READ COMMITTED snapshots would let two such statements both see room).
+
+        Returns
+        -------
+        bool
+            Whether the job was recorded (``False``: the queue is full).
+        """
         now = utcnow()
+        running = state == RUNNING
+        values = dict(uuid=str(uuid), identifier=identifier, owner=owner, mode=mode, state=state, percent=0.0,
+                      message=message, created=now, started=now if running else None,
+                      host=HOST if running else None, pid=os.getpid() if running else None,
+                      pid_start=process_start_ticks(os.getpid()) if running else None,
+                      request=request, published=False, attempts=1)
         with self.engine.begin() as c:
-            c.execute(jobs_table.insert().values(
-                uuid=str(uuid), identifier=identifier, owner=owner, mode=mode, state=state, percent=0.0,
-                message=message, created=now, started=now if state == RUNNING else None,
-                host=HOST if state == RUNNING else None, pid=os.getpid() if state == RUNNING else None,
-                pid_start=process_start_ticks(os.getpid()) if state == RUNNING else None,
-                request=request, published=False))
+            if not max_queued:
+                c.execute(jobs_table.insert().values(**values))
+                return True
+            if c.dialect.name == "postgresql":
+                c.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_SUBMIT_LOCK)))
+            queued = (sa.select(sa.func.count()).select_from(jobs_table)
+                      .where(jobs_table.c.state == QUEUED).scalar_subquery())
+            row = sa.select(*[sa.literal(v, jobs_table.c[k].type).label(k) for k, v in values.items()])
+            c.execute(jobs_table.insert().from_select(list(values), row.where(queued < int(max_queued))))
+            # (the rowcount of INSERT ... SELECT is not reported by every driver: look the row up)
+            return c.execute(sa.select(jobs_table.c.uuid).where(jobs_table.c.uuid == str(uuid))).first() is not None
 
     def _transition(self, uuid: str, expected, **values) -> bool:
         expected = (expected,) if isinstance(expected, str) else tuple(expected)
@@ -184,6 +245,12 @@ class JobStore:
         """Put a running job back in the queue (its worker was stopped); ``False`` if it is not running."""
         return self._transition(uuid, RUNNING, state=QUEUED, started=None, pid=None, pid_start=None, percent=0.0,
                                 message=message)
+
+    def retry(self, uuid: str, message: str) -> bool:
+        """Put a running job whose worker was killed back in the queue for another attempt
+        (``attempts`` + 1); ``False`` if it is not running."""
+        return self._transition(uuid, RUNNING, state=QUEUED, started=None, host=None, pid=None, pid_start=None,
+                                percent=0.0, message=message, attempts=jobs_table.c.attempts + 1)
 
     def set_worker(self, uuid: str, pid: int) -> None:
         self._transition(uuid, RUNNING, pid=pid, pid_start=process_start_ticks(pid))
@@ -284,3 +351,65 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork)
+
+
+# -- PyWPS's request log ----------------------------------------------------------------------------
+#: What a client is told when the database fails (the detail goes to the server log only).
+DATABASE_UNAVAILABLE = "the job database is busy or unavailable; please try again later"
+
+
+def database_unavailable(exc: BaseException):
+    """Log a database error with its detail and return the generic
+    :class:`pywps.exceptions.NoApplicableCode` (HTTP 503) that clients get instead: SQL statements
+    and driver messages never reach them."""
+    from pywps.exceptions import NoApplicableCode
+
+    LOGGER.error("database error (the client was told only that the database is unavailable): %s", exc)
+    return NoApplicableCode(DATABASE_UNAVAILABLE, code=503)
+
+
+def _guarded(method):
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sa.exc.SQLAlchemyError as exc:
+            try:
+                Session.rollback(self)
+            except sa.exc.SQLAlchemyError:
+                pass
+            raise database_unavailable(exc) from None
+
+    call.__name__, call.__doc__ = method.__name__, method.__doc__
+    return call
+
+
+class RequestLogSession(Session):
+    """The session of PyWPS's request log (``pywps.dblog``): bound to the pooled engine of this
+    process's :class:`JobStore` (WAL and busy timeout on SQLite; safe across forks), and a database
+    error becomes a generic ExceptionReport instead of a 500 or a message holding the SQL."""
+
+    def get_bind(self, *args, **kwargs):
+        return store_for(self.info["geoml_url"]).engine
+
+    execute = _guarded(Session.execute)
+    flush = _guarded(Session.flush)
+    commit = _guarded(Session.commit)
+
+
+def install_request_log(url: str) -> None:
+    """Make PyWPS's request log use :class:`RequestLogSession` on database ``url``.
+
+    PyWPS 4.8 builds its own engine for the logging database: a new SQLite connection per
+    session with Python's 5 s lock timeout and no busy timeout, whose ``database is locked``
+    answered concurrent GetCapabilities with a 500 or a 400 holding the SQL statement. Its
+    session factory is replaced here (for the database PyWPS's configuration names now); call
+    after the configuration is loaded.
+    """
+    from pywps import configuration, dblog
+
+    configured = configuration.get_config_value("logging", "database")
+    engine = store_for(url).engine
+    dblog.ProcessInstance.metadata.create_all(engine)
+    with dblog.lock:
+        dblog._SESSION_MAKER = sessionmaker(class_=RequestLogSession, info={"geoml_url": url})
+        dblog._SESSION_MAKER_DATABASE = configured

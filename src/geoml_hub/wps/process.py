@@ -39,7 +39,7 @@ from pywps.response.status import WPS_STATUS
 from .. import __version__
 from ..errors import GeomlError
 from . import datasets as ds
-from .jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, store_for
+from .jobs import FAILED, RUNNING, SUCCEEDED, store_for
 from .settings import current_settings
 
 LOGGER = logging.getLogger("geoml_hub.wps")
@@ -326,11 +326,12 @@ class GeomlProcess(Process):
         access = request_access(wps_request, settings)
         self.check_inputs(wps_request, access, settings)
         if async_:
-            counts = store.counts()
-            if settings.maxprocesses and counts[QUEUED] >= settings.maxprocesses:
+            # the queue limit is checked and the job recorded in one transaction (a burst of
+            # submissions must not overshoot it)
+            if not store.submit(str(self.uuid), self.identifier, access.owner, wps_request.json, mode="async",
+                                max_queued=settings.maxprocesses):
                 raise ServerBusy(f"Maximum number of processes in queue reached, {settings.maxprocesses}. "
                                  "Please try later.")
-            store.submit(str(self.uuid), self.identifier, access.owner, wps_request.json, mode="async")
             wps_response._update_status(WPS_STATUS.ACCEPTED, "queued: waiting for a free worker", 0)
             if self.workdir and os.path.isdir(self.workdir):
                 shutil.rmtree(self.workdir, ignore_errors=True)  # the worker gets its own

@@ -230,12 +230,16 @@ class Settings:
         return self
 
     def activate(self) -> None:
-        """Load ``pywps.cfg`` into PyWPS's configuration of this process."""
+        """Load ``pywps.cfg`` into PyWPS's configuration of this process, and give PyWPS's request
+        log the job store's engine (:func:`geoml_hub.wps.jobs.install_request_log`)."""
         from pywps import configuration
+
+        from .jobs import install_request_log
 
         os.environ["PYWPS_CFG"] = str(self.pywps_cfg)
         os.environ[ENV_SETTINGS] = str(self.settings_file)
         configuration.load_configuration([str(self.pywps_cfg)])
+        install_request_log(self.database)
         _set_current(self)
 
     def render_pywps_cfg(self) -> str:

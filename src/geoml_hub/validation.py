@@ -223,9 +223,15 @@ def build_confusion_matrix(pairs: Mapping[Tuple, int], names: Optional[Mapping] 
     Raises
     ------
     DataError
-        If there are no pairs (no labelled pixel was compared).
+        If there are no pairs (no labelled pixel was compared), only one class, or PyCM refuses
+        the matrix.
     """
     from pycm import ConfusionMatrix
+
+    try:
+        from pycm.errors import pycmMatrixError, pycmVectorError
+    except ImportError:  # pycm < 4.1
+        from pycm.pycm_error import pycmMatrixError, pycmVectorError
 
     if not pairs or sum(pairs.values()) == 0:
         raise DataError("no labelled pixel to compare (is the reference nodata value right?)")
@@ -236,7 +242,14 @@ def build_confusion_matrix(pairs: Mapping[Tuple, int], names: Optional[Mapping] 
         label = {c: f"{label[c]} ({c})" for c in codes}
     matrix = {label[a]: {label[b]: int(pairs.get((a, b), 0)) for b in codes} for a in codes}
     classes = [(c, label[c]) for c in codes]
-    return ConfusionMatrix(matrix=matrix, classes=[n for _, n in classes]), classes  # ordered by code
+    if len(classes) < 2:
+        raise DataError(f"only one class ({classes[0][1]}) among the compared pixels; PyCM needs at least 2 classes "
+                        "in the reference or the classification")
+    try:
+        cm = ConfusionMatrix(matrix=matrix, classes=[n for _, n in classes])
+    except (pycmMatrixError, pycmVectorError) as exc:
+        raise DataError(f"PyCM cannot build the confusion matrix: {exc}") from None
+    return cm, classes  # ordered by code
 
 
 def qc_summary(cm, classes: Sequence[Tuple], extra: Optional[Dict] = None) -> Dict:

@@ -58,26 +58,42 @@ class GeomlService(Service):
 
     def execute(self, identifier, wps_request, uuid):
         from pywps.exceptions import NoApplicableCode
+        from sqlalchemy.exc import SQLAlchemyError
         from werkzeug.exceptions import HTTPException
 
+        from .jobs import database_unavailable
         from .process import wps_message
 
         try:
             return super().execute(identifier, wps_request, uuid)
         except (NoApplicableCode, HTTPException):
             raise
+        except SQLAlchemyError as exc:  # never the SQL statement or the driver's text
+            raise database_unavailable(exc) from None
         except Exception as exc:
             LOGGER.exception("Execute %s failed", identifier)
             raise NoApplicableCode(wps_message(f"internal error: {type(exc).__name__}: {exc}"), code=500) from None
 
 
+    def call(self, http_request):
+        """PyWPS's request handling, after refusing a POST body whose root element is not a WPS
+        request with a clear ExceptionReport (PyWPS 4.8 answers it with a 500 "No applicable
+        error code")."""
+        problem = foreign_root(http_request)
+        if problem is not None:
+            return problem
+        return super().call(http_request)
+
     def _parse_and_execute(self, process, wps_request, uuid):
         """Refuse inputs the process does not declare (PyWPS drops them silently, so a misspelt
-        ``epoch=2`` would train with the default), and remove the working directory PyWPS made
-        for a request that is refused."""
+        ``epoch=2`` would train with the default), inputs given more often than they may be
+        (PyWPS keeps the last ``max_occurs`` values silently) and missing required inputs (named,
+        also for an empty ``DataInputs``); remove the working directory PyWPS made for a request
+        that is refused."""
         from pywps.exceptions import InvalidParameterValue
 
         try:
+            check_input_counts(process, wps_request)
             known = {i.identifier for i in process.inputs}
             unknown = sorted(set(wps_request.inputs) - known)
             if unknown:
@@ -90,6 +106,62 @@ class GeomlService(Service):
             if workdir and os.path.isdir(workdir):
                 shutil.rmtree(workdir, ignore_errors=True)
             raise
+
+
+WPS_NAMESPACES = ("http://www.opengis.net/wps/1.0.0", "http://www.opengis.net/wps/2.0")
+WPS_REQUESTS = ("GetCapabilities", "DescribeProcess", "Execute")
+
+
+def foreign_root(http_request):
+    """An ``InvalidParameterValue`` ExceptionReport when a POSTed XML body's root element is not a
+    WPS request (``GetCapabilities``, ``DescribeProcess`` or ``Execute`` of WPS 1.0.0 or 2.0),
+    else ``None`` (also for bodies that are no XML at all: PyWPS reports those itself)."""
+    from pywps import xml_util
+    from pywps.exceptions import InvalidParameterValue
+
+    if http_request.method != "POST" or "json" in (http_request.content_type or ""):
+        return None
+    try:
+        root = xml_util.fromstring(http_request.get_data())
+    except Exception:
+        return None
+    tag = root.tag if isinstance(root.tag, str) else ""
+    ns, _, local = tag[1:].partition("}") if tag.startswith("{") else ("", "", tag)
+    if ns in WPS_NAMESPACES and local in WPS_REQUESTS:
+        return None
+    shown = f"{local[:60]} in namespace {ns[:100]}" if ns else f"{local[:60]} without a namespace"
+    return InvalidParameterValue(f"the request body is not a WPS request: its root element is {shown}; expected "
+                                 f"{', '.join(WPS_REQUESTS)} of {WPS_NAMESPACES[0]}", "request")
+
+
+def check_input_counts(process, wps_request) -> None:
+    """Refuse an input given more often than its ``max_occurs`` and a missing required input
+    (an empty ``DataInputs=`` counts as no input).
+
+    Raises
+    ------
+    InvalidParameterValue, MissingParameterValue
+        Naming the input, with the input as locator.
+    """
+    from pywps.exceptions import InvalidParameterValue, MissingParameterValue
+
+    inputs = wps_request.inputs
+    if "" in inputs:  # DataInputs= parses to {"": {"identifier": "", "data": ""}}
+        values = inputs[""] if isinstance(inputs[""], list) else [inputs[""]]
+        if any(isinstance(v, dict) and v.get("data") not in (None, "") for v in values):
+            raise InvalidParameterValue("DataInputs: a value without an input name", "DataInputs")
+        del inputs[""]
+    for inp in process.inputs:
+        given = inputs.get(inp.identifier) or []
+        n = len(given) if isinstance(given, list) else 1
+        if n > inp.max_occurs:
+            most = "it takes one value" if inp.max_occurs == 1 else f"at most {inp.max_occurs} values"
+            raise InvalidParameterValue(f"input {inp.identifier}: given {n} times; {most}", inp.identifier)
+    required = [i.identifier for i in process.inputs if i.min_occurs > 0]
+    missing = [name for name in required if not inputs.get(name)]
+    if missing:
+        raise MissingParameterValue(f"missing input {missing[0]}: {process.identifier} needs "
+                                    f"{', '.join(required)}", missing[0])
 
 
 def build_service(settings: Settings, processes: Optional[List] = None) -> Service:

@@ -3,6 +3,8 @@ abstracts, units, allowed values and defaults)."""
 
 from __future__ import annotations
 
+import math
+import re
 from typing import List, Optional, Sequence
 
 from pywps import ComplexOutput, FORMATS, LiteralInput, LiteralOutput
@@ -11,14 +13,53 @@ from pywps.inout.literaltypes import AllowedValue, convert
 from pywps.validator.allowed_value import ALLOWEDVALUETYPE, RANGECLOSURETYPE
 from pywps.validator.mode import MODE
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def strict_literal_problem(data_type: str, value) -> Optional[str]:
+    """Why ``value`` is not a literal of ``data_type``, or ``None`` when it is one.
+
+    Text is parsed strictly, unlike PyWPS 4.8 (which takes any text but ``false`` as a true
+    boolean and truncates ``1.5`` to the integer 1): a boolean is ``true``, ``false``, ``1`` or
+    ``0`` (any case); an integer is digits with an optional sign; a float is a finite decimal
+    number (no ``nan``, ``inf`` or overflow such as ``1e400``).
+    """
+    if isinstance(value, bool):
+        return None if data_type == "boolean" else f"is not a valid {data_type}"
+    if isinstance(value, (int, float)):
+        text = repr(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        return None
+    if data_type == "boolean":
+        return None if text.lower() in _BOOLEANS else "is not a boolean; use true or false"
+    if data_type in ("integer", "nonNegativeInteger", "positiveInteger"):
+        return None if _INTEGER.fullmatch(text) else "is not an integer"
+    if data_type in ("float", "double"):
+        if not _FLOAT.fullmatch(text):
+            return "is not a finite number" if text.lower().lstrip("+-") in ("nan", "inf", "infinity") \
+                else "is not a number"
+        return None if math.isfinite(float(text)) else "is out of range"
+    return None
+
+
 class CheckedLiteralInput(LiteralInput):
     """PyWPS's LiteralInput whose refusals name the input and what it accepts, with the input as
     locator (PyWPS 4.8 says only "Input data not valid using mode 1" or "Could not convert
-    value")."""
+    value"), and whose values are parsed strictly (:func:`strict_literal_problem`)."""
 
     @LiteralInput.data.setter
     def data(self, value):
         if self.data_type and value is not None:
+            problem = strict_literal_problem(self.data_type, value)
+            if problem:
+                raise InvalidParameterValue(f"input {self.identifier}: {str(value)[:60]} {problem}",
+                                            self.identifier)
+            if self.data_type == "boolean" and isinstance(value, str):
+                value = _BOOLEANS[value.strip().lower()]
             try:
                 convert(self.data_type, value)
             except InvalidParameterValue:

@@ -35,14 +35,14 @@ def strict_literal_problem(data_type: str, value) -> Optional[str]:
     else:
         return None
     if data_type == "boolean":
-        return None if text.lower() in _BOOLEANS else "is not a boolean; use true or false"
+        return None if text.lower() in _BOOLEANS else "is not a valid boolean; use true or false"
     if data_type in ("integer", "nonNegativeInteger", "positiveInteger"):
-        return None if _INTEGER.fullmatch(text) else "is not an integer"
+        return None if _INTEGER.fullmatch(text) else "is not a valid integer"
     if data_type in ("float", "double"):
         if not _FLOAT.fullmatch(text):
-            return "is not a finite number" if text.lower().lstrip("+-") in ("nan", "inf", "infinity") \
-                else "is not a number"
-        return None if math.isfinite(float(text)) else "is out of range"
+            return "is not a valid float; a finite number is needed" \
+                if text.lower().lstrip("+-") in ("nan", "inf", "infinity") else "is not a valid float"
+        return None if math.isfinite(float(text)) else "is not a valid float; out of range"
     return None
 
 

@@ -259,7 +259,8 @@ def test_twenty_concurrent_jobs_all_finish(tmp_path, database):
 
 def test_restart_after_kill_9(tmp_path, database):
     state = tmp_path / "state"
-    server = WpsServer(state, parallel=1, database=database).start()
+    # --job-retries 0: the killed job fails at once (test_wps_robustness.py: the default retries it)
+    server = WpsServer(state, parallel=1, database=database, extra=["--job-retries", "0"]).start()
     try:
         long_id, long_loc, _ = execute(server, "train_model", {"samples": EUROSAT, "epochs": 300, "patience": 300})
         queued = [execute(server, "validate_classification",
@@ -272,7 +273,8 @@ def test_restart_after_kill_9(tmp_path, database):
     os.kill(rec.pid, signal.SIGKILL)  # ... and the running job's worker (as a node crash would)
     wait_for(lambda: not alive(rec.pid), what="the worker to die")
     assert db_job(state, database, long_id).state == "running"  # what PyWPS would leave forever
-    with WpsServer(state, parallel=1, database=database, port=server.port) as server2:
+    with WpsServer(state, parallel=1, database=database, port=server.port,
+                   extra=["--job-retries", "0"]) as server2:
         jobs = wait_final(server2, [long_id] + queued, timeout=180)
         assert jobs[long_id]["status"] == "failed"
         assert "worker died" in jobs[long_id]["message"]

@@ -225,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--parallel", type=int, help="jobs running at once (parallelprocesses, default 2)")
     w.add_argument("--max-queued", type=int, help="jobs that may wait (maxprocesses, default 30)")
     w.add_argument("--retention-hours", type=float, help="remove outputs this long after a job ends (default 168)")
+    w.add_argument("--job-retries", type=int,
+                   help="run a job whose worker was killed again this often before it fails (default 1)")
     w.add_argument("--url", help="public base URL (default http://HOST:PORT)")
     w.add_argument("--auth", choices=["none", "jupyterhub"],
                    help="none: standalone, no authentication (default); jupyterhub: run as a hub service")
@@ -410,7 +412,8 @@ def run_wps(args) -> int:
         roots = ",".join(args.data_root)
     settings = load_settings(args.config, state_dir=args.state_dir, data_roots=roots, database=args.database,
                              parallelprocesses=args.parallel, maxprocesses=args.max_queued,
-                             retention_hours=args.retention_hours, url=args.url, auth=args.auth,
+                             retention_hours=args.retention_hours, job_retries=args.job_retries, url=args.url,
+                             auth=args.auth,
                              shared_results=args.shared_results)
     if not args.url and not _config_sets_url(args.config):
         host = args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1"

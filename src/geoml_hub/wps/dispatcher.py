@@ -10,6 +10,10 @@ master). It closes PyWPS 4.8's gaps:
   watched until it ends;
 - a worker that exits without writing a final status is marked failed with its exit
   code or signal, and its status document says so;
+- a job whose worker was killed (a signal, or a worker gone while the server was down) is
+  put back in the queue and run again, ``job_retries`` times (default once) when its process
+  is safe to rerun (``GeomlProcess.rerunnable``); ``attempts`` in the job record and the
+  status messages count the attempts, and the final failure names the last one;
 - on a graceful stop (SIGTERM, Ctrl-C) running jobs are stopped and put back in the
   queue, so they run again on the next start;
 - outputs of jobs finished more than ``retention_hours`` ago are removed, and the job
@@ -61,9 +65,10 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
-def write_final_status(settings, service, job: Job, message: str) -> None:
+def write_final_status(settings, service, job: Job, message: str, status=WPS_STATUS.FAILED) -> None:
     """Write a failed status document for ``job`` (atomically), e.g. after its worker died or it
-    was cancelled. The job table is not changed here."""
+    was cancelled (``status=WPS_STATUS.ACCEPTED``: the accepted document of a job put back in the
+    queue). The job table is not changed here."""
     from .process import AtomicExecuteResponse, restore_request
     from .service import process_copy
 
@@ -76,7 +81,7 @@ def write_final_status(settings, service, job: Job, message: str) -> None:
         process._setup_status_storage()
         response = AtomicExecuteResponse(request, process=process, uuid=job.uuid)
         response.store_status_file = True
-        response._update_status(WPS_STATUS.FAILED, message, 100, clean=False)
+        response._update_status(status, message, 100 if status == WPS_STATUS.FAILED else 0, clean=False)
     except Exception:  # never let a status document stop the dispatcher
         LOGGER.exception("could not write the status document of job %s", job.uuid)
 
@@ -235,8 +240,31 @@ class Dispatcher(threading.Thread):
             elif job.pid is None:
                 reason = "failed: the server stopped before the job's worker started"
             else:
-                reason = "failed: the worker died while the server was down, e.g. killed or a restart; rerun the job"
+                self._retry_or_fail(job, "the worker died while the server was down, e.g. killed or a restart",
+                                    "rerun the job")
+                continue
             self._fail(job, reason)
+
+    def _rerunnable(self, identifier: str) -> bool:
+        process = getattr(self.service, "processes", {}).get(identifier)
+        return bool(getattr(process, "rerunnable", False))
+
+    def _retry_or_fail(self, job: Job, why: str, advice: str = "") -> None:
+        """A job whose worker was killed: back in the queue while it has attempts left (see
+        ``Settings.job_retries``) and its process is safe to rerun, else failed with ``why``."""
+        total = self.settings.job_retries + 1
+        attempts = job.attempts or 1
+        if job.mode == "async" and attempts < total and self._rerunnable(job.identifier):
+            message = f"re-queued: {why}; attempt {attempts + 1} of {total} starts when a worker is free"
+            if self.store.retry(job.uuid, message):
+                LOGGER.warning("job %s (%s) %s", job.uuid, job.identifier, message)
+                remove_partial_outputs(self.settings, job.uuid)
+                write_final_status(self.settings, self.service, self.store.get(job.uuid), message,
+                                   status=WPS_STATUS.ACCEPTED)
+                wake()
+                return
+        tail = f"; attempt {attempts} of {total}" if total > 1 and self._rerunnable(job.identifier) else ""
+        self._fail(job, f"failed: {why}" + (f"; {advice}" if advice else "") + tail)
 
     def _fail(self, job: Job, reason: str) -> None:
         if self.store.finish(job.uuid, FAILED, reason, expected=(RUNNING,)):
@@ -252,9 +280,11 @@ class Dispatcher(threading.Thread):
             del self.children[uuid]
             job = self.store.get(uuid)
             if job is not None and job.state == RUNNING:
-                if code < 0:
-                    why = f"killed by {_signal_name(code)}"
-                elif code > 0:
+                if code < 0:  # killed (the OOM killer, an admin): another attempt may succeed
+                    self._retry_or_fail(job, f"the worker process was killed by {_signal_name(code)}",
+                                        f"see the server log {job.uuid}.log")
+                    continue
+                if code > 0:
                     why = f"exited with status {code}"
                 else:
                     why = "ended without a final status"
@@ -269,7 +299,7 @@ class Dispatcher(threading.Thread):
             if not worker_alive(job.pid, job.pid_start):
                 job2 = self.store.get(job.uuid)
                 if job2 is not None and job2.state == RUNNING:
-                    self._fail(job2, "failed: the worker process ended without a final status")
+                    self._retry_or_fail(job2, "the worker process ended without a final status")
 
     def start_queued(self) -> None:
         counts = self.store.counts()

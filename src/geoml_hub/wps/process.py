@@ -165,7 +165,16 @@ class GeomlProcess(Process):
     **kwargs
         Passed to :class:`pywps.Process` (``identifier``, ``title``, ``abstract``,
         ``inputs``, ``outputs``, ...). Store and status are always supported.
+
+    Attributes
+    ----------
+    rerunnable : bool
+        Whether a job whose worker was killed may simply run again (the dispatcher retries it
+        ``job_retries`` times). True for a process that writes only to its job's directories,
+        as all of geoml-hub's do; a subclass with effects outside them sets it to False.
     """
+
+    rerunnable = True
 
     def __init__(self, handler: Callable, datasets: Optional[Mapping[str, str]] = None, **kwargs):
         kwargs.setdefault("version", __version__)

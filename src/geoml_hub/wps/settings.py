@@ -11,6 +11,7 @@ as it is and overrides what we generate. Example::
     parallelprocesses = 2
     maxprocesses = 30
     retention_hours = 168
+    job_retries = 1
     url = https://hub.example.org/services/wps
 
 Everything the server writes lives under ``state_dir``: ``pywps.cfg`` (generated),
@@ -66,6 +67,12 @@ class Settings:
         Largest file fetched for a URL input, in MiB.
     retention_hours : float
         Outputs of finished jobs older than this are removed (0: keep forever).
+    job_retries : int
+        How often a job whose worker was killed (a signal such as SIGKILL from the OOM killer, or
+        a worker gone while the server was down) is put back in the queue and run again before it
+        fails; only for processes that are safe to rerun (all of geoml-hub's: they write only to
+        their job directory). Local workers only: Kubernetes Jobs have their own
+        ``backoff_limit``. Default 1; 0: never.
     url : str
         Public base URL of the service (the WPS endpoint is ``url + '/wps'``).
     auth : str
@@ -108,6 +115,7 @@ class Settings:
     maxrequestsize: str = "3mb"
     max_download_mb: float = 512.0
     retention_hours: float = 168.0
+    job_retries: int = 1
     url: str = "http://127.0.0.1:5000"
     auth: str = "none"
     log_level: str = "INFO"
@@ -140,6 +148,8 @@ class Settings:
             raise ParameterError("database: an in-memory SQLite database breaks async jobs; give a file or PostgreSQL URL")
         if self.parallelprocesses < 1:
             raise ParameterError(f"parallelprocesses must be at least 1, got {self.parallelprocesses}")
+        if self.job_retries < 0:
+            raise ParameterError(f"job_retries must be 0 or more, got {self.job_retries}")
         if self.maxprocesses < 0:
             raise ParameterError(f"maxprocesses must be 0 or more, got {self.maxprocesses}")
         if self.auth not in ("none", "jupyterhub"):
@@ -373,7 +383,7 @@ def load_settings(config: Optional[os.PathLike] = None, **overrides) -> Settings
     if "state_dir" not in values:
         values["state_dir"] = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "geoml-hub" / "wps"
     casts = {"parallelprocesses": int, "maxprocesses": int, "max_download_mb": float, "retention_hours": float,
-             "kubernetes_max_jobs": int}
+             "kubernetes_max_jobs": int, "job_retries": int}
     for key, cast in casts.items():
         if key in values:
             try:

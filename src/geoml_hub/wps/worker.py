@@ -50,7 +50,10 @@ def run_job(settings_file: str, uuid: str) -> int:
     process.job = JobContext(uuid, ds.Access(job.owner, admin), settings, store, workdir)
     response = AtomicExecuteResponse(request, process=process, uuid=uuid)
     response.store_status_file = True
-    response._update_status(WPS_STATUS.STARTED, "started", 0, clean=False)
+    started = "started"
+    if (job.attempts or 1) > 1:  # the dispatcher re-queued it after its worker was killed
+        started = f"started: attempt {job.attempts} of {max(job.attempts, settings.job_retries + 1)}"
+    response._update_status(WPS_STATUS.STARTED, started, 0, clean=False)
     process._run_process(request, response)
     job = store.get(uuid)
     if job is not None and job.state == RUNNING:

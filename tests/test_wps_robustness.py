@@ -15,7 +15,6 @@ import signal
 import sqlite3
 import threading
 import time
-import urllib.parse
 import xml.etree.ElementTree as ET
 
 import numpy as np

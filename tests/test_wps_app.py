@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -82,8 +83,8 @@ def test_jobs_and_outputs_belong_to_their_owner(app_client):
     assert c.get(path, headers={"X-User": "alice"}).status_code == 200
     # bob sees none of it
     assert c.get("/jobs", headers={"X-User": "bob"}).json["jobs"] == []
-    assert c.get(f"/jobs/{job_id}", headers={"X-User": "bob"}).status_code == 403
-    assert c.get(path, headers={"X-User": "bob"}).status_code == 403
+    assert c.get(f"/jobs/{job_id}", headers={"X-User": "bob"}).status_code == 404
+    assert c.get(path, headers={"X-User": "bob"}).status_code == 404
     assert c.get("/jobs?owner=alice", headers={"X-User": "bob"}).status_code == 403
     # and cannot use alice's outputs as inputs
     r = c.get(execute_url("validate_classification", {"classification": f"jobs/{job_id}/summary.json",
@@ -141,9 +142,38 @@ def test_cancel_is_for_async_jobs_of_the_owner(app_client):
     r = c.get(execute_url("validate_classification", {"classification": LABELS, "reference": LABELS}),
               headers={"X-User": "carol"})
     job_id = urllib.parse.urlparse(output_href(r.data, "summary")).path.split("/")[-2]
-    assert c.post(f"/jobs/{job_id}/cancel", headers={"X-User": "dave"}).status_code == 403
+    assert c.post(f"/jobs/{job_id}/cancel", headers={"X-User": "dave"}).status_code == 404
     r = c.post(f"/jobs/{job_id}/cancel", headers={"X-User": "carol"})
     assert r.status_code == 409 and "already succeeded" in r.json["error"]
+
+
+def test_job_ids_are_random_and_other_users_jobs_look_unknown(app_client):
+    """Job ids are random (uuid4: uuid1's node and clock sequence are the same for every user),
+    and another user's job answers exactly as an unknown id does (404, same body): its record,
+    cancel, publish, status document and outputs."""
+    settings, c = app_client
+    erin, frank = {"X-User": "erin"}, {"X-User": "frank"}
+    inputs = {"classification": LABELS, "reference": LABELS}
+    r = c.get(execute_url("validate_classification", inputs) + "&storeExecuteResponse=true&status=true",
+              headers=erin)  # async: queued (no dispatcher here), with a status document
+    queued = urllib.parse.urlparse(ET.fromstring(r.data).get("statusLocation")).path.split("/")[-1][:-4]
+    r = c.get(execute_url("validate_classification", inputs), headers=erin)
+    done = urllib.parse.urlparse(output_href(r.data, "summary")).path.split("/")[-2]
+    assert [uuid.UUID(j).version for j in (queued, done)] == [4, 4]
+    assert uuid.UUID(queued).node != uuid.UUID(done).node
+    unknown = str(uuid.uuid4())
+    assert c.get(f"/outputs/{queued}.xml", headers=erin).status_code == 200
+    for job in (queued, done):
+        assert c.get(f"/jobs/{job}", headers=erin).status_code == 200
+        calls = [("GET", f"/jobs/{job}"), ("POST", f"/jobs/{job}/cancel"), ("DELETE", f"/jobs/{job}"),
+                    ("POST", f"/jobs/{job}/publish"), ("DELETE", f"/jobs/{job}/publish"),
+                    ("GET", f"/outputs/{job}.xml"), ("GET", f"/outputs/{job}/summary.json")]
+        for method, path in calls:
+            foreign = c.open(path, method=method, headers=frank)
+            missing = c.open(path.replace(job, unknown), method=method, headers=frank)
+            assert (foreign.status_code, foreign.data) == (404, missing.data), (method, path, foreign.data)
+    assert c.get(f"/outputs/{done}/summary.json", headers=erin).status_code == 200
+    assert c.get(f"/jobs/{queued}", headers=erin).json["status"] == "queued"  # frank cancelled nothing
 
 
 # -- settings -------------------------------------------------------------------------------

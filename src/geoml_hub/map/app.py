@@ -271,7 +271,7 @@ class MapApp:
 
         ``ROOT/PATH`` is read from a data root; ``jobs/<id>/<file>`` and
         ``results/<owner>/<id>/<file>`` are fetched from the WPS's outputs with the user's
-        identity (the WPS answers 403 for another user's unpublished job) and cached.
+        identity (the WPS answers 404 for another user's unpublished job) and cached.
         """
         if not dataset:
             return _error(400, "dataset is missing")

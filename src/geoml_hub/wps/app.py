@@ -21,7 +21,9 @@ hub, ``/`` standalone):
     at most 5 MB, written atomically).
 
 Every request is first identified by the authenticator (:mod:`geoml_hub.wps.auth`); a
-request without an identity gets 401 and nothing runs.
+request without an identity gets 401 and nothing runs. Another user's job answers 404 exactly
+as an unknown one does (job ids are random, see :mod:`geoml_hub.wps.service`), so a job id
+reveals nothing about other users' work.
 """
 
 from __future__ import annotations
@@ -174,10 +176,8 @@ class WpsApp:
         if not _JOB.match(uuid):
             return _error(404, "no such job")
         job = self.store.get(uuid)
-        if job is None:
-            return _error(404, "no such job")
-        if not self._visible(job, identity):
-            return _error(403, "not your job")
+        if job is None or not self._visible(job, identity):
+            return _error(404, "no such job")  # another user's job looks like an unknown one
         if cancel or request.method == "DELETE":
             if request.method not in ("POST", "DELETE"):
                 return _error(405, "use POST to cancel")
@@ -201,10 +201,8 @@ class WpsApp:
         if not _JOB.match(uuid):
             return _error(404, "no such job")
         job = self.store.get(uuid)
-        if job is None:
+        if job is None or not self._visible(job, identity):  # only the owner (or an admin) publishes
             return _error(404, "no such job")
-        if job.owner != identity.name and not identity.admin:
-            return _error(403, "only the owner may publish a job")
         if request.method not in ("POST", "DELETE"):
             return _error(405, "use POST to publish, DELETE to withdraw")
         target = self.settings.results_dir / job.owner / uuid
@@ -276,7 +274,7 @@ class WpsApp:
             return _error(404, "no such output")
         job = self.store.get(uuid)
         if job is None or not (self._visible(job, identity) or job.published):
-            return _error(404 if job is None else 403, "no such output" if job is None else "not your job")
+            return _error(404, "no such output")  # another user's job looks like an unknown one
         root = Path(os.path.realpath(self.settings.outputs_dir))
         path = Path(os.path.realpath(root.joinpath(*parts)))
         try:

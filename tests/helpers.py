@@ -96,6 +96,26 @@ def write_raster(path, data: np.ndarray, crs=DEFAULT_CRS, transform=None, nodata
     return path
 
 
+class TokenIdentity:
+    """The authenticator hook's contract (``identify(environ) -> Identity | None``) with hub-like
+    tokens: ``Authorization: token <t>`` is user ``tokens[t]`` (``admin`` is an admin), and
+    ``token_of`` hands the token on, as :class:`geoml_hub.wps.auth.JupyterHubAuth` does, so the
+    map calls the WPS as its user."""
+
+    def __init__(self, tokens: Mapping[str, str]):
+        self.tokens = dict(tokens)
+
+    def token_of(self, environ) -> Optional[str]:
+        kind, _, value = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        return value.strip() if kind.lower() in ("token", "bearer") and value.strip() else None
+
+    def identify(self, environ):
+        from geoml_hub.wps.auth import Identity
+
+        name = self.tokens.get(self.token_of(environ) or "")
+        return Identity(name, admin=(name == "admin")) if name else None
+
+
 def read_raster(path):
     """``(array (bands, rows, cols), profile dict)`` of a raster."""
     import rasterio

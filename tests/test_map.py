@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import html
 import signal
 import subprocess
 import threading
@@ -28,7 +29,7 @@ from PIL import Image
 from rasterio.warp import transform_bounds
 
 from conftest import CHIAPAS_NAMES, LABELS, SCENE_1999
-from helpers import CONSOLE_SCRIPT, TokenIdentity
+from helpers import CONSOLE_SCRIPT, XSS_NAME, TokenIdentity, hostile_labels
 from test_polygons import chiapas_polygons
 from test_wps_server import NS, wait_final
 from wps_server import DATA, WpsServer, free_port
@@ -314,3 +315,28 @@ def test_job_outputs_on_the_map_are_cached_per_user_and_checked_every_time(two_u
     store.dispose()
     (settings.job_outputs(job) / "reference_test.tif").unlink()
     assert m.get("/api/layer-info", query_string={"dataset": dataset}, headers=ALICE).status_code == 410
+
+
+def test_job_outputs_through_the_map_are_sandboxed(two_users):
+    """A report whose class names are markup, read through the map (same origin as the page): the
+    names are escaped and every /api/ answer is sandboxed and not sniffed; the map's own page and
+    scripts are not sandboxed (they must run)."""
+    m, settings, _ = two_users
+    hostile_labels(LABELS, settings.workspace_dir / "alice" / "xss.tif")
+    job = execute_sync(m, ALICE, "validate_classification",
+                       {"classification": "workspace/alice/xss.tif", "reference": REFERENCE})
+    report = m.get(f"/api/wps/outputs/{job}/report.html", headers=ALICE)
+    assert report.status_code == 200 and report.headers["Content-Type"].startswith("text/html")
+    assert report.headers.get("Content-Security-Policy") == "sandbox"
+    assert report.headers.get("X-Content-Type-Options") == "nosniff"
+    assert XSS_NAME.encode() not in report.data and html.escape(XSS_NAME).encode() in report.data
+    for path in ("/api/config", "/api/layers", f"/api/wps/jobs/{job}", f"/api/wps/outputs/{job}/summary.json",
+                 f"/api/preview.png?dataset={REFERENCE}", f"/api/legend?dataset={REFERENCE}"):
+        r = m.get(path, headers=ALICE)
+        assert r.status_code == 200, (path, r.data[:300])
+        assert (r.headers.get("Content-Security-Policy"), r.headers.get("X-Content-Type-Options")) == (
+            "sandbox", "nosniff"), path
+    for path in ("/", "/static/app.js", "/vendor/leaflet/leaflet.js"):
+        r = m.get(path, headers=ALICE)
+        assert r.status_code == 200 and r.headers.get("X-Content-Type-Options") == "nosniff", path
+        assert "Content-Security-Policy" not in r.headers, path

@@ -7,6 +7,7 @@ hook's contract (``identify(environ) -> Identity | None``), not a stand-in for P
 
 from __future__ import annotations
 
+import html
 import os
 import urllib.parse
 import uuid
@@ -17,7 +18,8 @@ import pytest
 from pywps.app.exceptions import format_message
 from werkzeug.test import Client
 
-from conftest import DATA
+from conftest import DATA, LABELS as LABELS_PATH
+from helpers import XSS_NAME, hostile_labels
 from geoml_hub.errors import ParameterError
 from geoml_hub.wps import datasets as ds
 from geoml_hub.wps.app import make_app
@@ -174,6 +176,34 @@ def test_job_ids_are_random_and_other_users_jobs_look_unknown(app_client):
             assert (foreign.status_code, foreign.data) == (404, missing.data), (method, path, foreign.data)
     assert c.get(f"/outputs/{done}/summary.json", headers=erin).status_code == 200
     assert c.get(f"/jobs/{queued}", headers=erin).json["status"] == "queued"  # frank cancelled nothing
+
+
+def test_user_html_is_served_sandboxed_with_class_names_escaped(app_client):
+    """A raster whose CLASS_NAMES tag holds markup: PyCM's report.html shows it escaped, and every
+    output (and every other answer) comes with ``Content-Security-Policy: sandbox`` and
+    ``nosniff``, also to the other users who read it once it is published."""
+    settings, c = app_client
+    owner, other = {"X-User": "gina"}, {"X-User": "hank"}
+    hostile_labels(LABELS_PATH, settings.workspace_dir / "gina" / "xss.tif")  # as gina's notebook writes it
+    r = c.get(execute_url("validate_classification", {"classification": "workspace/gina/xss.tif",
+                                                      "reference": LABELS}), headers=owner)
+    assert r.status_code == 200 and b"ProcessSucceeded" in r.data, r.data[-2000:]
+    report = urllib.parse.urlparse(output_href(r.data, "report")).path
+    summary = urllib.parse.urlparse(output_href(r.data, "summary")).path
+    job_id = report.split("/")[-2]
+    assert c.post(f"/jobs/{job_id}/publish", headers=owner).status_code == 200
+    got = c.get(report, headers=other)
+    assert got.status_code == 200 and got.headers["Content-Type"].startswith("text/html")
+    assert got.headers.get("Content-Security-Policy") == "sandbox"
+    assert got.headers.get("X-Content-Type-Options") == "nosniff"
+    assert XSS_NAME.encode() not in got.data and b"<img" not in got.data
+    assert html.escape(XSS_NAME).encode() in got.data
+    assert XSS_NAME in c.get(summary, headers=other).json["classes"]  # data stays data (JSON)
+    for path in (summary, f"/outputs/{job_id}/report.csv", f"/jobs/{job_id}", "/jobs", "/results", "/workspace",
+                 "/wps?service=WPS&request=GetCapabilities", f"/outputs/{uuid.uuid4()}/x.html", "/health"):
+        r = c.get(path, headers=other)
+        assert (r.headers.get("Content-Security-Policy"), r.headers.get("X-Content-Type-Options")) == (
+            "sandbox", "nosniff"), (path, r.status_code)
 
 
 # -- settings -------------------------------------------------------------------------------

@@ -26,6 +26,11 @@ standalone):
 With ``auth = jupyterhub`` every route except ``/health`` and the static files needs the hub
 login (:class:`geoml_hub.wps.auth.JupyterHubAuth`: a browser is sent through the hub's OAuth
 login, and the resulting token is kept in a signed cookie).
+
+Every answer is sent with ``X-Content-Type-Options: nosniff``, and every ``/api/`` answer (job
+outputs through the WPS proxy, tiles, JSON) also with ``Content-Security-Policy: sandbox``: an
+HTML file a user's job wrote is shown with an opaque origin and no scripts, never as a page of
+the hub's origin. Only the map's own page and its static files run as pages.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from werkzeug.wrappers import Request, Response
 from ..errors import DataError, GeomlError, ParameterError
 from ..fileio import atomic_path
 from ..wps.auth import JupyterHubAuth, StandaloneAuth
+from ..wps.headers import SECURITY_HEADERS, with_headers
 from . import tiles
 
 LOGGER = logging.getLogger("geoml_hub.map")
@@ -57,6 +63,8 @@ _JOB_FILE = re.compile(r"^jobs/([0-9a-fA-F-]{8,64})/([A-Za-z0-9][A-Za-z0-9_.-]*\
 _RESULT_FILE = re.compile(r"^results/([^/]+)/([0-9a-fA-F-]{8,64})/([A-Za-z0-9][A-Za-z0-9_.-]*\.(?:tif|tiff|gtif))$")
 #: Request headers passed on to the WPS.
 _FORWARD = ("Content-Type", "Accept")
+#: Headers of the map's own page and static files (which must run their scripts).
+_PAGE_HEADERS = (("X-Content-Type-Options", "nosniff"),)
 
 
 def find_vendor() -> Path:
@@ -185,16 +193,20 @@ class MapApp:
             response = exc
         except (DataError, ParameterError) as exc:
             response = _error(400, str(exc))
-        return response(environ, start_response)
+        headers = SECURITY_HEADERS if self._inner_path(request.path).startswith("/api/") else _PAGE_HEADERS
+        return response(environ, with_headers(start_response, headers))
+
+    def _inner_path(self, path: str) -> str:
+        """``path`` relative to the map's base URL, with a leading ``/``."""
+        if self.base and (path == self.base or path.startswith(self.base + "/")):
+            path = path[len(self.base):]
+        return "/" + path.lstrip("/")
 
     # -- routing --------------------------------------------------------------------------------
     def dispatch(self, request: Request, environ):
-        path = request.path
-        if self.base and (path == self.base or path.startswith(self.base + "/")):
-            path = path[len(self.base):]
-        if path == "" and self.base:
+        if request.path == self.base and self.base:
             return Response(status=302, headers={"Location": self.base + "/"})
-        path = "/" + path.lstrip("/")
+        path = self._inner_path(request.path)
         if path == "/health":
             return _json({"status": "ok"})
         if path.startswith("/static/"):

@@ -23,7 +23,10 @@ hub, ``/`` standalone):
 Every request is first identified by the authenticator (:mod:`geoml_hub.wps.auth`); a
 request without an identity gets 401 and nothing runs. Another user's job answers 404 exactly
 as an unknown one does (job ids are random, see :mod:`geoml_hub.wps.service`), so a job id
-reveals nothing about other users' work.
+reveals nothing about other users' work. Every answer carries
+:data:`geoml_hub.wps.headers.SECURITY_HEADERS`: what a user's job wrote (PyCM's
+``report.html``, say) is shown sandboxed, with an opaque origin and no scripts, never as a
+page of the hub's origin.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from ..polygons import class_codes, parse_polygons
 from .auth import make_authenticator
 from .datasets import remove_tree, share_outputs
 from .dispatcher import cancel_job
+from .headers import with_headers
 from .jobs import store_for
 
 LOGGER = logging.getLogger("geoml_hub.wps")
@@ -103,7 +107,7 @@ class WpsApp:
             response = self.dispatch(request, environ)
         except HTTPException as exc:
             response = exc
-        return response(environ, start_response)
+        return response(environ, with_headers(start_response))
 
     def dispatch(self, request: Request, environ):
         path = request.path

@@ -296,10 +296,23 @@ def test_wps_message_survives_pywps_sanitising(text):
     assert format_message(msg) == msg and 3 <= len(msg) <= 300
 
 
-def test_wps_message_hides_server_paths(tmp_path):
-    s = Settings(state_dir=tmp_path / "state", data_roots={"data": DATA})
-    msg = wps_message(f"{DATA}/eurosat_ms/Forest/x.tif: not a GeoTIFF", s)
-    assert str(DATA) not in msg and msg.startswith("data/eurosat_ms/Forest/x.tif")
+@pytest.mark.parametrize("through_symlink", [False, True], ids=["direct", "symlink"])
+def test_wps_message_hides_server_paths(tmp_path, through_symlink):
+    """Messages show dataset names, never server paths: neither the path a data root or the state
+    directory was given as nor the real path it resolves to (they differ through a symlink)."""
+    data, state = DATA.resolve(), tmp_path / "state"
+    if through_symlink:
+        os.symlink(data, tmp_path / "shared-link")
+        (tmp_path / "state-real").mkdir()
+        os.symlink(tmp_path / "state-real", state)
+        data = tmp_path / "shared-link"
+    s = Settings(state_dir=state, data_roots={"data": data})
+    for root in (data, data.resolve()):
+        msg = wps_message(f"{root}/eurosat_ms/Forest/x.tif: not a GeoTIFF", s)
+        assert str(root) not in msg and msg.startswith("data/eurosat_ms/Forest/x.tif"), msg
+    for outputs in (state / "outputs", state.resolve() / "outputs"):
+        msg = wps_message(f"cannot write {outputs}/abc/model.pt", s)
+        assert msg == "cannot write jobs/abc/model.pt", msg
 
 
 def test_worker_identity_survives_pid_reuse():

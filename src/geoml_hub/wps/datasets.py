@@ -160,12 +160,21 @@ def resolve(name: str, settings, access: Access, kind: str = "any", must_exist: 
 
 def server_path_names(settings, extra=()) -> List[tuple]:
     """``(server path prefix, dataset name)`` pairs, longest prefix first: how messages and JSON
-    outputs show server paths to users (``/srv/data/x.tif`` → ``data/x.tif``)."""
+    outputs show server paths to users (``/srv/data/x.tif`` → ``data/x.tif``).
+
+    Each path appears as the settings hold it (real, symbolic links resolved), as its real path,
+    and as it was given where a symbolic link makes that differ (:meth:`Settings.path_aliases`):
+    a data root reached through ``/srv/shared -> /mnt/disk1/shared`` is hidden in both spellings.
+    """
     pairs = [(str(settings.outputs_dir), "jobs"), (str(settings.workspace_dir), "workspace"),
              (str(settings.results_dir), "results"), (str(settings.work_dir), "work"),
              (str(settings.state_dir), "state")]
     pairs += [(str(p), name) for name, p in settings.data_roots.items()] + list(extra)
-    return sorted(pairs, key=lambda t: -len(t[0]))
+    pairs += [(os.path.realpath(p), name) for p, name in pairs]
+    aliases = settings.path_aliases() if hasattr(settings, "path_aliases") else {}
+    for given, real in aliases.items():
+        pairs += [(given + p[len(real):], name) for p, name in list(pairs) if p == real or p.startswith(real + os.sep)]
+    return sorted(set(pairs), key=lambda t: -len(t[0]))
 
 
 def allowed_roots(settings, access: Access, job_store=None) -> List[Path]:

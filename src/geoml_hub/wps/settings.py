@@ -127,10 +127,18 @@ class Settings:
             if not value:
                 raise ParameterError(f"database = env:{name}, but environment variable {name} is not set")
             self._database_ref, self.database = self.database, value
+        given = [Path(self.state_dir)] + [Path(v) for v in self.data_roots.values()]
+        given += [Path(self.shared_results)] if self.shared_results else []
         self.state_dir = Path(self.state_dir).expanduser().resolve()
         self.data_roots = {str(k): Path(v).expanduser().resolve() for k, v in self.data_roots.items()}
         if self.shared_results:
             self.shared_results = Path(self.shared_results).expanduser().resolve()
+        # the paths as given, where a symlink makes them differ from the real ones (path_aliases)
+        self._aliases = {}
+        for path in given:
+            spelt = Path(os.path.abspath(path.expanduser()))
+            if spelt != spelt.resolve():
+                self._aliases[str(spelt)] = str(spelt.resolve())
         for name in self.data_roots:
             if name in RESERVED_ROOTS or not name.replace("_", "").replace("-", "").isalnum():
                 raise ParameterError(f"data root name {name!r} is reserved or not a plain word")
@@ -163,6 +171,13 @@ class Settings:
     def runs_on_kubernetes(self, identifier: str) -> bool:
         """Whether jobs of process ``identifier`` run as Kubernetes Jobs."""
         return self.backend == "kubernetes" and identifier in self.kubernetes_processes
+
+    def path_aliases(self) -> Dict[str, str]:
+        """``{path as given: real path}`` for the state directory, data roots and shared results
+        given through a symbolic link (messages hide both, see
+        :func:`geoml_hub.wps.datasets.server_path_names`). Only in the process that read the
+        settings as given: ``settings.json`` keeps the real paths."""
+        return dict(getattr(self, "_aliases", {}))
 
     # -- layout -----------------------------------------------------------------------------
     @property

@@ -21,7 +21,10 @@ hub, ``/`` standalone):
     at most 5 MB, written atomically).
 
 Every request is first identified by the authenticator (:mod:`geoml_hub.wps.auth`); a
-request without an identity gets 401 and nothing runs.
+request without an identity gets 401 and nothing runs. A request that changes state (an
+Execute, a cancel, publishing, a workspace write) authenticated only by the login cookie must
+come from this service's own pages, and an Execute by GET with the cookie is refused
+(:func:`geoml_hub.wps.auth.cross_site_refusal`): 403.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from werkzeug.wsgi import wrap_file
 from ..errors import DataError
 from ..fileio import write_bytes
 from ..polygons import class_codes, parse_polygons
-from .auth import make_authenticator
+from .auth import changes_state, cross_site_refusal, make_authenticator
 from .datasets import remove_tree, share_outputs
 from .dispatcher import cancel_job
 from .jobs import store_for
@@ -126,6 +129,14 @@ class WpsApp:
                 return self.auth.login_redirect(request)  # a browser: log in through the hub
             return _error(status, forbidden or "authentication required")
         environ["geoml.identity"] = identity
+        if changes_state(request.method, environ.get("QUERY_STRING", ""), wps_endpoint=(path == "/wps")):
+            refusal = cross_site_refusal(environ, identity, [self.settings.url], wps_endpoint=(path == "/wps"))
+            if refusal:
+                LOGGER.warning("refused a possibly cross-site %s %s of %s: %s", request.method, path, identity.name,
+                               refusal)
+                if path == "/wps":
+                    return NoApplicableCode(refusal, code=403)
+                return _error(403, refusal)
         if path == "/wps":
             # PyWPS reads meaning into the URL path (/processes/..., /jobs/...): give it the path
             # relative to the service base

@@ -227,7 +227,7 @@ class GeomlProcess(Process):
         try:
             if ds.is_url(name) and ds.own_output_path(name, settings) is None:
                 workdir = Path(job.workdir if job else self.workdir)
-                return ds.fetch_url(name, workdir / "inputs", settings.max_download_mb)
+                return ds.fetch_url(name, workdir / "inputs", settings.max_download_mb, policy=settings.url_policy)
             return ds.resolve(name, settings, access, kind=kind, must_exist=must_exist,
                               job_store=job.store if job else None)
         except ds.DatasetError as exc:

@@ -64,6 +64,13 @@ class Settings:
         Largest request body PyWPS accepts, e.g. ``3mb``.
     max_download_mb : float
         Largest file fetched for a URL input, in MiB.
+    url_allow : list of str
+        Hosts and networks that URL inputs may be fetched from although they are not public
+        (INI: comma-separated; default none): host names (``data.example.org``, or
+        ``.example.org`` for a domain) and IP networks or addresses (``10.1.0.0/16``,
+        ``127.0.0.1``). Without an entry, loopback, link-local, private, shared, reserved and
+        cluster-internal addresses are refused, on every redirect too
+        (:class:`geoml_hub.wps.datasets.UrlPolicy`).
     retention_hours : float
         Outputs of finished jobs older than this are removed (0: keep forever).
     url : str
@@ -107,6 +114,7 @@ class Settings:
     maxprocesses: int = 30
     maxrequestsize: str = "3mb"
     max_download_mb: float = 512.0
+    url_allow: List[str] = field(default_factory=list)
     retention_hours: float = 168.0
     url: str = "http://127.0.0.1:5000"
     auth: str = "none"
@@ -145,6 +153,12 @@ class Settings:
         if self.auth not in ("none", "jupyterhub"):
             raise ParameterError(f"auth must be none or jupyterhub, got {self.auth!r}")
         self.url = self.url.rstrip("/")
+        if isinstance(self.url_allow, str):
+            self.url_allow = [p.strip() for p in self.url_allow.replace("\n", ",").split(",") if p.strip()]
+        self.url_allow = [str(p).strip() for p in self.url_allow if str(p).strip()]
+        from .datasets import UrlPolicy
+
+        self.url_policy = UrlPolicy(self.url_allow)
         if self.backend not in ("local", "kubernetes"):
             raise ParameterError(f"backend must be local or kubernetes, got {self.backend!r}")
         if isinstance(self.kubernetes_processes, str):

@@ -113,3 +113,90 @@ def test_url_allow_admits_a_host_but_not_its_redirects_elsewhere(tmp_path, file_
         assert message and "input classification" in message and "127.0.0.2 is a loopback address" in message, \
             message
         assert inner.asked == [], "the redirect to an internal address was followed"
+
+
+# -- output quota, storage quota, pixel limit ------------------------------------------------------------------
+def sparse_tiff(path: Path, width: int, height: int, value=None, dtype="uint8", block=512):
+    """A GeoTIFF of ``width`` x ``height`` pixels that takes a few kilobytes on disk: tiled and
+    compressed, with no tile written (GDAL's SPARSE_OK: every pixel reads as 0) or, with ``value``,
+    every tile holding that constant."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype=dtype, crs="EPSG:32615",
+                   transform=Affine(30, 0, 500000, 0, -30, 2000000), tiled=True, blockxsize=block, blockysize=block,
+                   compress="deflate", sparse_ok=True)
+    with rasterio.open(path, "w", **profile) as dst:
+        if value is not None:
+            dst.write(np.full((1, height, width), value, dtype=dtype))
+    return path
+
+
+def wait_job(server, job_id, timeout=180.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        job = requests.get(f"{server.url}/jobs/{job_id}", timeout=30).json()
+        if job["status"] in ("succeeded", "failed", "dismissed"):
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} not finished: {job}\n{server.log_text()[-3000:]}"
+        time.sleep(0.3)
+
+
+def test_huge_sparse_raster_is_refused_before_it_is_read(tmp_path):
+    with WpsServer(tmp_path / "pixels", parallel=1) as server:
+        big = sparse_tiff(server.state_dir / "workspace" / "big.tif", 100_000, 100_000, block=4096)
+        assert big.stat().st_size < 30_000  # 10 gigapixels in a few kilobytes
+        _, _, r = execute(server, "extract_samples", {"scene": "workspace/big.tif", "reference": "workspace/big.tif"},
+                          expect_ok=False)
+        root = ET.fromstring(r.content)
+        assert root.tag.endswith("ExceptionReport"), r.text[:1000]
+        text = root.find(".//ows:ExceptionText", NS).text
+        assert "input scene" in text and "10000000000 pixels" in text and "max_input_pixels" in text, text
+        assert requests.get(f"{server.url}/jobs", timeout=30).json()["jobs"] == []  # nothing was queued
+
+
+def test_job_over_its_output_limit_fails_and_its_outputs_are_removed(tmp_path):
+    ini = config(tmp_path, "limit", max_job_output_mb=1)
+    with WpsServer(tmp_path / "limit", parallel=1, extra=["--config", ini]) as server:
+        # 4 million labelled pixels in two files of a few kilobytes: the samples take ~16 MB
+        ws = server.state_dir / "workspace"
+        sparse_tiff(ws / "scene.tif", 2000, 2000, value=7)
+        sparse_tiff(ws / "labels.tif", 2000, 2000, value=1)
+        assert (ws / "scene.tif").stat().st_size + (ws / "labels.tif").stat().st_size < 100_000
+        job_id, _, _ = execute(server, "extract_samples", {"scene": "workspace/scene.tif",
+                                                           "reference": "workspace/labels.tif"})
+        job = wait_job(server, job_id)
+        assert job["status"] == "failed", job
+        assert "more than the output limit of a job, 1 MB, max_job_output_mb" in job["message"], job["message"]
+        assert "partial outputs were removed" in job["message"]
+        assert not (server.state_dir / "outputs" / job_id).exists()
+        assert not any((server.state_dir / "work" / job_id).glob("*"))
+        status = requests.get(f"{server.url}/outputs/{job_id}.xml", timeout=30)
+        assert status_of(status.content)[0] == "ProcessFailed"
+
+
+def test_user_over_the_storage_quota_is_refused_up_front(tmp_path):
+    ini = config(tmp_path, "quota", user_quota_mb=3, max_job_output_mb=0)
+    with WpsServer(tmp_path / "quota", parallel=1, extra=["--config", ini]) as server:
+        ws = server.state_dir / "workspace"
+        sparse_tiff(ws / "scene.tif", 2000, 2000, value=7)
+        sparse_tiff(ws / "labels.tif", 2000, 2000, value=1)
+        mine = ws / "local"  # the standalone user's workspace folder counts against the quota
+        mine.mkdir(parents=True)
+        (mine / "old.geojson").write_bytes(b" " * (2 * 2**20))
+        # 2 MB used of 3: the job may start, but its ~16 MB of samples go over what is left
+        job_id, _, _ = execute(server, "extract_samples", {"scene": "workspace/scene.tif",
+                                                           "reference": "workspace/labels.tif"})
+        job = wait_job(server, job_id)
+        assert job["status"] == "failed", job
+        assert "storage quota of local" in job["message"] and "user_quota_mb" in job["message"], job["message"]
+        assert not (server.state_dir / "outputs" / job_id).exists()
+        # 4 MB used of 3: the next Execute is refused before anything is queued
+        (mine / "older.geojson").write_bytes(b" " * (2 * 2**20))
+        _, _, r = execute(server, "validate_classification", {"classification": LABELS, "reference": LABELS},
+                          expect_ok=False)
+        assert r.status_code == 403, r.text[:1000]
+        text = ET.fromstring(r.content).find(".//ows:ExceptionText", NS).text
+        assert "local uses 4.0 MB of the storage quota of 3 MB" in text and "user_quota_mb" in text, text
+        assert [j["job_id"] for j in requests.get(f"{server.url}/jobs", timeout=30).json()["jobs"]] == [job_id]

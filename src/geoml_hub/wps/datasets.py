@@ -407,6 +407,50 @@ def fetch_url(url: str, workdir: Path, max_mb: float, timeout: float = 60.0,
     return dest
 
 
+def tree_size(path: Path) -> int:
+    """Bytes (apparent sizes) of the files under ``path`` (0 if it does not exist); symbolic links
+    are not followed."""
+    total = 0
+    stack = [str(path)]
+    while stack:
+        top = stack.pop()
+        try:
+            with os.scandir(top) as it:
+                for entry in it:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False):
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        pass
+        except NotADirectoryError:
+            try:
+                total += os.lstat(top).st_size
+            except OSError:
+                pass
+        except OSError:
+            pass
+    return total
+
+
+def user_storage(settings, store, owner: str, exclude: Iterable[str] = ()) -> int:
+    """Bytes of storage ``owner`` uses: the outputs of their jobs (not yet removed by the retention
+    policy) and their workspace folder (``workspace/<owner>``); jobs in ``exclude`` are left out."""
+    skip = set(exclude)
+    total = tree_size(settings.workspace_dir / owner) if owner else 0
+    for job in store.list(owner=owner):
+        if job.uuid in skip or job.outputs_removed is not None:
+            continue
+        total += tree_size(settings.job_outputs(job.uuid))
+    return total
+
+
+def mib(n: float) -> str:
+    """``12.3 MB`` (MiB) for a byte count."""
+    return f"{n / 2**20:.1f} MB"
+
+
 def share_outputs(source: Path, target: Path, info: dict) -> Path:
     """Publish a job's output directory as ``target`` in the shared results area: files are
     hard-linked (copied across file systems) into a temporary directory that is renamed into

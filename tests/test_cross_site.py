@@ -149,3 +149,51 @@ def test_cross_site_cancel_leaves_the_job_running(hub, alice):
     finally:
         requests.post(f"{url}/services/wps/jobs/{job}/cancel", headers={"Authorization": f"token {token}"},
                       timeout=60)
+
+
+def test_strict_cookie_login_works_from_a_link_on_another_site(hub, tmp_path):
+    """SameSite=Strict does not break the OAuth flow: alice, logged in to the hub, follows a link
+    to the map on another site's page (localhost is another site than 127.0.0.1); the redirect
+    chain map -> hub -> oauth_callback started cross-site, yet the map opens logged in (the
+    callback's continuation page is a same-site navigation that carries the new cookie)."""
+    import http.server
+    import threading
+
+    from playwright import sync_api as playwright_api
+
+    from test_map_browser import CHROMIUM
+
+    page_html = f'<html><body><a id="go" href="{hub["url"]}/services/map/">the map</a></body></html>'.encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(page_html)
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_context().new_page()
+            page.goto(hub["url"] + "/hub/login")
+            page.fill("#username_input", "alice")
+            page.fill("#password_input", PASSWORDS["alice"])
+            page.click("#login_submit")
+            page.wait_for_url("**/hub/**")
+            page.goto(f"http://localhost:{other.server_address[1]}/")
+            page.click("#go")
+            page.wait_for_function("document.querySelector('#user') && "
+                                   "document.querySelector('#user').textContent.includes('alice')", timeout=60_000)
+            assert page.url.startswith(hub["url"] + "/services/map/"), page.url
+            cookies = {c["name"]: c for c in page.context.cookies()}
+            assert cookies["geoml-map-token"]["sameSite"] == "Strict"
+            browser.close()
+    finally:
+        other.shutdown()
+        other.server_close()

@@ -31,6 +31,12 @@ Every answer is sent with ``X-Content-Type-Options: nosniff``, and every ``/api/
 outputs through the WPS proxy, tiles, JSON) also with ``Content-Security-Policy: sandbox``: an
 HTML file a user's job wrote is shown with an opaque origin and no scripts, never as a page of
 the hub's origin. Only the map's own page and its static files run as pages.
+
+The proxy sends the WPS the user's
+token, so it checks cross-site requests itself, by the WPS's rules
+(:func:`geoml_hub.wps.auth.cross_site_refusal`): a state change through ``/api/wps/`` with the
+login cookie must come from the map's own pages, and an Execute by GET with the cookie is
+refused (403).
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from werkzeug.wrappers import Request, Response
 
 from ..errors import DataError, GeomlError, ParameterError
 from ..fileio import atomic_path
-from ..wps.auth import JupyterHubAuth, StandaloneAuth
+from ..wps.auth import JupyterHubAuth, StandaloneAuth, changes_state, cross_site_refusal
 from ..wps.headers import SECURITY_HEADERS, with_headers
 from . import tiles
 
@@ -238,7 +244,15 @@ class MapApp:
         if path == "/api/layers":
             return _json({"layers": self.layers()})
         if path.startswith("/api/wps/") or path == "/api/wps":
-            return self.proxy(path[len("/api/wps"):], request, environ)
+            rest = path[len("/api/wps"):]
+            wps_endpoint = rest.strip("/") == "wps"
+            if changes_state(request.method, environ.get("QUERY_STRING", ""), wps_endpoint):
+                refusal = cross_site_refusal(environ, identity, [self.settings.url], wps_endpoint)
+                if refusal:
+                    LOGGER.warning("refused a possibly cross-site %s %s of %s: %s", request.method, path,
+                                   identity.name, refusal)
+                    return _error(403, refusal)
+            return self.proxy(rest, request, environ)
         dataset = request.args.get("dataset", "")
         if path in ("/api/layer-info", "/api/legend", "/api/preview.png") or path.startswith("/api/tiles/"):
             raster = self.resolve(dataset, request, environ)

@@ -23,7 +23,10 @@ hub, ``/`` standalone):
 Every request is first identified by the authenticator (:mod:`geoml_hub.wps.auth`); a
 request without an identity gets 401 and nothing runs. Another user's job answers 404 exactly
 as an unknown one does (job ids are random, see :mod:`geoml_hub.wps.service`), so a job id
-reveals nothing about other users' work. Every answer carries
+reveals nothing about other users' work. A request that changes state (an Execute, a
+cancel, publishing, a workspace write) authenticated only by the login cookie must come from
+this service's own pages, and an Execute by GET with the cookie is refused
+(:func:`geoml_hub.wps.auth.cross_site_refusal`): 403. Every answer carries
 :data:`geoml_hub.wps.headers.SECURITY_HEADERS`: what a user's job wrote (PyCM's
 ``report.html``, say) is shown sandboxed, with an opaque origin and no scripts, never as a
 page of the hub's origin.
@@ -50,7 +53,7 @@ from werkzeug.wsgi import wrap_file
 from ..errors import DataError
 from ..fileio import write_bytes
 from ..polygons import class_codes, parse_polygons
-from .auth import make_authenticator
+from .auth import changes_state, cross_site_refusal, make_authenticator
 from .datasets import remove_tree, share_outputs
 from .dispatcher import cancel_job
 from .headers import with_headers
@@ -132,6 +135,14 @@ class WpsApp:
                 return self.auth.login_redirect(request)  # a browser: log in through the hub
             return _error(status, forbidden or "authentication required")
         environ["geoml.identity"] = identity
+        if changes_state(request.method, environ.get("QUERY_STRING", ""), wps_endpoint=(path == "/wps")):
+            refusal = cross_site_refusal(environ, identity, [self.settings.url], wps_endpoint=(path == "/wps"))
+            if refusal:
+                LOGGER.warning("refused a possibly cross-site %s %s of %s: %s", request.method, path, identity.name,
+                               refusal)
+                if path == "/wps":
+                    return NoApplicableCode(refusal, code=403)
+                return _error(403, refusal)
         if path == "/wps":
             # PyWPS reads meaning into the URL path (/processes/..., /jobs/...): give it the path
             # relative to the service base

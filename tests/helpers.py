@@ -16,6 +16,8 @@ import numpy as np
 CONSOLE_SCRIPT = Path(sys.executable).parent / "geoml-hub"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DEFAULT_CRS = "EPSG:32615"
+#: A class name that is markup: a stored cross-site scripting attempt through a raster's tags.
+XSS_NAME = "<img src=x onerror=alert(document.cookie)>"
 
 
 def assert_png(path) -> None:
@@ -94,6 +96,41 @@ def write_raster(path, data: np.ndarray, crs=DEFAULT_CRS, transform=None, nodata
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
     return path
+
+
+def hostile_labels(source, path, codes=(1, 2, 3, 4, 5)) -> Path:
+    """A copy of the label raster ``source`` whose ``CLASS_NAMES`` tag names class
+    ``codes[0]`` :data:`XSS_NAME` (the others ``class <code>``)."""
+    import rasterio
+
+    data, profile = read_raster(source)
+    names = {str(c): (XSS_NAME if k == 0 else f"class {c}") for k, c in enumerate(codes)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        dst.update_tags(CLASS_NAMES=json.dumps(names))
+    return path
+
+
+class TokenIdentity:
+    """The authenticator hook's contract (``identify(environ) -> Identity | None``) with hub-like
+    tokens: ``Authorization: token <t>`` is user ``tokens[t]`` (``admin`` is an admin), and
+    ``token_of`` hands the token on, as :class:`geoml_hub.wps.auth.JupyterHubAuth` does, so the
+    map calls the WPS as its user."""
+
+    def __init__(self, tokens: Mapping[str, str]):
+        self.tokens = dict(tokens)
+
+    def token_of(self, environ) -> Optional[str]:
+        kind, _, value = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        return value.strip() if kind.lower() in ("token", "bearer") and value.strip() else None
+
+    def identify(self, environ):
+        from geoml_hub.wps.auth import Identity
+
+        name = self.tokens.get(self.token_of(environ) or "")
+        return Identity(name, admin=(name == "admin")) if name else None
 
 
 def read_raster(path):

@@ -155,6 +155,11 @@ class KubeStandIn:
                 if m:
                     run = outer.runs.get(m.group(2))
                     return self._send(200, run.job_json()) if run else self._status(404, "NotFound")
+                if re.fullmatch(r"/apis/batch/v1/namespaces/([^/]+)/jobs", url.path):
+                    # the label selector of an existence test (``geoml-hub/job-id``) only
+                    key = parse_qs(url.query).get("labelSelector", [""])[0]
+                    items = [r.job_json() for r in outer.runs.values() if key in r.manifest["metadata"]["labels"]]
+                    return self._send(200, {"kind": "JobList", "apiVersion": "batch/v1", "metadata": {}, "items": items})
                 if re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", url.path):
                     selector = parse_qs(url.query).get("labelSelector", [""])[0]
                     want = dict(kv.split("=", 1) for kv in selector.split(",") if kv)

@@ -375,7 +375,7 @@ def test_map_deployment(rendered, values):
     # probes on /health under the map's path (answered without a login)
     for probe in ("readinessProbe", "livenessProbe"):
         assert ctr[probe]["httpGet"] == {"path": f"{urlparse(args.url).path}/health", "port": "http"}
-    assert ctr["ports"] == [{"name": "http", "containerPort": 5100}]
+    assert ctr["ports"] == [{"name": "http", "containerPort": 5100, "protocol": "TCP"}]
     # the WPS image (with a registry prefix in all-on), which carries Leaflet
     wps_image = find(docs, "Deployment", "wps")[0]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert ctr["image"] == wps_image == ("registry.example.org/geoml/geoml-hub/wps:0.1.0" if values == "all-on"

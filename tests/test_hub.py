@@ -261,7 +261,7 @@ def test_other_users_and_anonymous_are_refused(hub):
     alice = {"Authorization": f"token {user_token(hub, 'alice')}"}
     for path in (f"/jobs/{job}", f"/outputs/{job}/summary.json"):
         assert requests.get(url + "/services/wps" + path, headers=alice, timeout=30).status_code == 200
-        assert requests.get(url + "/services/wps" + path, headers=bob, timeout=30).status_code == 403
+        assert requests.get(url + "/services/wps" + path, headers=bob, timeout=30).status_code == 404
         assert requests.get(url + "/services/wps" + path, timeout=30).status_code == 401
     assert requests.get(url + "/services/wps/jobs", headers=bob, timeout=30).json()["jobs"] == []
     r = requests.get(url + "/services/wps/wps?service=WPS&request=GetCapabilities", timeout=30)
@@ -276,7 +276,7 @@ def test_publish_shares_results_with_everyone(hub):
     url, job = hub["url"], hub["alice_job"]
     bob = {"Authorization": f"token {user_token(hub, 'bob')}"}
     alice = {"Authorization": f"token {user_token(hub, 'alice')}"}
-    assert requests.post(f"{url}/services/wps/jobs/{job}/publish", headers=bob, timeout=30).status_code == 403
+    assert requests.post(f"{url}/services/wps/jobs/{job}/publish", headers=bob, timeout=30).status_code == 404
     r = requests.post(f"{url}/services/wps/jobs/{job}/publish", headers=alice, timeout=30)
     assert r.status_code == 200 and r.json()["published"] and r.json()["shared_as"] == f"results/alice/{job}"
     assert requests.get(f"{url}/services/wps/outputs/{job}/summary.json", headers=bob, timeout=30).status_code == 200

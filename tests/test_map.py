@@ -2,6 +2,8 @@
 ``geoml-hub wps serve``, on the Chiapas data. Tiles are checked by their pixels against the
 scene (georeferencing and stretch), label tiles by their colours; the WPS is reached through
 the map; polygons saved through the map feed extract_samples; a job's output raster is tiled.
+Two users: the real WPS and map apps in this process, with hub-like tokens as identities (the
+authenticator hook's contract), the WPS served over HTTP on loopback.
 (The hub login, two users and the browser: tests/test_map_browser.py.)"""
 
 from __future__ import annotations
@@ -9,10 +11,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import html
 import signal
 import subprocess
+import threading
 import time
+import urllib.parse
 import urllib.request
+import uuid
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -23,7 +29,7 @@ from PIL import Image
 from rasterio.warp import transform_bounds
 
 from conftest import CHIAPAS_NAMES, LABELS, SCENE_1999
-from helpers import CONSOLE_SCRIPT
+from helpers import CONSOLE_SCRIPT, XSS_NAME, TokenIdentity, hostile_labels
 from test_polygons import chiapas_polygons
 from test_wps_server import NS, wait_final
 from wps_server import DATA, WpsServer, free_port
@@ -230,3 +236,107 @@ def test_wps_through_the_map_and_polygons_saved_in_the_workspace(stack, tmp_path
     (wps.state_dir / "outputs" / job_id / "reference_test.tif").unlink()
     gone = m.get("/api/layer-info", params={"dataset": dataset})
     assert gone.status_code == 410, gone.text
+
+
+# -- two users ----------------------------------------------------------------------------------------
+ALICE, BOB = {"Authorization": "token alice-token"}, {"Authorization": "token bob-token"}
+
+
+@pytest.fixture(scope="module")
+def two_users(tmp_path_factory):
+    """The WPS app (its real processes, on the real data) served over HTTP on loopback, and the
+    map app in front of it, both identifying alice and bob by their tokens; the map calls the WPS
+    with the user's token. Yields ``(map client, WPS settings, map cache folder)``."""
+    from werkzeug.serving import make_server
+    from werkzeug.test import Client
+
+    from geoml_hub.map.app import MapApp, MapSettings
+    from geoml_hub.wps.app import make_app
+    from geoml_hub.wps.service import build_service
+    from geoml_hub.wps.settings import Settings
+
+    tmp = tmp_path_factory.mktemp("two-users")
+    auth = TokenIdentity({"alice-token": "alice", "bob-token": "bob"})
+    port = free_port()
+    settings = Settings(state_dir=tmp / "wps", data_roots={"data": DATA}, auth="jupyterhub",
+                        url=f"http://127.0.0.1:{port}")
+    httpd = make_server("127.0.0.1", port, make_app(settings, build_service(settings), auth), threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    cache = tmp / "map-cache"
+    m = Client(MapApp(MapSettings(data_roots={"data": DATA}, wps_url=settings.url, cache_dir=cache), auth))
+    yield m, settings, cache
+    httpd.shutdown()
+    thread.join(30)
+
+
+def execute_sync(m, headers, identifier, inputs):
+    """Execute a process synchronously through the map's WPS proxy; the job id."""
+    query = {"service": "WPS", "request": "Execute", "version": "1.0.0", "identifier": identifier,
+             "DataInputs": ";".join(f"{k}={urllib.parse.quote(str(v), safe='/:')}" for k, v in inputs.items())}
+    r = m.get("/api/wps/wps", query_string=query, headers=headers)
+    assert r.status_code == 200 and b"ProcessSucceeded" in r.data, r.data[-2000:]
+    href = ET.fromstring(r.data).find(".//wps:Reference", NS).get("href")
+    return urllib.parse.urlparse(href).path.split("/")[-2]
+
+
+def test_job_outputs_on_the_map_are_cached_per_user_and_checked_every_time(two_users):
+    """Alice views her job's raster; bob then gets 404 for its info, preview, legend and tiles,
+    exactly as for an unknown job, although alice's copy is cached; every cached answer is checked
+    with the WPS first (publishing, withdrawing and retention take effect at once)."""
+    from geoml_hub.wps.jobs import JobStore
+
+    m, settings, cache = two_users
+    job = execute_sync(m, ALICE, "extract_samples", {"scene": SCENE, "reference": REFERENCE, "test_fraction": 0.3})
+    dataset = f"jobs/{job}/reference_test.tif"
+    unknown = f"jobs/{uuid.uuid4()}/reference_test.tif"
+    info = m.get("/api/layer-info", query_string={"dataset": dataset}, headers=ALICE)
+    assert info.status_code == 200 and info.json["kind"] == "labels", info.data
+    west, south, east, north = info.json["bounds"]
+    x, y, z = tile_of((west + east) / 2, (south + north) / 2, 13)
+    views = ["/api/layer-info", "/api/legend", "/api/preview.png", f"/api/tiles/{z}/{x}/{y}.png"]
+    for path in views:
+        assert m.get(path, query_string={"dataset": dataset}, headers=ALICE).status_code == 200, path
+    assert [p.name for p in cache.iterdir()] == ["u-alice"]
+    for path in views:  # alice's copy is in the cache now; bob gets nothing of it
+        theirs = m.get(path, query_string={"dataset": dataset}, headers=BOB)
+        missing = m.get(path, query_string={"dataset": unknown}, headers=BOB)
+        assert (theirs.status_code, missing.status_code) == (404, 404), (path, theirs.data)
+        assert theirs.json["error"] == missing.json["error"].replace(unknown, dataset)
+    # published, bob sees it (from his own cache folder); withdrawn, at once not any more
+    assert m.post(f"/api/wps/jobs/{job}/publish", headers=ALICE).status_code == 200
+    assert m.get("/api/legend", query_string={"dataset": dataset}, headers=BOB).status_code == 200
+    assert sorted(p.name for p in cache.iterdir()) == ["u-alice", "u-bob"]
+    assert m.delete(f"/api/wps/jobs/{job}/publish", headers=ALICE).status_code == 200
+    assert m.get("/api/legend", query_string={"dataset": dataset}, headers=BOB).status_code == 404
+    # the retention policy removes the outputs: alice's cached copy is not shown either
+    store = JobStore(settings.database)
+    store.mark_outputs_removed(job)
+    store.dispose()
+    (settings.job_outputs(job) / "reference_test.tif").unlink()
+    assert m.get("/api/layer-info", query_string={"dataset": dataset}, headers=ALICE).status_code == 410
+
+
+def test_job_outputs_through_the_map_are_sandboxed(two_users):
+    """A report whose class names are markup, read through the map (same origin as the page): the
+    names are escaped and every /api/ answer is sandboxed and not sniffed; the map's own page and
+    scripts are not sandboxed (they must run)."""
+    m, settings, _ = two_users
+    hostile_labels(LABELS, settings.workspace_dir / "alice" / "xss.tif")
+    job = execute_sync(m, ALICE, "validate_classification",
+                       {"classification": "workspace/alice/xss.tif", "reference": REFERENCE})
+    report = m.get(f"/api/wps/outputs/{job}/report.html", headers=ALICE)
+    assert report.status_code == 200 and report.headers["Content-Type"].startswith("text/html")
+    assert report.headers.get("Content-Security-Policy") == "sandbox"
+    assert report.headers.get("X-Content-Type-Options") == "nosniff"
+    assert XSS_NAME.encode() not in report.data and html.escape(XSS_NAME).encode() in report.data
+    for path in ("/api/config", "/api/layers", f"/api/wps/jobs/{job}", f"/api/wps/outputs/{job}/summary.json",
+                 f"/api/preview.png?dataset={REFERENCE}", f"/api/legend?dataset={REFERENCE}"):
+        r = m.get(path, headers=ALICE)
+        assert r.status_code == 200, (path, r.data[:300])
+        assert (r.headers.get("Content-Security-Policy"), r.headers.get("X-Content-Type-Options")) == (
+            "sandbox", "nosniff"), path
+    for path in ("/", "/static/app.js", "/vendor/leaflet/leaflet.js"):
+        r = m.get(path, headers=ALICE)
+        assert r.status_code == 200 and r.headers.get("X-Content-Type-Options") == "nosniff", path
+        assert "Content-Security-Policy" not in r.headers, path

@@ -239,10 +239,10 @@ def test_another_user_does_not_see_the_jobs(hub, browser):
         page.click(f"#results-list tr[data-result='{validate}'] button[data-action='outputs']")
         page.wait_for_selector("#jobs-output tr[data-output='overall_accuracy']")
         status = page.evaluate("fetch('api/wps/jobs/%s').then(r => r.status)" % alice_jobs[0])
-        assert status == 403
+        assert status == 404
         tile = page.evaluate("fetch('api/layer-info?dataset=jobs/%s/reference_polygons.tif').then(r => r.status)"
                              % alice_jobs[0])
-        assert tile == 403
+        assert tile == 404
     finally:
         ctx.close()
     # and the hub API agrees: Alice's jobs are hers

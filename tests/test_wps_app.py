@@ -7,8 +7,10 @@ hook's contract (``identify(environ) -> Identity | None``), not a stand-in for P
 
 from __future__ import annotations
 
+import html
 import os
 import urllib.parse
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -16,7 +18,8 @@ import pytest
 from pywps.app.exceptions import format_message
 from werkzeug.test import Client
 
-from conftest import DATA
+from conftest import DATA, LABELS as LABELS_PATH
+from helpers import XSS_NAME, hostile_labels
 from geoml_hub.errors import ParameterError
 from geoml_hub.wps import datasets as ds
 from geoml_hub.wps.app import make_app
@@ -82,8 +85,8 @@ def test_jobs_and_outputs_belong_to_their_owner(app_client):
     assert c.get(path, headers={"X-User": "alice"}).status_code == 200
     # bob sees none of it
     assert c.get("/jobs", headers={"X-User": "bob"}).json["jobs"] == []
-    assert c.get(f"/jobs/{job_id}", headers={"X-User": "bob"}).status_code == 403
-    assert c.get(path, headers={"X-User": "bob"}).status_code == 403
+    assert c.get(f"/jobs/{job_id}", headers={"X-User": "bob"}).status_code == 404
+    assert c.get(path, headers={"X-User": "bob"}).status_code == 404
     assert c.get("/jobs?owner=alice", headers={"X-User": "bob"}).status_code == 403
     # and cannot use alice's outputs as inputs
     r = c.get(execute_url("validate_classification", {"classification": f"jobs/{job_id}/summary.json",
@@ -141,9 +144,66 @@ def test_cancel_is_for_async_jobs_of_the_owner(app_client):
     r = c.get(execute_url("validate_classification", {"classification": LABELS, "reference": LABELS}),
               headers={"X-User": "carol"})
     job_id = urllib.parse.urlparse(output_href(r.data, "summary")).path.split("/")[-2]
-    assert c.post(f"/jobs/{job_id}/cancel", headers={"X-User": "dave"}).status_code == 403
+    assert c.post(f"/jobs/{job_id}/cancel", headers={"X-User": "dave"}).status_code == 404
     r = c.post(f"/jobs/{job_id}/cancel", headers={"X-User": "carol"})
     assert r.status_code == 409 and "already succeeded" in r.json["error"]
+
+
+def test_job_ids_are_random_and_other_users_jobs_look_unknown(app_client):
+    """Job ids are random (uuid4: uuid1's node and clock sequence are the same for every user),
+    and another user's job answers exactly as an unknown id does (404, same body): its record,
+    cancel, publish, status document and outputs."""
+    settings, c = app_client
+    erin, frank = {"X-User": "erin"}, {"X-User": "frank"}
+    inputs = {"classification": LABELS, "reference": LABELS}
+    r = c.get(execute_url("validate_classification", inputs) + "&storeExecuteResponse=true&status=true",
+              headers=erin)  # async: queued (no dispatcher here), with a status document
+    queued = urllib.parse.urlparse(ET.fromstring(r.data).get("statusLocation")).path.split("/")[-1][:-4]
+    r = c.get(execute_url("validate_classification", inputs), headers=erin)
+    done = urllib.parse.urlparse(output_href(r.data, "summary")).path.split("/")[-2]
+    assert [uuid.UUID(j).version for j in (queued, done)] == [4, 4]
+    assert uuid.UUID(queued).node != uuid.UUID(done).node
+    unknown = str(uuid.uuid4())
+    assert c.get(f"/outputs/{queued}.xml", headers=erin).status_code == 200
+    for job in (queued, done):
+        assert c.get(f"/jobs/{job}", headers=erin).status_code == 200
+        calls = [("GET", f"/jobs/{job}"), ("POST", f"/jobs/{job}/cancel"), ("DELETE", f"/jobs/{job}"),
+                    ("POST", f"/jobs/{job}/publish"), ("DELETE", f"/jobs/{job}/publish"),
+                    ("GET", f"/outputs/{job}.xml"), ("GET", f"/outputs/{job}/summary.json")]
+        for method, path in calls:
+            foreign = c.open(path, method=method, headers=frank)
+            missing = c.open(path.replace(job, unknown), method=method, headers=frank)
+            assert (foreign.status_code, foreign.data) == (404, missing.data), (method, path, foreign.data)
+    assert c.get(f"/outputs/{done}/summary.json", headers=erin).status_code == 200
+    assert c.get(f"/jobs/{queued}", headers=erin).json["status"] == "queued"  # frank cancelled nothing
+
+
+def test_user_html_is_served_sandboxed_with_class_names_escaped(app_client):
+    """A raster whose CLASS_NAMES tag holds markup: PyCM's report.html shows it escaped, and every
+    output (and every other answer) comes with ``Content-Security-Policy: sandbox`` and
+    ``nosniff``, also to the other users who read it once it is published."""
+    settings, c = app_client
+    owner, other = {"X-User": "gina"}, {"X-User": "hank"}
+    hostile_labels(LABELS_PATH, settings.workspace_dir / "gina" / "xss.tif")  # as gina's notebook writes it
+    r = c.get(execute_url("validate_classification", {"classification": "workspace/gina/xss.tif",
+                                                      "reference": LABELS}), headers=owner)
+    assert r.status_code == 200 and b"ProcessSucceeded" in r.data, r.data[-2000:]
+    report = urllib.parse.urlparse(output_href(r.data, "report")).path
+    summary = urllib.parse.urlparse(output_href(r.data, "summary")).path
+    job_id = report.split("/")[-2]
+    assert c.post(f"/jobs/{job_id}/publish", headers=owner).status_code == 200
+    got = c.get(report, headers=other)
+    assert got.status_code == 200 and got.headers["Content-Type"].startswith("text/html")
+    assert got.headers.get("Content-Security-Policy") == "sandbox"
+    assert got.headers.get("X-Content-Type-Options") == "nosniff"
+    assert XSS_NAME.encode() not in got.data and b"<img" not in got.data
+    assert html.escape(XSS_NAME).encode() in got.data
+    assert XSS_NAME in c.get(summary, headers=other).json["classes"]  # data stays data (JSON)
+    for path in (summary, f"/outputs/{job_id}/report.csv", f"/jobs/{job_id}", "/jobs", "/results", "/workspace",
+                 "/wps?service=WPS&request=GetCapabilities", f"/outputs/{uuid.uuid4()}/x.html", "/health"):
+        r = c.get(path, headers=other)
+        assert (r.headers.get("Content-Security-Policy"), r.headers.get("X-Content-Type-Options")) == (
+            "sandbox", "nosniff"), (path, r.status_code)
 
 
 # -- settings -------------------------------------------------------------------------------
@@ -236,10 +296,23 @@ def test_wps_message_survives_pywps_sanitising(text):
     assert format_message(msg) == msg and 3 <= len(msg) <= 300
 
 
-def test_wps_message_hides_server_paths(tmp_path):
-    s = Settings(state_dir=tmp_path / "state", data_roots={"data": DATA})
-    msg = wps_message(f"{DATA}/eurosat_ms/Forest/x.tif: not a GeoTIFF", s)
-    assert str(DATA) not in msg and msg.startswith("data/eurosat_ms/Forest/x.tif")
+@pytest.mark.parametrize("through_symlink", [False, True], ids=["direct", "symlink"])
+def test_wps_message_hides_server_paths(tmp_path, through_symlink):
+    """Messages show dataset names, never server paths: neither the path a data root or the state
+    directory was given as nor the real path it resolves to (they differ through a symlink)."""
+    data, state = DATA.resolve(), tmp_path / "state"
+    if through_symlink:
+        os.symlink(data, tmp_path / "shared-link")
+        (tmp_path / "state-real").mkdir()
+        os.symlink(tmp_path / "state-real", state)
+        data = tmp_path / "shared-link"
+    s = Settings(state_dir=state, data_roots={"data": data})
+    for root in (data, data.resolve()):
+        msg = wps_message(f"{root}/eurosat_ms/Forest/x.tif: not a GeoTIFF", s)
+        assert str(root) not in msg and msg.startswith("data/eurosat_ms/Forest/x.tif"), msg
+    for outputs in (state / "outputs", state.resolve() / "outputs"):
+        msg = wps_message(f"cannot write {outputs}/abc/model.pt", s)
+        assert msg == "cannot write jobs/abc/model.pt", msg
 
 
 def test_worker_identity_survives_pid_reuse():

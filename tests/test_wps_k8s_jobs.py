@@ -1,13 +1,11 @@
-"""WPS jobs as Kubernetes Jobs, end to end without a cluster.
+"""WPS jobs as Kubernetes Jobs where the real test cluster cannot go: a CUDA job on a GPU node.
 
-A real ``geoml-hub wps serve`` (gunicorn) with ``backend = kubernetes`` talks with its real
-``kubernetes`` client, configured by a kubeconfig, to tests/kube_standin.py, which plays the
-API server and the kubelet: a Job's container command (the WPS worker) runs as a local process.
-Checked: train_model becomes a Job with the CPU or CUDA image chosen by ``device``, progress
-reaches the client from the worker in the "pod" through the shared job database, the database
-URL reaches the pod from a Secret and is never written to disk, other processes stay local,
-cancel deletes the Job, and an image pull failure, the deadline and a Job deleted outside
-the WPS fail the WPS job with the reason.
+The real single-node cluster of tests/cluster has no GPU, so a CUDA job's placement and the
+failure of its image pull are checked here: a real ``geoml-hub wps serve`` (gunicorn) with
+``backend = kubernetes`` talks with its real ``kubernetes`` client to tests/kube_standin.py,
+which plays the API server and the kubelet. Everything a CPU cluster can show (a training as a
+Job with progress, cancel, a deleted pod or Job, the deadline) runs on the real cluster in
+tests/cluster/test_cluster.py.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import pytest
 import requests
 
 from kube_standin import KubeStandIn
-from test_wps_server import EUROSAT, execute, job, status_of, wait_final, wait_for
+from test_wps_server import EUROSAT, execute, status_of, wait_final
 from wps_server import WpsServer
 
 pytestmark = pytest.mark.slow
@@ -70,45 +68,6 @@ def cluster(tmp_path, monkeypatch):
     standin.close()
 
 
-def test_training_runs_as_a_kubernetes_job(cluster):
-    standin, server = cluster
-    settings = json.loads((server.state_dir / "settings.json").read_text())
-    assert settings["database"] == f"env:{DB_ENV}" and settings["backend"] == "kubernetes"
-    pywps_cfg = (server.state_dir / "pywps.cfg").read_text()
-    assert f"database = ${{{DB_ENV}}}" in pywps_cfg and "jobs.sqlite" not in pywps_cfg
-
-    job_id, loc, _ = execute(server, "train_model", {"samples": EUROSAT, "epochs": 4, "patience": 50,
-                                                     "device": "cpu"})
-    percents = []
-    final = wait_final(server, [job_id], timeout=240,
-                       watch=lambda jobs: percents.append(jobs[job_id]["percent"]))[job_id]
-    assert final["status"] == "succeeded", (final, server.log_text()[-3000:])
-    run = standin.run_of(job_id)
-    assert run is not None, "train_model did not become a Kubernetes Job"
-    manifest = run.manifest
-    assert manifest["metadata"]["name"] == f"geoml-wps-{job_id}"
-    assert manifest["metadata"]["namespace"] == "geoml"
-    labels = manifest["spec"]["template"]["metadata"]["labels"]
-    assert labels["geoml-hub/process"] == "train_model" and labels["geoml-hub/device"] == "cpu"
-    container = manifest["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == CPU_IMAGE
-    assert "nvidia.com/gpu" not in json.dumps(container.get("resources", {}))
-    assert container["command"][-1] == job_id
-    # progress came from the worker in the pod, step by step, through the shared job database
-    steps = sorted(set(p for p in percents if 0 < p < 100))
-    assert len(steps) >= 3, percents
-    assert final_status(loc)[0] == "ProcessSucceeded"
-    outputs = server.state_dir / "outputs" / job_id
-    assert any(outputs.rglob("*.pt")), sorted(p.name for p in outputs.rglob("*"))
-    assert "[job worker" in run.log.read_text()  # the pod log is the worker's output
-
-    # a process outside kubernetes_processes runs in a local worker
-    n_jobs = len(standin.created)
-    job2, _, _ = execute(server, "balance_samples", {"samples": EUROSAT})
-    assert wait_final(server, [job2], timeout=120)[job2]["status"] == "succeeded"
-    assert len(standin.created) == n_jobs
-
-
 def test_cuda_device_selects_the_cuda_image_and_a_pull_failure_fails_the_job(cluster):
     standin, server = cluster
     job_id, loc, _ = execute(server, "train_model", {"samples": EUROSAT, "epochs": 2, "device": "cuda"})
@@ -123,45 +82,3 @@ def test_cuda_device_selects_the_cuda_image_and_a_pull_failure_fails_the_job(clu
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
-
-
-def test_cancel_deletes_the_kubernetes_job(cluster):
-    standin, server = cluster
-    job_id, loc, _ = execute(server, "train_model", {"samples": EUROSAT, "epochs": 400, "patience": 400,
-                                                     "device": "cpu"})
-    wait_for(lambda: job(server, job_id)["percent"] > 0, timeout=120, what="progress from the pod")
-    proc = standin.run_of(job_id).proc
-    r = requests.post(f"{server.url}/jobs/{job_id}/cancel", timeout=60)
-    assert r.status_code == 200, r.text
-    assert r.json()["status"] == "dismissed"
-    assert f"geoml-wps-{job_id}" in standin.deleted
-    assert proc.poll() is not None, "the pod's worker still runs after cancel"
-    name, _, text = final_status(loc)
-    assert name == "ProcessFailed" and "dismissed" in text
-    assert not (server.state_dir / "outputs" / job_id).exists()
-
-
-def test_job_deleted_outside_the_wps_fails_with_the_reason(cluster):
-    standin, server = cluster
-    job_id, _, _ = execute(server, "train_model", {"samples": EUROSAT, "epochs": 400, "patience": 400,
-                                                   "device": "cpu"})
-    wait_for(lambda: job(server, job_id)["percent"] > 0, timeout=120, what="progress from the pod")
-    standin._delete(f"geoml-wps-{job_id}")  # e.g. kubectl delete job
-    final = wait_final(server, [job_id], timeout=60)[job_id]
-    assert final["status"] == "failed" and "no longer exists" in final["message"], final
-
-
-def test_deadline_fails_the_job(tmp_path, monkeypatch):
-    standin, server = start(tmp_path, monkeypatch, active_deadline_seconds=4)
-    try:
-        job_id, loc, _ = execute(server, "train_model", {"samples": EUROSAT, "epochs": 400, "patience": 400,
-                                                         "device": "cpu"})
-        final = wait_final(server, [job_id], timeout=90)[job_id]
-        assert final["status"] == "failed", final
-        assert "deadline (DeadlineExceeded, activeDeadlineSeconds=4)" in final["message"], final
-        assert final_status(loc)[0] == "ProcessFailed"
-        log = (server.state_dir / "logs" / f"{job_id}.log").read_text()
-        assert "--- Kubernetes pod log ---" in log
-    finally:
-        server.stop()
-        standin.close()

@@ -252,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="none: standalone, no authentication (default); jupyterhub: run as a hub service")
     m.add_argument("--cache-dir", default="map-cache", help="where fetched job outputs are kept for tiling")
     m.add_argument("--revalidate-seconds", type=float, default=60.0,
-                   help="check a cached job output with the WPS again after this many seconds (default 60)")
+                   help="no effect (kept for existing command lines): every use of a cached job output is "
+                        "checked with the WPS first")
     m.add_argument("--basemap-url", default="", help="an optional XYZ base map, e.g. https://tiles.example.org/{z}/{x}/{y}.png")
     m.add_argument("--basemap-attribution", default="", help="attribution of the base map")
     m.add_argument("--server", choices=["gunicorn", "werkzeug"], default="gunicorn",

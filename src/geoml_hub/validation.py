@@ -15,6 +15,7 @@ Terms: *reference* = ground truth (rows of the matrix), *predicted* = classifica
 
 from __future__ import annotations
 
+import html
 import math
 import os
 import tempfile
@@ -274,12 +275,30 @@ def qc_summary(cm, classes: Sequence[Tuple], extra: Optional[Dict] = None) -> Di
     return out
 
 
+def html_safe(cm):
+    """``cm`` with HTML-escaped class names, for PyCM's ``report.html``.
+
+    PyCM writes class names into its HTML as they are; a name comes from user data (a raster's
+    ``CLASS_NAMES`` tag, a sample folder), so ``<img src=x onerror=...>`` would become markup.
+    The counts, and so every statistic, are those of ``cm``.
+    """
+    from pycm import ConfusionMatrix
+
+    names = list(cm.classes)
+    escaped = {n: html.escape(str(n)) for n in names}
+    if all(escaped[n] == n for n in names):
+        return cm
+    matrix = {escaped[a]: {escaped[b]: int(cm.table[a][b]) for b in names} for a in names}
+    return ConfusionMatrix(matrix=matrix, classes=[escaped[n] for n in names])
+
+
 def write_reports(cm, classes: Sequence[Tuple], summary: Dict, out_dir: PathLike,
                   title: str = "Confusion matrix") -> Dict[str, Path]:
     """Write ``summary.json``, PyCM's ``report.html``, ``report.csv`` and ``report.obj`` (PyCM's object
     file, loadable with ``pycm.ConfusionMatrix(file=open(path))``), and ``confusion_matrix.png``.
 
-    Each file appears atomically (PyCM writes into a temporary directory first).
+    Each file appears atomically (PyCM writes into a temporary directory first). Class names
+    are HTML-escaped in ``report.html`` (:func:`html_safe`) and kept as they are elsewhere.
     """
     import matplotlib
 
@@ -288,7 +307,7 @@ def write_reports(cm, classes: Sequence[Tuple], summary: Dict, out_dir: PathLike
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     with tempfile.TemporaryDirectory(dir=out, prefix=".pycm-") as tmp:
-        res_h = cm.save_html(os.path.join(tmp, "report"), summary=False)
+        res_h = html_safe(cm).save_html(os.path.join(tmp, "report"), summary=False)
         res_c = cm.save_csv(os.path.join(tmp, "report"), matrix_save=True)
         res_o = cm.save_obj(os.path.join(tmp, "report"))  # PyCM's own format: ConfusionMatrix(file=...)
         for res in (res_h, res_c, res_o):

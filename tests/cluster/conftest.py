@@ -129,9 +129,19 @@ def _settings() -> Tuple[Optional[ClusterSettings], str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def cluster_settings() -> ClusterSettings:
-    """The cluster settings; skips every test of this folder without a cluster or images."""
+    """The cluster settings; skips every test of this folder without a cluster or images.
+
+    ``GEOML_CLUSTER_SKIP`` (set by ``run.sh`` on a machine that cannot start the kit) is the
+    reason to skip; with ``GEOML_CLUSTER_REQUIRED=1`` (set by ``run.sh`` once its cluster is up)
+    a missing cluster fails instead of skipping.
+    """
+    forced = os.environ.get("GEOML_CLUSTER_SKIP", "").strip()
+    if forced:
+        pytest.skip(forced)
     settings, reason = _settings()
     if settings is None:
+        if os.environ.get("GEOML_CLUSTER_REQUIRED") == "1":
+            pytest.fail(f"GEOML_CLUSTER_REQUIRED=1 but {reason}")
         pytest.skip(reason)
     return settings
 
@@ -214,7 +224,31 @@ class Cluster:
         self.core = client.CoreV1Api()
         self.batch = client.BatchV1Api()
         self.values: Dict[str, Any] = {}
+        self.chart_defaults: Dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
         self.shared_data = False
+        self.installed = False
+        self.helm_env: Dict[str, str] = {}
+        self.values_files: List[str] = []
+
+    def upgrade(self, changes: Dict[str, Any]) -> None:
+        """``helm upgrade --wait`` of the release with ``changes`` given after the session's values."""
+        extra = Path(self.values_files[0]).with_name(f"upgrade-{secrets.token_hex(3)}.yaml")
+        extra.write_text(yaml.safe_dump(changes, sort_keys=False))
+        args = ["upgrade", RELEASE, str(CHART), "--namespace", self.namespace, "--wait", "--timeout", HELM_WAIT]
+        for f in self.values_files + [str(extra)]:
+            args += ["-f", f]
+        proc = _helm(self.helm_env, *args, timeout=HELM_TIMEOUT)
+        if proc.returncode != 0:
+            pytest.fail(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}\n{self.report()}")
+        self.values_files.append(str(extra))
+
+    def uninstall(self) -> None:
+        """``helm uninstall`` of the release (fails the test when helm fails)."""
+        proc = _helm(self.helm_env, "uninstall", RELEASE, "--namespace", self.namespace, "--wait", "--timeout",
+                     HELM_WAIT, timeout=HELM_TIMEOUT)
+        if proc.returncode != 0:
+            pytest.fail(f"helm uninstall failed:\n{proc.stdout}\n{proc.stderr}\n{self.report()}")
+        self.installed = False
 
     def pods(self, selector: str) -> List[Any]:
         """Pods of the namespace matching the label ``selector``."""
@@ -321,22 +355,23 @@ def cluster(cluster_settings, tmp_path_factory, request) -> Cluster:
     for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
         env[var] = str(tmp / var.lower())
     c = Cluster(f"geoml-test-{secrets.token_hex(3)}")
+    c.helm_env = env
     c.core.create_namespace({"apiVersion": "v1", "kind": "Namespace",
                              "metadata": {"name": c.namespace, "labels": {"app.kubernetes.io/part-of": "geoml-hub-tests"}}})
-    installed = False
     try:
         claim = c.bind_data_volume(settings.data_pv) if settings.data_pv else ""
         c.shared_data = bool(claim)
         c.values = chart_values(settings, claim)
         values_file = tmp / "values.yaml"
         values_file.write_text(yaml.safe_dump(c.values, sort_keys=False))
+        c.values_files = [str(values_file)] + ([settings.extra_values] if settings.extra_values else [])
         args = ["upgrade", "--install", RELEASE, str(CHART), "--namespace", c.namespace,
-                "--wait", "--timeout", HELM_WAIT, "-f", str(values_file)]
-        if settings.extra_values:
-            args += ["-f", settings.extra_values]
+                "--wait", "--timeout", HELM_WAIT]
+        for f in c.values_files:
+            args += ["-f", f]
         proc = _helm(env, *args, timeout=HELM_TIMEOUT)
-        installed = proc.returncode == 0
-        if not installed:
+        c.installed = proc.returncode == 0
+        if not c.installed:
             pytest.fail(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}\n{c.report()}")
         yield c
     finally:
@@ -345,14 +380,15 @@ def cluster(cluster_settings, tmp_path_factory, request) -> Cluster:
             if reporter is not None:
                 reporter.write_line(f"GEOML_CLUSTER_KEEP=1: release {RELEASE} kept in namespace {c.namespace}")
         else:
-            _teardown(c, env, settings, installed)
+            _teardown(c, env, settings)
 
 
-def _teardown(c: Cluster, env: Dict[str, str], settings: ClusterSettings, installed: bool) -> None:
-    """Uninstall the release, delete the namespace and free the data volume; a failed uninstall fails."""
+def _teardown(c: Cluster, env: Dict[str, str], settings: ClusterSettings) -> None:
+    """Uninstall the release (unless a test did), delete the namespace and free the data volume;
+    a failed uninstall fails."""
     from kubernetes.client.exceptions import ApiException
 
-    uninstall = _helm(env, "uninstall", RELEASE, "--namespace", c.namespace, timeout=400) if installed else None
+    uninstall = _helm(env, "uninstall", RELEASE, "--namespace", c.namespace, timeout=400) if c.installed else None
     try:
         c.core.delete_namespace(c.namespace)
     except ApiException as exc:

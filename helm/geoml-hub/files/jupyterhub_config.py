@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from geoml_hub.hub.config import SERVER_TOKEN_SCOPES
+from geoml_hub.hub.config import SERVER_ARGS, SERVER_TOKEN_SCOPES
 
 HERE = Path(__file__).resolve().parent
 V = json.loads((HERE / "values.json").read_text())
@@ -64,6 +64,7 @@ c.KubeSpawner.volumes = V["volumes"]
 c.KubeSpawner.volume_mounts = V["volumeMounts"]
 c.KubeSpawner.environment = dict(V["environment"])
 c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
+c.KubeSpawner.args = SERVER_ARGS  # busy kernels count as activity for the idle culler
 
 # -- services ---------------------------------------------------------------------------------
 services = []

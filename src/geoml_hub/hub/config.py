@@ -31,6 +31,10 @@ from typing import Dict
 SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!user", "access:services",
                        "read:users:name!user", "read:users:groups!user"]
 
+#: Options of every user server, on one machine and on Kubernetes: a busy kernel counts as
+#: activity for the idle culler (:mod:`geoml_hub.hub.busy_activity`).
+SERVER_ARGS = ['--ServerApp.jpserver_extensions={"geoml_hub.hub.busy_activity": True}']
+
 
 def load(path) -> Dict:
     return json.loads(Path(path).read_text())
@@ -126,7 +130,7 @@ def configure(c, settings_path) -> None:
     c.SimpleLocalProcessSpawner.home_dir_template = str(state / "users" / "{username}")
     c.Spawner.start_timeout = 120
     c.Spawner.http_timeout = 60
-    args = ['--ServerApp.jpserver_extensions={"geoml_hub.hub.busy_activity": True}']
+    args = list(SERVER_ARGS)
     if os.geteuid() == 0:
         args.append("--allow-root")  # these machines run as root; JupyterLab refuses otherwise
     c.Spawner.args = args

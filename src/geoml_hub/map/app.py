@@ -14,7 +14,9 @@ standalone):
 ``GET /api/tiles/<z>/<x>/<y>.png?dataset=D[&bands=3,2,1&stretch=2,98]``, ``GET /api/preview.png?...``
     Web Mercator tiles (and a whole-raster preview) of a scene (band combination, percentile
     stretch) or a label raster (colour table). ``D`` is a data-root dataset (``data/...``) or an
-    output of the user's jobs (``jobs/<job id>/<file>``, fetched from the WPS as the user).
+    output of the user's jobs (``jobs/<job id>/<file>``, fetched from the WPS as the user, kept in
+    a cache per user and checked with the WPS, as the user, before every answer: another user's
+    job answers 404, as an unknown one).
 ``GET /api/legend?dataset=D``
     Classes of a label raster: code, name, colour.
 ``GET|POST|PUT|DELETE /api/wps/<path>``
@@ -24,6 +26,17 @@ standalone):
 With ``auth = jupyterhub`` every route except ``/health`` and the static files needs the hub
 login (:class:`geoml_hub.wps.auth.JupyterHubAuth`: a browser is sent through the hub's OAuth
 login, and the resulting token is kept in a signed cookie).
+
+Every answer is sent with ``X-Content-Type-Options: nosniff``, and every ``/api/`` answer (job
+outputs through the WPS proxy, tiles, JSON) also with ``Content-Security-Policy: sandbox``: an
+HTML file a user's job wrote is shown with an opaque origin and no scripts, never as a page of
+the hub's origin. Only the map's own page and its static files run as pages.
+
+The proxy sends the WPS the user's
+token, so it checks cross-site requests itself, by the WPS's rules
+(:func:`geoml_hub.wps.auth.cross_site_refusal`): a state change through ``/api/wps/`` with the
+login cookie must come from the map's own pages, and an Execute by GET with the cookie is
+refused (403).
 """
 
 from __future__ import annotations
@@ -45,7 +58,8 @@ from werkzeug.wrappers import Request, Response
 
 from ..errors import DataError, GeomlError, ParameterError
 from ..fileio import atomic_path
-from ..wps.auth import JupyterHubAuth, StandaloneAuth
+from ..wps.auth import JupyterHubAuth, StandaloneAuth, changes_state, cross_site_refusal
+from ..wps.headers import SECURITY_HEADERS, with_headers
 from . import tiles
 
 LOGGER = logging.getLogger("geoml_hub.map")
@@ -55,6 +69,8 @@ _JOB_FILE = re.compile(r"^jobs/([0-9a-fA-F-]{8,64})/([A-Za-z0-9][A-Za-z0-9_.-]*\
 _RESULT_FILE = re.compile(r"^results/([^/]+)/([0-9a-fA-F-]{8,64})/([A-Za-z0-9][A-Za-z0-9_.-]*\.(?:tif|tiff|gtif))$")
 #: Request headers passed on to the WPS.
 _FORWARD = ("Content-Type", "Accept")
+#: Headers of the map's own page and static files (which must run their scripts).
+_PAGE_HEADERS = (("X-Content-Type-Options", "nosniff"),)
 
 
 def find_vendor() -> Path:
@@ -94,9 +110,10 @@ class MapSettings:
     auth : str
         ``none`` (standalone, loopback) or ``jupyterhub``.
     cache_dir : Path
-        Where job outputs fetched from the WPS are kept for tiling (per user).
+        Where job outputs fetched from the WPS are kept for tiling, one folder per user.
     revalidate_seconds : float
-        A cached job output older than this is checked with the WPS again before it is used.
+        No effect any more (kept so that existing settings and command lines work): every use of
+        a cached job output is checked with the WPS first.
     basemap_url, basemap_attribution : str
         An optional XYZ base map (none by default: the page works offline).
     vendor : Path, optional
@@ -182,16 +199,20 @@ class MapApp:
             response = exc
         except (DataError, ParameterError) as exc:
             response = _error(400, str(exc))
-        return response(environ, start_response)
+        headers = SECURITY_HEADERS if self._inner_path(request.path).startswith("/api/") else _PAGE_HEADERS
+        return response(environ, with_headers(start_response, headers))
+
+    def _inner_path(self, path: str) -> str:
+        """``path`` relative to the map's base URL, with a leading ``/``."""
+        if self.base and (path == self.base or path.startswith(self.base + "/")):
+            path = path[len(self.base):]
+        return "/" + path.lstrip("/")
 
     # -- routing --------------------------------------------------------------------------------
     def dispatch(self, request: Request, environ):
-        path = request.path
-        if self.base and (path == self.base or path.startswith(self.base + "/")):
-            path = path[len(self.base):]
-        if path == "" and self.base:
+        if request.path == self.base and self.base:
             return Response(status=302, headers={"Location": self.base + "/"})
-        path = "/" + path.lstrip("/")
+        path = self._inner_path(request.path)
         if path == "/health":
             return _json({"status": "ok"})
         if path.startswith("/static/"):
@@ -205,6 +226,7 @@ class MapApp:
         if path == "/oauth_callback" and hasattr(self.auth, "oauth_callback"):
             return self.auth.oauth_callback(request)
         identity = self.auth.identify(environ)
+        environ["geoml.identity"] = identity  # the output cache is per identity (resolve)
         if identity is None:
             forbidden = environ.get("geoml.forbidden")
             if (not forbidden and hasattr(self.auth, "login_redirect") and request.method == "GET"
@@ -222,7 +244,15 @@ class MapApp:
         if path == "/api/layers":
             return _json({"layers": self.layers()})
         if path.startswith("/api/wps/") or path == "/api/wps":
-            return self.proxy(path[len("/api/wps"):], request, environ)
+            rest = path[len("/api/wps"):]
+            wps_endpoint = rest.strip("/") == "wps"
+            if changes_state(request.method, environ.get("QUERY_STRING", ""), wps_endpoint):
+                refusal = cross_site_refusal(environ, identity, [self.settings.url], wps_endpoint)
+                if refusal:
+                    LOGGER.warning("refused a possibly cross-site %s %s of %s: %s", request.method, path,
+                                   identity.name, refusal)
+                    return _error(403, refusal)
+            return self.proxy(rest, request, environ)
         dataset = request.args.get("dataset", "")
         if path in ("/api/layer-info", "/api/legend", "/api/preview.png") or path.startswith("/api/tiles/"):
             raster = self.resolve(dataset, request, environ)
@@ -271,15 +301,15 @@ class MapApp:
 
         ``ROOT/PATH`` is read from a data root; ``jobs/<id>/<file>`` and
         ``results/<owner>/<id>/<file>`` are fetched from the WPS's outputs with the user's
-        identity (the WPS answers 403 for another user's unpublished job) and cached.
+        identity (the WPS answers 404 for another user's unpublished job) and cached per user
+        (:meth:`fetch_output`).
         """
         if not dataset:
             return _error(400, "dataset is missing")
         m = _JOB_FILE.match(dataset) or _RESULT_FILE.match(dataset)
         if m:
             job, name = m.groups()[-2:]
-            user = environ["geoml.identity"].name if "geoml.identity" in environ else ""
-            return self.fetch_output(job, name, request, environ, user)
+            return self.fetch_output(job, name, request, environ, environ["geoml.identity"].name)
         root_name, _, rel = dataset.partition("/")
         root = self.settings.data_roots.get(root_name)
         if root is None:
@@ -293,30 +323,34 @@ class MapApp:
         return path
 
     def fetch_output(self, job: str, name: str, request: Request, environ, user: str):
-        """A job's output file from the WPS, as the user, kept in the cache. A cached copy older
-        than ``revalidate_seconds`` is checked with the WPS again (``HEAD``), so a job whose
-        outputs were removed (retention) or unpublished is no longer shown."""
-        target = self.settings.cache_dir / (user or "anonymous") / job / name
+        """A job's output file from the WPS, as the user, kept in the user's own cache folder.
+
+        Before a cached copy is used the WPS is asked again, as the user (``HEAD``): a job that is
+        not the user's (nor published), or whose outputs were removed (retention) or unpublished,
+        is never answered from the cache. Another user's job and an unknown one both answer 404.
+        """
+        target = self.user_cache(user) / job / name
         url = f"{self.settings.wps_url}/outputs/{job}/{name}"
         if target.is_file():
-            if time.time() - target.stat().st_mtime < self.settings.revalidate_seconds:
-                return target
             head = self.http.head(url, headers=self._auth_headers(environ), timeout=60)
             if head.status_code == 200:
-                os.utime(target)
                 return target
-            target.unlink(missing_ok=True)
-            return _error(head.status_code if head.status_code in (403, 404, 410) else 502,
-                          f"jobs/{job}/{name}: the WPS answered {head.status_code}")
+            if head.status_code in (403, 404, 410):
+                target.unlink(missing_ok=True)
+            return _wps_refused(head.status_code, job, name)
         resp = self.http.get(url, headers=self._auth_headers(environ), timeout=120, stream=True)
         if resp.status_code != 200:
-            return _error(resp.status_code if resp.status_code in (403, 404, 410) else 502,
-                          f"jobs/{job}/{name}: the WPS answered {resp.status_code}")
+            return _wps_refused(resp.status_code, job, name)
         with atomic_path(target) as tmp:
             with open(tmp, "wb") as f:
                 for chunk in resp.iter_content(1 << 20):
                     f.write(chunk)
         return target
+
+    def user_cache(self, user: str) -> Path:
+        """The cache folder of ``user``: ``cache_dir/u-<name, percent-encoded>`` (one per identity;
+        the prefix keeps names such as ``..`` harmless)."""
+        return self.settings.cache_dir / ("u-" + urllib.parse.quote(user, safe=""))
 
     # -- the WPS as the user ----------------------------------------------------------------------
     def _auth_headers(self, environ) -> Dict[str, str]:
@@ -342,6 +376,16 @@ class MapApp:
                        content_type=resp.headers.get("Content-Type", "application/octet-stream"))
         out.headers["Cache-Control"] = "no-store"
         return out
+
+
+def _wps_refused(status: int, job: str, name: str) -> Response:
+    """The answer when the WPS refuses a job output: 404 for another user's job as for an
+    unknown one, 410 for removed outputs, 502 for anything else."""
+    if status in (403, 404):
+        return _error(404, f"no such job output: jobs/{job}/{name}")
+    if status == 410:
+        return _error(410, f"jobs/{job}/{name}: the outputs of this job were removed")
+    return _error(502, f"jobs/{job}/{name}: the WPS answered {status}")
 
 
 def _version() -> str:

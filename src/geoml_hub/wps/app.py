@@ -21,7 +21,15 @@ hub, ``/`` standalone):
     at most 5 MB, written atomically).
 
 Every request is first identified by the authenticator (:mod:`geoml_hub.wps.auth`); a
-request without an identity gets 401 and nothing runs.
+request without an identity gets 401 and nothing runs. Another user's job answers 404 exactly
+as an unknown one does (job ids are random, see :mod:`geoml_hub.wps.service`), so a job id
+reveals nothing about other users' work. A request that changes state (an Execute, a
+cancel, publishing, a workspace write) authenticated only by the login cookie must come from
+this service's own pages, and an Execute by GET with the cookie is refused
+(:func:`geoml_hub.wps.auth.cross_site_refusal`): 403. Every answer carries
+:data:`geoml_hub.wps.headers.SECURITY_HEADERS`: what a user's job wrote (PyCM's
+``report.html``, say) is shown sandboxed, with an opaque origin and no scripts, never as a
+page of the hub's origin.
 """
 
 from __future__ import annotations
@@ -46,9 +54,10 @@ from werkzeug.wsgi import wrap_file
 from ..errors import DataError
 from ..fileio import write_bytes
 from ..polygons import class_codes, parse_polygons
-from .auth import make_authenticator
+from .auth import changes_state, cross_site_refusal, make_authenticator
 from .datasets import remove_tree, share_outputs
 from .dispatcher import cancel_job
+from .headers import with_headers
 from .jobs import DATABASE_UNAVAILABLE, database_unavailable, store_for
 
 LOGGER = logging.getLogger("geoml_hub.wps")
@@ -105,7 +114,7 @@ class WpsApp:
         except SQLAlchemyError as exc:  # the detail goes to the server log, never to the client
             database_unavailable(exc)
             response = _error(503, DATABASE_UNAVAILABLE)
-        return response(environ, start_response)
+        return response(environ, with_headers(start_response))
 
     def dispatch(self, request: Request, environ):
         path = request.path
@@ -130,6 +139,14 @@ class WpsApp:
                 return self.auth.login_redirect(request)  # a browser: log in through the hub
             return _error(status, forbidden or "authentication required")
         environ["geoml.identity"] = identity
+        if changes_state(request.method, environ.get("QUERY_STRING", ""), wps_endpoint=(path == "/wps")):
+            refusal = cross_site_refusal(environ, identity, [self.settings.url], wps_endpoint=(path == "/wps"))
+            if refusal:
+                LOGGER.warning("refused a possibly cross-site %s %s of %s: %s", request.method, path, identity.name,
+                               refusal)
+                if path == "/wps":
+                    return NoApplicableCode(refusal, code=403)
+                return _error(403, refusal)
         if path == "/wps":
             # PyWPS reads meaning into the URL path (/processes/..., /jobs/...): give it the path
             # relative to the service base
@@ -178,10 +195,8 @@ class WpsApp:
         if not _JOB.match(uuid):
             return _error(404, "no such job")
         job = self.store.get(uuid)
-        if job is None:
-            return _error(404, "no such job")
-        if not self._visible(job, identity):
-            return _error(403, "not your job")
+        if job is None or not self._visible(job, identity):
+            return _error(404, "no such job")  # another user's job looks like an unknown one
         if cancel or request.method == "DELETE":
             if request.method not in ("POST", "DELETE"):
                 return _error(405, "use POST to cancel")
@@ -205,10 +220,8 @@ class WpsApp:
         if not _JOB.match(uuid):
             return _error(404, "no such job")
         job = self.store.get(uuid)
-        if job is None:
+        if job is None or not self._visible(job, identity):  # only the owner (or an admin) publishes
             return _error(404, "no such job")
-        if job.owner != identity.name and not identity.admin:
-            return _error(403, "only the owner may publish a job")
         if request.method not in ("POST", "DELETE"):
             return _error(405, "use POST to publish, DELETE to withdraw")
         target = self.settings.results_dir / job.owner / uuid
@@ -280,7 +293,7 @@ class WpsApp:
             return _error(404, "no such output")
         job = self.store.get(uuid)
         if job is None or not (self._visible(job, identity) or job.published):
-            return _error(404 if job is None else 403, "no such output" if job is None else "not your job")
+            return _error(404, "no such output")  # another user's job looks like an unknown one
         root = Path(os.path.realpath(self.settings.outputs_dir))
         path = Path(os.path.realpath(root.joinpath(*parts)))
         try:

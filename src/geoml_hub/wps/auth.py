@@ -15,6 +15,12 @@ the job's owner, and job lists, status documents and outputs are filtered by it.
 
 An authenticator returns ``None`` for a request without a valid identity; the server
 answers 401 and runs nothing.
+
+Cross-site requests: an identity records how it was proven (:attr:`Identity.via`). A browser
+sends cookies with requests that other sites start, so a request that changes state (an
+Execute, a cancel, publishing, a workspace write) authenticated by a cookie alone must also
+prove that it comes from the service's own pages (:func:`cross_site_refusal`); a token in the
+``Authorization`` header is never sent by a browser on its own and needs no such proof.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ import hashlib
 import hmac
 import os
 import secrets
+import urllib.parse
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from typing import Optional, Tuple
+from typing import Iterable, Optional, Tuple
 
 #: Owner of every job on a standalone server.
 STANDALONE_OWNER = "local"
@@ -34,11 +41,17 @@ STANDALONE_OWNER = "local"
 
 @dataclass(frozen=True)
 class Identity:
-    """An authenticated user: ``name`` (the job owner), ``admin`` (sees every job) and groups."""
+    """An authenticated user: ``name`` (the job owner), ``admin`` (sees every job) and groups.
+
+    ``via`` says how the request proved it: ``token`` (the ``Authorization`` header),
+    ``cookie`` (the service's login cookie, which a browser also sends with requests that
+    other sites start) or ``none`` (standalone mode: nothing was proven).
+    """
 
     name: str
     admin: bool = False
     groups: Tuple[str, ...] = field(default_factory=tuple)
+    via: str = "token"
 
 
 class StandaloneAuth:
@@ -49,7 +62,7 @@ class StandaloneAuth:
                    f"'{STANDALONE_OWNER}' with admin rights")
 
     def identify(self, environ) -> Optional[Identity]:
-        return Identity(STANDALONE_OWNER, admin=True)
+        return Identity(STANDALONE_OWNER, admin=True, via="none")
 
 
 class JupyterHubAuth:
@@ -101,22 +114,27 @@ class JupyterHubAuth:
         good = hmac.new(self._key, raw, hashlib.sha256).hexdigest()
         return raw.decode() if hmac.compare_digest(good, mac) else None
 
-    def token_of(self, environ) -> Optional[str]:
+    def credential_of(self, environ) -> Tuple[Optional[str], str]:
+        """``(token, via)``: the hub token of a request and where it came from (``token``: the
+        ``Authorization`` header; ``cookie``: this service's signed cookie)."""
         header = environ.get("HTTP_AUTHORIZATION", "")
         kind, _, value = header.partition(" ")
         if kind.lower() in ("token", "bearer") and value.strip():
-            return value.strip()
+            return value.strip(), "token"
         cookies = SimpleCookie()
         try:
             cookies.load(environ.get("HTTP_COOKIE", ""))
         except Exception:
-            return None
+            return None, "cookie"
         if self.COOKIE in cookies:
-            return self._unsign(cookies[self.COOKIE].value)
-        return None
+            return self._unsign(cookies[self.COOKIE].value), "cookie"
+        return None, "cookie"
+
+    def token_of(self, environ) -> Optional[str]:
+        return self.credential_of(environ)[0]
 
     def identify(self, environ) -> Optional[Identity]:
-        token = self.token_of(environ)
+        token, via = self.credential_of(environ)
         if not token:
             return None
         try:
@@ -128,7 +146,7 @@ class JupyterHubAuth:
         if self.hub.access_scopes and not self.hub.check_scopes(self.hub.access_scopes, model):
             environ["geoml.forbidden"] = f"the token of {model['name']} has no access to this service"
             return None
-        return Identity(model["name"], bool(model.get("admin")), tuple(model.get("groups") or ()))
+        return Identity(model["name"], bool(model.get("admin")), tuple(model.get("groups") or ()), via=via)
 
     # -- browser login ------------------------------------------------------------------------------
     def login_redirect(self, request):
@@ -143,7 +161,21 @@ class JupyterHubAuth:
         return resp
 
     def oauth_callback(self, request):
-        """Finish the OAuth login: exchange the code for a token, set the signed cookie."""
+        """Finish the OAuth login: exchange the code for a token, set the signed cookie.
+
+        The token cookie is ``SameSite=Strict``: a browser never sends it with a request that
+        another site starts. The callback ends a redirect chain (service -> hub -> callback) that
+        may have started on another site (a link to the map); a browser does not send a Strict
+        cookie with a redirect of such a chain either, so the next page would find no cookie
+        and log in again, in a loop. When the chain may have started elsewhere (``Sec-Fetch-Site``
+        other than ``same-origin``, or a browser that does not send it), the callback answers
+        a small page of this service that moves on to the page asked for: a navigation that
+        this service's page starts is same-site and carries the new cookie. Other clients get
+        a plain redirect. The state cookie stays ``Lax``: it must come back with the callback,
+        a top-level navigation from the hub's redirect.
+        """
+        import html
+
         from werkzeug.utils import redirect
         from werkzeug.wrappers import Response
 
@@ -155,12 +187,113 @@ class JupyterHubAuth:
             token = self.hub.token_for_code(request.args["code"], sync=True)
         except Exception as exc:
             return Response(f"OAuth login failed: {exc}", status=403)
-        if not next_url.startswith("/"):
+        if not next_url.startswith("/") or next_url.startswith("//"):
             next_url = self.cookie_path
-        resp = redirect(next_url)
-        resp.set_cookie(self.COOKIE, self._sign(token), httponly=True, path=self.cookie_path, samesite="Lax")
+        fetch_site = request.headers.get("Sec-Fetch-Site", "").lower()
+        browser = request.headers.get("User-Agent", "").startswith("Mozilla/")
+        if fetch_site == "same-origin" or not (fetch_site or browser):
+            resp = redirect(next_url)
+        else:
+            target = html.escape(next_url, quote=True)
+            resp = Response(f'<!DOCTYPE html><html><head><meta charset="utf-8">'
+                            f'<meta http-equiv="refresh" content="0;url={target}"><title>Logged in</title></head>'
+                            f'<body><p>Logged in: <a href="{target}">continue</a>.</p></body></html>\n',
+                            mimetype="text/html")
+            resp.headers["Cache-Control"] = "no-store"
+        resp.set_cookie(self.COOKIE, self._sign(token), httponly=True, path=self.cookie_path, samesite="Strict")
         resp.delete_cookie(self.STATE_COOKIE, path=self.cookie_path)
         return resp
+
+
+#: Methods that never change state (besides an Execute by GET, see :func:`changes_state`).
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def changes_state(method: str, query: str = "", wps_endpoint: bool = False) -> bool:
+    """Whether a request may change state: any method but GET/HEAD/OPTIONS, and a GET
+    ``request=Execute`` on the WPS endpoint (key-value Execute)."""
+    if method.upper() not in SAFE_METHODS:
+        return True
+    return wps_endpoint and is_get_execute(query)
+
+
+def is_get_execute(query: str) -> bool:
+    """Whether a query string asks for a WPS Execute (``request=Execute``, any case)."""
+    for key, value in urllib.parse.parse_qsl(query or "", keep_blank_values=True):
+        if key.lower() == "request" and value.strip().lower() == "execute":
+            return True
+    return False
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url or "")
+    if not parts.scheme or not parts.netloc:
+        return ""
+    port = parts.port
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def own_origins(environ, public_urls: Iterable[str]) -> set:
+    """The origins a same-origin request of this service may carry: those of its public URLs
+    and the one the request itself was sent to (scheme and ``Host`` header)."""
+    found = {_origin(u) for u in public_urls if u}
+    host = environ.get("HTTP_HOST")
+    if host:
+        found.add(_origin(f"{environ.get('wsgi.url_scheme', 'http')}://{host}"))
+    return {o for o in found if o}
+
+
+def cross_site_refusal(environ, identity: Identity, public_urls: Iterable[str], wps_endpoint: bool = False
+                       ) -> Optional[str]:
+    """Why a state-changing request must be refused as possibly forged by another site, or ``None``.
+
+    Rules:
+
+    - a request authenticated by a token in the ``Authorization`` header passes (a browser does
+      not add one to requests that other sites start);
+    - a key-value Execute (``GET ...request=Execute``) authenticated by a cookie is refused:
+      a link or an image on any site can send it; use POST (XML) or a token;
+    - any other request authenticated by a cookie must show that it comes from this service's
+      pages: ``Origin`` (or, without it, ``Referer``) equal to the service's origin, or
+      ``Sec-Fetch-Site: same-origin``;
+    - in standalone mode (nothing proven), a request that a browser marks as sent by another
+      site (a foreign ``Origin``, ``Sec-Fetch-Site: cross-site`` or ``same-site``) is refused;
+      clients that are not browsers send none of these and pass.
+
+    Call it only for requests that change state (:func:`changes_state`).
+    """
+    if identity.via == "token":
+        return None
+    method = environ.get("REQUEST_METHOD", "GET").upper()
+    if identity.via == "cookie" and wps_endpoint and method == "GET" and is_get_execute(environ.get("QUERY_STRING")):
+        return ("Execute by GET with a login cookie is refused (another site could send it): "
+                "send the Execute as POST XML from this service's pages, or a token in the Authorization header")
+    mine = own_origins(environ, public_urls)
+    fetch_site = environ.get("HTTP_SEC_FETCH_SITE", "").strip().lower()
+    origin = environ.get("HTTP_ORIGIN", "").strip()
+    referer = environ.get("HTTP_REFERER", "").strip()
+    refusal = (f"{method} refused: the request comes from another site ({{}}); state changes need this "
+               "service's own pages or a token in the Authorization header")
+    if fetch_site in ("cross-site", "same-site"):
+        return refusal.format(f"Sec-Fetch-Site: {fetch_site}")
+    if origin and origin.lower() != "null" and _origin(origin) not in mine:
+        return refusal.format(f"Origin {origin[:100]}")
+    if origin.lower() == "null":
+        return refusal.format("Origin null")
+    if identity.via != "cookie":
+        return None
+    if origin or fetch_site == "same-origin":
+        return None
+    if referer and _origin(referer) in mine:
+        return None
+    if referer:
+        return refusal.format(f"Referer {_origin(referer)[:100]}")
+    return (f"{method} refused: a request authenticated by a login cookie must come from this service's pages "
+            "(Origin, Referer or Sec-Fetch-Site: same-origin), or send a token in the Authorization header")
 
 
 def make_authenticator(settings):

@@ -17,7 +17,12 @@ A WPS input names a dataset, never a server path:
     ``jobs/6f1c.../model.pt`` — how steps are chained.
 ``http(s)://...``
     A file fetched into the job's working directory (at most ``max_download_mb``). A URL
-    of this server's own outputs is mapped to the job output without a download.
+    of this server's own outputs is mapped to the job output without a download. Only
+    public addresses are fetched: a host that resolves to a loopback, link-local, private,
+    shared (carrier-grade NAT), multicast or reserved address, or a cluster-internal name
+    (``localhost``, ``*.svc``, ``*.cluster.local``, ``*.internal``, ``*.local``), is refused,
+    on the first request and on every redirect, unless the ``url_allow`` setting lists the
+    host or a network holding the address (:class:`UrlPolicy`).
 
 Absolute paths, ``..`` components, NUL bytes and symbolic links that lead out of a root
 (other than into a read-only data root) are rejected with :class:`DatasetError` before anything is read.
@@ -25,15 +30,19 @@ Absolute paths, ``..`` components, NUL bytes and symbolic links that lead out of
 
 from __future__ import annotations
 
+import http.client
+import ipaddress
 import os
 import re
 import shutil
+import socket
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Sequence
 
 from ..errors import DataError
 
@@ -160,12 +169,21 @@ def resolve(name: str, settings, access: Access, kind: str = "any", must_exist: 
 
 def server_path_names(settings, extra=()) -> List[tuple]:
     """``(server path prefix, dataset name)`` pairs, longest prefix first: how messages and JSON
-    outputs show server paths to users (``/srv/data/x.tif`` → ``data/x.tif``)."""
+    outputs show server paths to users (``/srv/data/x.tif`` → ``data/x.tif``).
+
+    Each path appears as the settings hold it (real, symbolic links resolved), as its real path,
+    and as it was given where a symbolic link makes that differ (:meth:`Settings.path_aliases`):
+    a data root reached through ``/srv/shared -> /mnt/disk1/shared`` is hidden in both spellings.
+    """
     pairs = [(str(settings.outputs_dir), "jobs"), (str(settings.workspace_dir), "workspace"),
              (str(settings.results_dir), "results"), (str(settings.work_dir), "work"),
              (str(settings.state_dir), "state")]
     pairs += [(str(p), name) for name, p in settings.data_roots.items()] + list(extra)
-    return sorted(pairs, key=lambda t: -len(t[0]))
+    pairs += [(os.path.realpath(p), name) for p, name in pairs]
+    aliases = settings.path_aliases() if hasattr(settings, "path_aliases") else {}
+    for given, real in aliases.items():
+        pairs += [(given + p[len(real):], name) for p, name in list(pairs) if p == real or p.startswith(real + os.sep)]
+    return sorted(set(pairs), key=lambda t: -len(t[0]))
 
 
 def allowed_roots(settings, access: Access, job_store=None) -> List[Path]:
@@ -208,18 +226,159 @@ def own_output_path(url: str, settings) -> Optional[str]:
     return "jobs/" + rest
 
 
-def fetch_url(url: str, workdir: Path, max_mb: float, timeout: float = 60.0) -> Path:
+#: Host names that name cluster-internal or local services, refused without a DNS look-up.
+INTERNAL_NAMES = ("localhost", ".localhost", ".svc", ".cluster.local", ".internal", ".local", ".localdomain")
+
+
+def _address_rule(ip) -> Optional[str]:
+    """The rule an address breaks (``'a loopback address'``, ...), or ``None`` for a public one."""
+    if getattr(ip, "ipv4_mapped", None):
+        ip = ip.ipv4_mapped
+    for test, rule in (("is_loopback", "a loopback address"), ("is_link_local", "a link-local address"),
+                       ("is_unspecified", "an unspecified address"), ("is_multicast", "a multicast address"),
+                       ("is_private", "a private address"), ("is_reserved", "a reserved address")):
+        if getattr(ip, test):
+            return rule
+    if not ip.is_global:
+        return "a non-public address (e.g. shared or cluster-internal)"
+    return None
+
+
+@dataclass
+class UrlPolicy:
+    """Which hosts URL inputs may be fetched from.
+
+    Parameters
+    ----------
+    allow : sequence of str
+        The ``url_allow`` setting: host names (``data.example.org``; ``.example.org`` for the
+        domain and every host under it) and IP networks or addresses (``10.1.0.0/16``,
+        ``127.0.0.1``, ``fd00::/8``) that may be fetched although they are not public.
+    """
+
+    allow: Sequence[str] = ()
+    hosts: List[str] = field(init=False, default_factory=list)
+    networks: List = field(init=False, default_factory=list)
+
+    def __post_init__(self):
+        for item in self.allow:
+            item = str(item).strip().lower()
+            if not item:
+                continue
+            try:
+                self.networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                self.hosts.append(item.rstrip("."))
+
+    def host_allowed(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        return any(host == h or (h.startswith(".") and (host.endswith(h) or host == h[1:])) for h in self.hosts)
+
+    def check(self, host: str, port: int) -> List[tuple]:
+        """The addresses (``socket.getaddrinfo`` tuples) to connect to for ``host``.
+
+        Raises
+        ------
+        DatasetError
+            If the host is cluster-internal by name, does not resolve, or resolves to an
+            address that is not public and not allowed.
+        """
+        name = (host or "").lower().rstrip(".").strip("[]")
+        allowed_host = self.host_allowed(name)
+        if not allowed_host and (name == "localhost" or name.endswith(INTERNAL_NAMES)):
+            raise DatasetError(f"host {name} is a cluster-internal or local name; the WPS fetches only public "
+                               "hosts (an admin may allow it with url_allow)")
+        try:
+            infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise DatasetError(f"host {name} does not resolve: {exc.strerror}") from None
+        if allowed_host:
+            return infos
+        for info in infos:
+            ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+            rule = _address_rule(ip)
+            if rule and not any(ip in net for net in self.networks if net.version == ip.version):
+                shown = name if name == str(ip) else f"{name} ({ip})"
+                raise DatasetError(f"host {shown} is {rule}; the WPS fetches only public addresses "
+                                   "(an admin may allow the host or network with url_allow)")
+        return infos
+
+
+def _guarded_connection(policy: UrlPolicy):
+    """A ``create_connection`` for :mod:`http.client` that connects only to addresses the policy
+    passed, after resolving the host itself (no second look-up that could answer differently)."""
+
+    def create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
+        host, port = address
+        last = None
+        for family, kind, proto, _, sockaddr in policy.check(host, port):
+            sock = socket.socket(family, kind, proto)
+            try:
+                if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+                    sock.settimeout(timeout)
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                sock.close()
+                last = exc
+        raise last or OSError(f"cannot connect to {host}")
+
+    return create_connection
+
+
+def url_opener(policy: UrlPolicy) -> urllib.request.OpenerDirector:
+    """An opener for http and https only (redirects followed, each checked), no proxies, no
+    other schemes, whose every connection goes through :meth:`UrlPolicy.check`."""
+    connect = _guarded_connection(policy)
+
+    class Http(http.client.HTTPConnection):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            self._create_connection = connect
+
+    class Https(http.client.HTTPSConnection):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            self._create_connection = connect
+
+    class HttpHandler(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(Http, req)
+
+    class HttpsHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(Https, req, context=self._context)
+
+    opener = urllib.request.OpenerDirector()
+    for handler in (HttpHandler(), HttpsHandler(), urllib.request.HTTPRedirectHandler(),
+                    urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor(),
+                    urllib.request.UnknownHandler()):
+        opener.add_handler(handler)
+    return opener
+
+
+def fetch_url(url: str, workdir: Path, max_mb: float, timeout: float = 60.0,
+              policy: Optional[UrlPolicy] = None) -> Path:
     """Download ``url`` into ``workdir`` (at most ``max_mb`` MiB), atomically.
+
+    Parameters
+    ----------
+    policy : UrlPolicy, optional
+        The hosts that may be fetched (default: public addresses only). It is applied to the
+        URL and to every redirect.
 
     Raises
     ------
     DatasetError
-        If the scheme is not http(s), the server answers with an error, or the file is
-        larger than ``max_mb``.
+        If the scheme is not http(s), the host is not public and not allowed (also after a
+        redirect), the server answers with an error, or the file is larger than ``max_mb``.
     """
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme not in ("http", "https"):
         raise DatasetError(f"input URL {url[:80]}: only http and https are allowed")
+    policy = policy or UrlPolicy()
     name = os.path.basename(parsed.path) or "download"
     name = re.sub(r"[^\w.\-]", "_", name)[:100]
     workdir.mkdir(parents=True, exist_ok=True)
@@ -227,7 +386,7 @@ def fetch_url(url: str, workdir: Path, max_mb: float, timeout: float = 60.0) -> 
     limit = int(max_mb * 1024 * 1024)
     fd, tmp = tempfile.mkstemp(prefix=".download-", dir=workdir)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+        with os.fdopen(fd, "wb") as out, url_opener(policy).open(url, timeout=timeout) as resp:
             size = int(resp.headers.get("Content-Length") or 0)
             if size > limit:
                 raise DatasetError(f"input URL {url[:80]}: {size / 2**20:.0f} MiB is over the {max_mb:g} MiB limit")
@@ -241,12 +400,64 @@ def fetch_url(url: str, workdir: Path, max_mb: float, timeout: float = 60.0) -> 
                     raise DatasetError(f"input URL {url[:80]}: larger than the {max_mb:g} MiB limit")
                 out.write(chunk)
         os.replace(tmp, dest)
+    except urllib.error.HTTPError as exc:
+        raise DatasetError(f"input URL {url[:80]}: the server answered {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise DatasetError(f"input URL {url[:80]}: {exc.reason}") from None
+    except DatasetError as exc:  # the policy refused the host (of the URL or of a redirect)
+        if str(exc).startswith("input URL"):
+            raise
+        raise DatasetError(f"input URL {url[:80]}: {exc}") from None
     except OSError as exc:
         raise DatasetError(f"input URL {url[:80]}: {exc}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return dest
+
+
+def tree_size(path: Path) -> int:
+    """Bytes (apparent sizes) of the files under ``path`` (0 if it does not exist); symbolic links
+    are not followed."""
+    total = 0
+    stack = [str(path)]
+    while stack:
+        top = stack.pop()
+        try:
+            with os.scandir(top) as it:
+                for entry in it:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False):
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        pass
+        except NotADirectoryError:
+            try:
+                total += os.lstat(top).st_size
+            except OSError:
+                pass
+        except OSError:
+            pass
+    return total
+
+
+def user_storage(settings, store, owner: str, exclude: Iterable[str] = ()) -> int:
+    """Bytes of storage ``owner`` uses: the outputs of their jobs (not yet removed by the retention
+    policy) and their workspace folder (``workspace/<owner>``); jobs in ``exclude`` are left out."""
+    skip = set(exclude)
+    total = tree_size(settings.workspace_dir / owner) if owner else 0
+    for job in store.list(owner=owner):
+        if job.uuid in skip or job.outputs_removed is not None:
+            continue
+        total += tree_size(settings.job_outputs(job.uuid))
+    return total
+
+
+def mib(n: float) -> str:
+    """``12.3 MB`` (MiB) for a byte count."""
+    return f"{n / 2**20:.1f} MB"
 
 
 def share_outputs(source: Path, target: Path, info: dict) -> Path:

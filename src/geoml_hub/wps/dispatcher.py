@@ -374,6 +374,27 @@ class Dispatcher(threading.Thread):
             if state == k8s.SUCCEEDED:
                 reason = "the Kubernetes Job completed without a final status"
             self._fail(fresh, f"failed: {reason}")
+        self.remove_finished_cluster_jobs()
+
+    def remove_finished_cluster_jobs(self) -> None:
+        """Delete the Kubernetes Jobs of WPS jobs that have ended (after keeping the pod log), so
+        that finished Jobs and their pods do not pile up in the namespace."""
+        try:
+            job_ids = self.cluster.job_ids()
+        except Exception as exc:  # API unreachable: try again at the next look
+            LOGGER.warning("cannot list the Kubernetes Jobs: %s", exc)
+            return
+        for uuid in job_ids:
+            job = self.store.get(uuid)
+            if job is not None and job.state in (QUEUED, RUNNING):
+                continue
+            self.keep_pod_log(uuid)
+            try:
+                if self.cluster.remove(uuid):
+                    LOGGER.info("job %s: its Kubernetes Job was removed (%s)", uuid,
+                                job.state if job is not None else "unknown to this WPS")
+            except Exception as exc:
+                LOGGER.warning("job %s: cannot remove its Kubernetes Job: %s", uuid, exc)
 
     def keep_pod_log(self, uuid: str) -> None:
         """Append the worker pod's log to ``logs/<job id>.log`` (once; pods go with the Job's TTL)."""

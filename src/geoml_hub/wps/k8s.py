@@ -497,6 +497,27 @@ class KubernetesJobBackend:
             raise
         return True
 
+    def job_ids(self) -> List[str]:
+        """The WPS job ids (label ``geoml-hub/job-id``) of the Kubernetes Jobs in the namespace."""
+        ret = self.batch.list_namespaced_job(namespace=self.spec.namespace, label_selector=LABEL_JOB_ID)
+        return [j.metadata.labels[LABEL_JOB_ID] for j in ret.items or []]
+
+    def remove(self, job_id: str) -> bool:
+        """Delete the Job of a finished WPS job (its pods in the background); ``False`` when it
+        was gone. ``ttlSecondsAfterFinished`` does the same on clusters whose TTL controller is on
+        (beta from Kubernetes 1.21): the WPS does not wait for it."""
+        from kubernetes.client import V1DeleteOptions
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.batch.delete_namespaced_job(name=self.spec.job_name(job_id), namespace=self.spec.namespace,
+                                             body=V1DeleteOptions(propagation_policy="Background"))
+        except ApiException as exc:
+            if self._not_found(exc):
+                return False
+            raise
+        return True
+
     def logs(self, job_id: str, tail_lines: Optional[int] = None) -> str:
         """The worker's log of the newest pod of ``job_id`` ("" when it has no pod yet)."""
         from kubernetes.client.exceptions import ApiException

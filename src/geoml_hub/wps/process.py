@@ -6,7 +6,10 @@
 - queues async Executes for the dispatcher instead of PyWPS's own queue (which starts a
   queued job only when another job finishes, and forgets it on a restart);
 - checks dataset inputs (:mod:`geoml_hub.wps.datasets`) before accepting a job, so a bad
-  name is an ExceptionReport and nothing runs;
+  name is an ExceptionReport and nothing runs; input rasters larger than ``max_input_pixels``
+  and users over their storage quota (``user_quota_mb``) are refused there too;
+- holds a running job to its output limit (:class:`OutputGuard`: ``max_job_output_mb`` and
+  what is left of the user's quota): a job that writes more fails, its partial outputs removed;
 - writes status documents atomically (temporary file + rename);
 - turns library errors into messages that survive PyWPS's sanitising (at most 300
   characters; letters, digits and ``.:!?=,;-_/`` only).
@@ -110,6 +113,73 @@ class AtomicExecuteResponse(ExecuteResponse):
             raise NoApplicableCode(f"Writing Response Document failed with : {exc}")
 
 
+class OutputLimitError(GeomlError):
+    """A job wrote more than its output limit or its user's storage quota allows."""
+
+
+class OutputGuard:
+    """The output limit of one running job: the bytes it may write into its output and working
+    directories, ``max_job_output_mb`` or what is left of its user's ``user_quota_mb``,
+    whichever is less.
+
+    :meth:`check` measures the directories (at most once per ``interval`` seconds unless
+    ``force``) and raises :class:`OutputLimitError` once they hold more; the handler's progress
+    callbacks call it, and the handler's end does with ``force``.
+    """
+
+    def __init__(self, job, interval: float = 1.0):
+        settings = job.settings
+        self.dirs = [job.outputs, job.workdir]
+        self.interval = interval
+        self._last = 0.0
+        self.limit = None
+        self.reason = ""
+        if settings.max_job_output_mb:
+            self.limit = int(settings.max_job_output_mb * 2**20)
+            self.reason = f"the output limit of a job, {settings.max_job_output_mb:g} MB (max_job_output_mb)"
+        if settings.user_quota_mb:
+            used = ds.user_storage(settings, job.store, job.access.owner, exclude=[job.uuid])
+            left = int(settings.user_quota_mb * 2**20) - used
+            if self.limit is None or left < self.limit:
+                self.limit = max(0, left)
+                self.reason = (f"what is left of the storage quota of {job.access.owner}, {ds.mib(max(0, left))} of "
+                               f"{settings.user_quota_mb:g} MB (user_quota_mb)")
+        self.exceeded: Optional[str] = None
+
+    def check(self, force: bool = False) -> None:
+        if self.exceeded:
+            raise OutputLimitError(self.exceeded)
+        if self.limit is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        written = sum(ds.tree_size(d) for d in self.dirs)
+        if written > self.limit:
+            self.exceeded = (f"the job wrote {ds.mib(written)}, more than {self.reason}; "
+                             "its partial outputs were removed")
+            raise OutputLimitError(self.exceeded)
+
+
+def check_quota(settings, store, owner: str) -> None:
+    """Refuse an Execute of a user whose job outputs and workspace already take
+    ``user_quota_mb`` or more.
+
+    Raises
+    ------
+    NoApplicableCode
+        (HTTP 403) with the usage and the quota.
+    """
+    if not settings.user_quota_mb:
+        return
+    used = ds.user_storage(settings, store, owner)
+    if used >= settings.user_quota_mb * 2**20:
+        raise NoApplicableCode(wps_message(
+            f"{owner} uses {ds.mib(used)} of the storage quota of {settings.user_quota_mb:g} MB (user_quota_mb): "
+            "no new job until old outputs are removed (retention) or workspace files deleted", settings), code=403)
+
+
 @dataclass
 class JobContext:
     """What a running handler knows about its job."""
@@ -189,22 +259,45 @@ class GeomlProcess(Process):
     def _run_guarded(self, request, response):
         # A bound method, not a closure: PyWPS deep-copies the process for every request and
         # deepcopy rebinds methods to the copy (closures would keep the original instance).
+        guard = self._guard = OutputGuard(self.job) if self.job is not None else None
         try:
-            return self._inner_handler(request, response)
+            if guard is not None:
+                guard.check(force=True)  # a user already at the quota
+            result = self._inner_handler(request, response)
+            if guard is not None:
+                guard.check(force=True)
+            return result
         except ProcessError:
             raise
-        except GeomlError as exc:
-            LOGGER.info("job %s failed: %s", self.uuid, exc)
-            raise ProcessError(wps_message(str(exc), self._settings())) from exc
-        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-            LOGGER.info("job %s failed: %s", self.uuid, exc)
-            raise ProcessError(wps_message(f"{type(exc).__name__}: {exc}", self._settings())) from exc
-        except MemoryError as exc:
-            raise ProcessError("out of memory: try smaller settings, e.g. a smaller batch_size or tile_size") from exc
         except Exception as exc:
-            LOGGER.exception("job %s: unexpected error in %s", self.uuid, self.identifier)
-            raise ProcessError(wps_message(f"internal error in {self.identifier}: {type(exc).__name__}: {exc}",
-                                           self._settings())) from exc
+            if guard is not None and guard.exceeded:
+                self._remove_partial_outputs()
+                LOGGER.info("job %s failed: %s", self.uuid, guard.exceeded)
+                raise ProcessError(wps_message(guard.exceeded, self._settings())) from exc
+            raise self._process_error(exc) from exc
+        finally:
+            self._guard = None
+
+    def _remove_partial_outputs(self) -> None:
+        job = self.job
+        ds.remove_tree(job.outputs)
+        if job.workdir.is_dir():
+            for entry in job.workdir.iterdir():
+                ds.remove_tree(entry)
+
+    def _process_error(self, exc: Exception) -> ProcessError:
+        """The failure a handler's exception becomes (a message PyWPS keeps whole)."""
+        if isinstance(exc, GeomlError):
+            LOGGER.info("job %s failed: %s", self.uuid, exc)
+            return ProcessError(wps_message(str(exc), self._settings()))
+        if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+            LOGGER.info("job %s failed: %s", self.uuid, exc)
+            return ProcessError(wps_message(f"{type(exc).__name__}: {exc}", self._settings()))
+        if isinstance(exc, MemoryError):
+            return ProcessError("out of memory: try smaller settings, e.g. a smaller batch_size or tile_size")
+        LOGGER.error("job %s: unexpected error in %s", self.uuid, self.identifier, exc_info=exc)
+        return ProcessError(wps_message(f"internal error in {self.identifier}: {type(exc).__name__}: {exc}",
+                                        self._settings()))
 
     def _settings(self):
         try:
@@ -236,7 +329,7 @@ class GeomlProcess(Process):
         try:
             if ds.is_url(name) and ds.own_output_path(name, settings) is None:
                 workdir = Path(job.workdir if job else self.workdir)
-                return ds.fetch_url(name, workdir / "inputs", settings.max_download_mb)
+                return ds.fetch_url(name, workdir / "inputs", settings.max_download_mb, policy=settings.url_policy)
             return ds.resolve(name, settings, access, kind=kind, must_exist=must_exist,
                               job_store=job.store if job else None)
         except ds.DatasetError as exc:
@@ -261,6 +354,9 @@ class GeomlProcess(Process):
         settings = self.job.settings if self.job else None
 
         def update(fraction: float, message: str) -> None:
+            guard = getattr(self, "_guard", None)
+            if guard is not None:
+                guard.check()
             pct = int(start + (stop - start) * min(1.0, max(0.0, fraction)))
             now = time.monotonic()
             if pct == state["pct"] and now - state["t"] < min_interval:
@@ -317,8 +413,12 @@ class GeomlProcess(Process):
                 if ds.is_url(name) and ds.own_output_path(name, settings) is None:
                     continue  # fetched (and checked) when the job runs
                 try:
-                    ds.resolve(name, settings, access, kind=kind, job_store=store)
-                except ds.DatasetError as exc:
+                    path = ds.resolve(name, settings, access, kind=kind, job_store=store)
+                    if settings.max_input_pixels and path.is_file() and _is_tiff(path):
+                        from .tasks import check_pixels
+
+                        check_pixels([path], "raster", settings.max_input_pixels)
+                except GeomlError as exc:
                     raise InvalidParameterValue(wps_message(f"input {ident}: {exc}", settings), ident) from None
         try:
             self.check(wps_request)
@@ -334,6 +434,7 @@ class GeomlProcess(Process):
         store = store_for(settings.database)
         access = request_access(wps_request, settings)
         self.check_inputs(wps_request, access, settings)
+        check_quota(settings, store, access.owner)
         if async_:
             # the queue limit is checked and the job recorded in one transaction (a burst of
             # submissions must not overshoot it)
@@ -362,6 +463,16 @@ class GeomlProcess(Process):
         """Disabled: the dispatcher starts queued jobs (PyWPS would start one only when another
         one ends)."""
         return None
+
+
+def _is_tiff(path: Path) -> bool:
+    from .tasks import TIFF_MAGIC
+
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) in TIFF_MAGIC
+    except OSError:
+        return False
 
 
 def restore_request(job) -> "Any":

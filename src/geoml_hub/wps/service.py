@@ -3,6 +3,10 @@
 :func:`load_processes` imports every module of ``geoml_hub.processes`` (the repository's
 ``processes/`` directory) and instantiates its :class:`~geoml_hub.wps.process.GeomlProcess`
 subclass; :func:`build_service` makes the :class:`pywps.Service` for a :class:`Settings`.
+
+Job ids are random (:func:`uuid.uuid4`): PyWPS names a request with :func:`uuid.uuid1`, whose
+node and clock sequence are the same for every user of a server and whose time part can be
+guessed, so importing this module makes PyWPS's request ids version-4 UUIDs.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import shutil
 import importlib
 import inspect
 import pkgutil
+import sys
+import types
+import uuid
 from typing import List, Optional
 
 from pywps import Service
@@ -22,6 +29,10 @@ from .process import GeomlProcess
 from .settings import Settings
 
 LOGGER = logging.getLogger("geoml_hub.wps")
+
+# PyWPS's Service.call names every request (the job id) with ``uuid.uuid1()``: give its module
+# a ``uuid`` whose uuid1 is random (uuid4) instead
+sys.modules[Service.__module__].uuid = types.SimpleNamespace(uuid1=uuid.uuid4, uuid4=uuid.uuid4, UUID=uuid.UUID)
 
 #: The processes, in the order GetCapabilities lists them.
 PROCESS_IDENTIFIERS = ("extract_samples", "balance_samples", "train_model", "evaluate_model", "classify_scene",

@@ -65,8 +65,25 @@ class Settings:
         Largest request body PyWPS accepts, e.g. ``3mb``.
     max_download_mb : float
         Largest file fetched for a URL input, in MiB.
+    url_allow : list of str
+        Hosts and networks that URL inputs may be fetched from although they are not public
+        (INI: comma-separated; default none): host names (``data.example.org``, or
+        ``.example.org`` for a domain) and IP networks or addresses (``10.1.0.0/16``,
+        ``127.0.0.1``). Without an entry, loopback, link-local, private, shared, reserved and
+        cluster-internal addresses are refused, on every redirect too
+        (:class:`geoml_hub.wps.datasets.UrlPolicy`).
     retention_hours : float
         Outputs of finished jobs older than this are removed (0: keep forever).
+    max_job_output_mb : float
+        Most MiB a job may write (its outputs and working files); a job that writes more
+        fails and its partial outputs are removed (0: no limit).
+    user_quota_mb : float
+        Most MiB of storage a user's job outputs and workspace files may take; a job that
+        would go over fails (outputs removed), and an Execute of a user already over it is
+        refused (0: no quota).
+    max_input_pixels : int
+        Most pixels (width x height) of an input raster; a larger one is refused before it is
+        read (0: no limit).
     job_retries : int
         How often a job whose worker was killed (a signal such as SIGKILL from the OOM killer, or
         a worker gone while the server was down) is put back in the queue and run again before it
@@ -114,7 +131,11 @@ class Settings:
     maxprocesses: int = 30
     maxrequestsize: str = "3mb"
     max_download_mb: float = 512.0
+    url_allow: List[str] = field(default_factory=list)
     retention_hours: float = 168.0
+    max_job_output_mb: float = 2048.0
+    user_quota_mb: float = 10240.0
+    max_input_pixels: int = 1_000_000_000
     job_retries: int = 1
     url: str = "http://127.0.0.1:5000"
     auth: str = "none"
@@ -135,10 +156,18 @@ class Settings:
             if not value:
                 raise ParameterError(f"database = env:{name}, but environment variable {name} is not set")
             self._database_ref, self.database = self.database, value
+        given = [Path(self.state_dir)] + [Path(v) for v in self.data_roots.values()]
+        given += [Path(self.shared_results)] if self.shared_results else []
         self.state_dir = Path(self.state_dir).expanduser().resolve()
         self.data_roots = {str(k): Path(v).expanduser().resolve() for k, v in self.data_roots.items()}
         if self.shared_results:
             self.shared_results = Path(self.shared_results).expanduser().resolve()
+        # the paths as given, where a symlink makes them differ from the real ones (path_aliases)
+        self._aliases = {}
+        for path in given:
+            spelt = Path(os.path.abspath(path.expanduser()))
+            if spelt != spelt.resolve():
+                self._aliases[str(spelt)] = str(spelt.resolve())
         for name in self.data_roots:
             if name in RESERVED_ROOTS or not name.replace("_", "").replace("-", "").isalnum():
                 raise ParameterError(f"data root name {name!r} is reserved or not a plain word")
@@ -146,6 +175,9 @@ class Settings:
             self.database = f"sqlite:///{self.state_dir / 'log.sqlite'}"
         if ":memory:" in self.database:
             raise ParameterError("database: an in-memory SQLite database breaks async jobs; give a file or PostgreSQL URL")
+        for name in ("max_job_output_mb", "user_quota_mb", "max_input_pixels"):
+            if getattr(self, name) < 0:
+                raise ParameterError(f"{name} must be 0 (no limit) or more, got {getattr(self, name)}")
         if self.parallelprocesses < 1:
             raise ParameterError(f"parallelprocesses must be at least 1, got {self.parallelprocesses}")
         if self.job_retries < 0:
@@ -155,6 +187,12 @@ class Settings:
         if self.auth not in ("none", "jupyterhub"):
             raise ParameterError(f"auth must be none or jupyterhub, got {self.auth!r}")
         self.url = self.url.rstrip("/")
+        if isinstance(self.url_allow, str):
+            self.url_allow = [p.strip() for p in self.url_allow.replace("\n", ",").split(",") if p.strip()]
+        self.url_allow = [str(p).strip() for p in self.url_allow if str(p).strip()]
+        from .datasets import UrlPolicy
+
+        self.url_policy = UrlPolicy(self.url_allow)
         if self.backend not in ("local", "kubernetes"):
             raise ParameterError(f"backend must be local or kubernetes, got {self.backend!r}")
         if isinstance(self.kubernetes_processes, str):
@@ -173,6 +211,13 @@ class Settings:
     def runs_on_kubernetes(self, identifier: str) -> bool:
         """Whether jobs of process ``identifier`` run as Kubernetes Jobs."""
         return self.backend == "kubernetes" and identifier in self.kubernetes_processes
+
+    def path_aliases(self) -> Dict[str, str]:
+        """``{path as given: real path}`` for the state directory, data roots and shared results
+        given through a symbolic link (messages hide both, see
+        :func:`geoml_hub.wps.datasets.server_path_names`). Only in the process that read the
+        settings as given: ``settings.json`` keeps the real paths."""
+        return dict(getattr(self, "_aliases", {}))
 
     # -- layout -----------------------------------------------------------------------------
     @property
@@ -383,7 +428,8 @@ def load_settings(config: Optional[os.PathLike] = None, **overrides) -> Settings
     if "state_dir" not in values:
         values["state_dir"] = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "geoml-hub" / "wps"
     casts = {"parallelprocesses": int, "maxprocesses": int, "max_download_mb": float, "retention_hours": float,
-             "kubernetes_max_jobs": int, "job_retries": int}
+             "kubernetes_max_jobs": int, "max_job_output_mb": float, "user_quota_mb": float,
+             "max_input_pixels": lambda v: int(float(v)), "job_retries": int}
     for key, cast in casts.items():
         if key in values:
             try:

@@ -33,7 +33,7 @@ import shutil
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from ..errors import DataError, ParameterError
+from ..errors import DataError, GeomlError, ParameterError
 from ..fileio import write_json
 from ..progress import ProgressCallback, report, scaled
 from . import datasets as ds
@@ -117,12 +117,14 @@ def check_version_names(name_a: str, name_b: str) -> None:
 
 # -- input checks ---------------------------------------------------------------------------------------
 
-def require_tiff(paths: Iterable, what: str) -> None:
-    """Raise :class:`DataError` unless every file starts with a TIFF header.
+def require_tiff(paths: Iterable, what: str, pixels: bool = True) -> None:
+    """Raise :class:`DataError` unless every file starts with a TIFF header (and, with ``pixels``,
+    has at most ``max_input_pixels`` pixels: :func:`check_pixels`).
 
     GDAL picks its driver by content, so without this a "raster" input could be a VRT or
     another format that reads other files on the server.
     """
+    paths = list(paths)
     for p in paths:
         p = Path(p)
         try:
@@ -132,6 +134,39 @@ def require_tiff(paths: Iterable, what: str) -> None:
             raise DataError(f"{what} {p.name} is a directory, not a GeoTIFF file") from None
         if head not in TIFF_MAGIC:
             raise DataError(f"{what} {p.name} is not a GeoTIFF file")
+    if pixels:
+        check_pixels(paths, what)
+
+
+def pixel_limit() -> int:
+    """``max_input_pixels`` of the server's settings (0: no limit; also without settings)."""
+    from .settings import current_settings
+
+    try:
+        return int(current_settings().max_input_pixels)
+    except GeomlError:
+        return 0
+
+
+def check_pixels(paths: Iterable, what: str, limit: Optional[int] = None) -> None:
+    """Raise :class:`DataError` for a raster with more pixels (width x height) than ``limit``
+    (default: the ``max_input_pixels`` setting), reading only its header: a file of a few
+    kilobytes can declare a raster of billions of pixels that would fill the memory and the disk."""
+    limit = pixel_limit() if limit is None else limit
+    if not limit:
+        return
+    import rasterio
+
+    for p in paths:
+        p = Path(p)
+        try:
+            with rasterio.open(p) as src:
+                width, height = src.width, src.height
+        except rasterio.errors.RasterioIOError as exc:
+            raise DataError(f"{what} {p.name} cannot be read as a raster: {exc}") from None
+        if width * height > limit:
+            raise DataError(f"{what} {p.name} has {width * height} pixels ({width} x {height}), over the limit of "
+                            f"{limit} pixels (max_input_pixels)")
 
 
 def _manifest_files(path: Path) -> List[Path]:
@@ -196,7 +231,8 @@ def open_samples(job, path: Path, roots: Optional[List[Path]] = None):
         ds.check_paths(files, roots, f"manifest {path.name}")
     else:
         files = []
-    require_tiff([f for f in files if f.suffix.lower() in TIFF_SUFFIXES and f.is_file()], "sample file")
+    # patches: small by construction, and thousands of them (no header read each)
+    require_tiff([f for f in files if f.suffix.lower() in TIFF_SUFFIXES and f.is_file()], "sample file", pixels=False)
     sample_set = load_samples(path)
     # deeper symbolic links (inside a linked class directory) are caught here, before any pixel is read
     ds.check_paths(sorted({s.file for s in sample_set.samples}), roots, f"samples {path.name}")

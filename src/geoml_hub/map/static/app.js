@@ -193,8 +193,8 @@ function parseXML(text) {
 }
 
 /** A WPS XML document; an ExceptionReport becomes an error with its text. */
-async function getXML(url) {
-  const resp = await request(url, {cache: "no-store"});
+async function getXML(url, options = {}) {
+  const resp = await request(url, {cache: "no-store", ...options});
   const doc = parseXML(await resp.text());
   if (doc.documentElement.localName === "ExceptionReport") {
     throw new Error(exceptionText(doc) || "the WPS refused the request");
@@ -817,12 +817,22 @@ function collectInputs(description) {
   return {values, problems};
 }
 
-function executeUrl(process, values) {
-  // PyWPS splits DataInputs on ";", "=" and "@" after the query string is decoded, then unquotes
-  // each value: so each value is quoted for PyWPS, and the whole parameter once more for the URL.
-  const dataInputs = values.map(([name, value]) => `${name}=${encodeURIComponent(value)}`).join(";");
-  return `api/wps/wps?service=WPS&request=Execute&version=1.0.0&identifier=${encodeURIComponent(process)}`
-    + `&storeExecuteResponse=true&status=true&DataInputs=${encodeURIComponent(dataInputs)}`;
+function xmlText(text) {
+  return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+}
+
+/** An async Execute as a POST XML request: the WPS and the map refuse an Execute by GET with the login
+ *  cookie (any site could send one), and a POST from this page carries its Origin. */
+function executeRequest(process, values) {
+  const inputs = values.map(([name, value]) => `<wps:Input><ows:Identifier>${xmlText(name)}</ows:Identifier>`
+    + `<wps:Data><wps:LiteralData>${xmlText(value)}</wps:LiteralData></wps:Data></wps:Input>`).join("");
+  const body = '<?xml version="1.0" encoding="UTF-8"?>'
+    + '<wps:Execute service="WPS" version="1.0.0" xmlns:wps="http://www.opengis.net/wps/1.0.0"'
+    + ' xmlns:ows="http://www.opengis.net/ows/1.1">'
+    + `<ows:Identifier>${xmlText(process)}</ows:Identifier><wps:DataInputs>${inputs}</wps:DataInputs>`
+    + '<wps:ResponseForm><wps:ResponseDocument storeExecuteResponse="true" status="true"/></wps:ResponseForm>'
+    + "</wps:Execute>";
+  return {method: "POST", headers: {"Content-Type": "text/xml; charset=utf-8"}, body};
 }
 
 function jobActive() {
@@ -863,7 +873,7 @@ async function runProcess() {
   updateRunButton();
   let doc;
   try {
-    doc = await getXML(executeUrl(description.id, values));
+    doc = await getXML("api/wps/wps", executeRequest(description.id, values));
   } catch (err) {
     job.status = "failed";
     setProgress({status: "failed", percent: 0, message: err.message});

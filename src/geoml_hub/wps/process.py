@@ -20,6 +20,7 @@ worker can re-create it from its class name.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -260,6 +261,9 @@ class GeomlProcess(Process):
         # A bound method, not a closure: PyWPS deep-copies the process for every request and
         # deepcopy rebinds methods to the copy (closures would keep the original instance).
         guard = self._guard = OutputGuard(self.job) if self.job is not None else None
+        # the outputs as declared, before the handler points them at files: a job stopped by the
+        # output limit gets them back, since its files are removed before the failure is reported
+        declared = copy.deepcopy(list(self.outputs)) if guard is not None else []
         try:
             if guard is not None:
                 guard.check(force=True)  # a user already at the quota
@@ -272,6 +276,10 @@ class GeomlProcess(Process):
         except Exception as exc:
             if guard is not None and guard.exceeded:
                 self._remove_partial_outputs()
+                # both the process description and the response document list the outputs
+                self.outputs[:] = declared
+                response.outputs.clear()
+                response.outputs.update({o.identifier: o for o in declared})
                 LOGGER.info("job %s failed: %s", self.uuid, guard.exceeded)
                 raise ProcessError(wps_message(guard.exceeded, self._settings())) from exc
             raise self._process_error(exc) from exc

@@ -76,7 +76,10 @@ def test_cuda_device_selects_the_cuda_image_and_a_pull_failure_fails_the_job(clu
     assert f"image pull failed (ErrImagePull) for image {CUDA_IMAGE}" in final["message"], final
     name, _, text = final_status(loc)
     assert name == "ProcessFailed" and CUDA_IMAGE in text
-    spec = standin.run_of(job_id).manifest["spec"]["template"]["spec"]
+    # the dispatcher removed the failed job's Job: its manifest as created
+    (manifest,) = [m for m in standin.created if m["metadata"]["labels"]["geoml-hub/job-id"] == job_id]
+    assert f"geoml-wps-{job_id}" in standin.deleted
+    spec = manifest["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     assert container["image"] == CUDA_IMAGE
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"

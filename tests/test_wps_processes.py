@@ -613,6 +613,9 @@ EXCEPTION_CASES = [
                                  ("reference", REFERENCE), ("name_a", "B")],
      "InvalidParameterValue", "DataInputs", "name_a and name_b must differ"),
     ("no_such_process", [("x", 1)], "InvalidParameterValue", "Identifier", "Unknown process"),
+    # the raster's header is read at Execute time for the pixel-count limit (max_input_pixels)
+    ("extract_samples", [("scene", "workspace/truncated.tif"), ("reference", REFERENCE)], "InvalidParameterValue",
+     "scene", "raster truncated.tif cannot be read as a raster"),
 ]
 
 
@@ -645,8 +648,6 @@ FAILURE_CASES = [
      "scene file junk.tif is not a GeoTIFF file"),
     ("validate_classification", [("classification", "workspace/junk.tif"), ("reference", REFERENCE)],
      "classification junk.tif is not a GeoTIFF file"),
-    ("extract_samples", [("scene", "workspace/truncated.tif"), ("reference", REFERENCE)],
-     "workspace/truncated.tif: cannot read raster"),
     ("extract_samples", [("scene", SCENE_99), ("reference", "data/eurosat_ms/Forest/Forest_1031.tif")],
      f"scene {SCENE_99} and reference data/eurosat_ms/Forest/Forest_1031.tif differ in shape: 250x250 vs 64x64"),
 ]

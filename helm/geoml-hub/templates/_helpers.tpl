@@ -65,7 +65,7 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{- if and $existing (index ($existing.data | default dict) .key) -}}
 {{- index $existing.data .key | b64dec -}}
 {{- else -}}
-{{- randAlphaNum 64 | lower -}}
+{{- randAlphaNum 64 | sha256sum -}}{{- /* 64 hex digits: JupyterHub reads JPY_COOKIE_SECRET as hex */ -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

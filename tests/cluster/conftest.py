@@ -226,6 +226,7 @@ class Cluster:
         self.values: Dict[str, Any] = {}
         self.chart_defaults: Dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
         self.shared_data = False
+        self.data_claim = ""
         self.installed = False
         self.helm_env: Dict[str, str] = {}
         self.values_files: List[str] = []
@@ -361,6 +362,7 @@ def cluster(cluster_settings, tmp_path_factory, request) -> Cluster:
     try:
         claim = c.bind_data_volume(settings.data_pv) if settings.data_pv else ""
         c.shared_data = bool(claim)
+        c.data_claim = claim
         c.values = chart_values(settings, claim)
         values_file = tmp / "values.yaml"
         values_file.write_text(yaml.safe_dump(c.values, sort_keys=False))

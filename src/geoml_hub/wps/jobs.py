@@ -268,8 +268,10 @@ class JobStore:
                 sa.or_(jobs_table.c.message == "starting", jobs_table.c.message.like("Kubernetes%")))
             return c.execute(q.values(message=message)).rowcount == 1
 
-    def progress(self, uuid: str, percent: float, message: str) -> None:
-        self._transition(uuid, RUNNING, percent=float(percent), message=message)
+    def progress(self, uuid: str, percent: float, message: str) -> bool:
+        """Record a running job's progress; ``False`` when the job is no longer running (it was
+        dismissed or failed meanwhile: its final state stands)."""
+        return self._transition(uuid, RUNNING, percent=float(percent), message=message)
 
     def finish(self, uuid: str, state: str, message: str, expected=(QUEUED, RUNNING)) -> bool:
         """Set a final state unless the job already has one (first writer wins)."""

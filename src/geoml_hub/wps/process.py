@@ -83,10 +83,13 @@ class AtomicExecuteResponse(ExecuteResponse):
         job = getattr(self.process, "job", None)
         final = status in (WPS_STATUS.SUCCEEDED, WPS_STATUS.FAILED)
         if job is None or not final or not self.store_status_file:
+            if job is not None and status == WPS_STATUS.STARTED and self.store_status_file:  # async jobs only
+                if not job.store.progress(self.uuid, float(status_percentage or 0), message):
+                    # dismissed (or failed) meanwhile, e.g. a cancelled Kubernetes Job whose pod
+                    # still runs: its final status document stands, this worker stops
+                    raise JobEnded(self.uuid)
             super()._update_status(status, message, status_percentage, clean)
-            if job is not None and status == WPS_STATUS.STARTED and self.store_status_file:
-                job.store.progress(self.uuid, float(status_percentage or 0), message)  # async jobs only
-            elif job is not None and final:
+            if job is not None and final:
                 job.store.finish(self.uuid, SUCCEEDED if status == WPS_STATUS.SUCCEEDED else FAILED, message)
             return
         # a final status: build the document (outputs stored), record it in the job table, then
@@ -112,6 +115,12 @@ class AtomicExecuteResponse(ExecuteResponse):
             os.replace(tmp, path)
         except OSError as exc:
             raise NoApplicableCode(f"Writing Response Document failed with : {exc}")
+
+
+class JobEnded(BaseException):
+    """Raised in a worker whose job was dismissed or failed elsewhere while it ran (a
+    ``BaseException``, so that PyWPS does not turn it into a failure of its own); the worker
+    stops without touching the job's final state or status document."""
 
 
 class OutputLimitError(GeomlError):

@@ -22,7 +22,7 @@ def run_job(settings_file: str, uuid: str) -> int:
     """Run job ``uuid``; return 0 when it ran (succeeded or failed cleanly), 1 otherwise."""
     from . import datasets as ds
     from .jobs import FAILED, RUNNING, store_for
-    from .process import AtomicExecuteResponse, JobContext, restore_request
+    from .process import AtomicExecuteResponse, JobContext, JobEnded, restore_request
     from .service import build_service_light
     from .settings import load_settings_json
 
@@ -53,8 +53,13 @@ def run_job(settings_file: str, uuid: str) -> int:
     started = "started"
     if (job.attempts or 1) > 1:  # the dispatcher re-queued it after its worker was killed
         started = f"started: attempt {job.attempts} of {max(job.attempts, settings.job_retries + 1)}"
-    response._update_status(WPS_STATUS.STARTED, started, 0, clean=False)
-    process._run_process(request, response)
+    try:
+        response._update_status(WPS_STATUS.STARTED, started, 0, clean=False)
+        process._run_process(request, response)
+    except JobEnded:
+        job = store.get(uuid)
+        LOGGER.info("job %s is %s: this worker stops", uuid, job.state if job else "gone")
+        return 0
     job = store.get(uuid)
     if job is not None and job.state == RUNNING:
         store.finish(uuid, FAILED, response.message or "the process ended without a final status")

@@ -1,5 +1,5 @@
 #!/bin/sh
-# First start: initdb with $POSTGRES_USER / $POSTGRES_PASSWORD, password (scram) auth for
+# First start: initdb (UTF8, as the official image) with $POSTGRES_USER / $POSTGRES_PASSWORD, password (scram) auth for
 # connections over the network, database $POSTGRES_DB. Then postgres on every address.
 set -eu
 : "${PGDATA:=/var/lib/postgresql/data}" "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}"
@@ -8,7 +8,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     [ -n "${POSTGRES_PASSWORD:-}" ] || { echo "entrypoint: POSTGRES_PASSWORD is empty" >&2; exit 1; }
     mkdir -p "$PGDATA" && chmod 0700 "$PGDATA"
     pwfile=$(mktemp) && printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
-    initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pwfile" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+    initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pwfile" --encoding=UTF8 --locale=C --auth-local=trust --auth-host=scram-sha-256 >/dev/null
     rm -f "$pwfile"
     printf "host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n" >> "$PGDATA/pg_hba.conf"
     if [ "$POSTGRES_DB" != postgres ]; then

@@ -280,6 +280,12 @@ def test_publish_shares_results_with_everyone(hub):
     r = requests.post(f"{url}/services/wps/jobs/{job}/publish", headers=alice, timeout=30)
     assert r.status_code == 200 and r.json()["published"] and r.json()["shared_as"] == f"results/alice/{job}"
     assert requests.get(f"{url}/services/wps/outputs/{job}/summary.json", headers=bob, timeout=30).status_code == 200
+    # bob's server idles since the spawn test: on a loaded machine the culler (CULL_TIMEOUT) may
+    # have stopped it meanwhile, as it should; then bob starts it again
+    if not api(url, admin_token(hub), "GET", "/users/bob").json()["servers"].get(""):
+        r = api(url, admin_token(hub), "POST", "/users/bob/server", json={"profile": "cpu"})
+        assert r.status_code in (201, 202), r.text
+    wait_server(hub, "bob")
     out = run_in_kernel(hub, "bob", user_token(hub, "bob"), "\n".join([
         "import json; from pathlib import Path",
         f"p = Path.home() / 'results' / 'alice' / {job!r}",

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from kube_standin import KubeStandIn
-from test_wps_server import EUROSAT, execute, status_of, wait_final
+from test_wps_server import EUROSAT, execute, status_of, wait_final, wait_for
 from wps_server import WpsServer
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,8 @@ def test_cuda_device_selects_the_cuda_image_and_a_pull_failure_fails_the_job(clu
     assert name == "ProcessFailed" and CUDA_IMAGE in text
     # the dispatcher removed the failed job's Job: its manifest as created
     (manifest,) = [m for m in standin.created if m["metadata"]["labels"]["geoml-hub/job-id"] == job_id]
-    assert f"geoml-wps-{job_id}" in standin.deleted
+    # ... within a look or two of the dispatcher (every 2 s) after the job failed
+    wait_for(lambda: f"geoml-wps-{job_id}" in standin.deleted, timeout=30, what="the failed job's Job removed")
     spec = manifest["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     assert container["image"] == CUDA_IMAGE

@@ -236,6 +236,11 @@ class JobStore:
                             .values(**values))
             return res.rowcount == 1
 
+    def rerun(self, uuid: str, message: str) -> bool:
+        """A running job starts over in a new worker without going back to the queue (the
+        Kubernetes Job controller replaced its deleted pod): ``attempts`` + 1, progress 0."""
+        return self._transition(uuid, RUNNING, percent=0.0, message=message, attempts=jobs_table.c.attempts + 1)
+
     def claim(self, uuid: str) -> bool:
         """Mark a queued job running on this host; ``False`` if someone else took it."""
         return self._transition(uuid, QUEUED, state=RUNNING, started=utcnow(), host=HOST,

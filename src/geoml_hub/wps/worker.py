@@ -21,7 +21,7 @@ LOGGER = logging.getLogger("geoml_hub.wps")
 def run_job(settings_file: str, uuid: str) -> int:
     """Run job ``uuid``; return 0 when it ran (succeeded or failed cleanly), 1 otherwise."""
     from . import datasets as ds
-    from .jobs import FAILED, RUNNING, store_for
+    from .jobs import CLUSTER_HOST, FAILED, RUNNING, store_for
     from .process import AtomicExecuteResponse, JobContext, JobEnded, restore_request
     from .service import build_service_light
     from .settings import load_settings_json
@@ -51,7 +51,13 @@ def run_job(settings_file: str, uuid: str) -> int:
     response = AtomicExecuteResponse(request, process=process, uuid=uuid)
     response.store_status_file = True
     started = "started"
-    if (job.attempts or 1) > 1:  # the dispatcher re-queued it after its worker was killed
+    if job.host == CLUSTER_HOST and (job.percent or 0) > 0:
+        # an earlier pod of this Kubernetes Job ran it (the Job controller replaces a deleted
+        # pod): the job starts over here, as a new attempt
+        store.rerun(uuid, "started again in a new pod: the previous pod of its Kubernetes Job ended")
+        job = store.get(uuid)
+        started = f"started: attempt {job.attempts} (in a new pod of its Kubernetes Job)"
+    elif (job.attempts or 1) > 1:  # the dispatcher re-queued it after its worker was killed
         started = f"started: attempt {job.attempts} of {max(job.attempts, settings.job_retries + 1)}"
     try:
         response._update_status(WPS_STATUS.STARTED, started, 0, clean=False)

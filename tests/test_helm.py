@@ -574,6 +574,10 @@ def test_kubespawner_builds_strictly_valid_pods_from_the_rendered_config(rendere
         spec = pod["spec"]
         (ctr,) = [c for c in spec["containers"] if c["name"] == "notebook"]
         assert ctr["image"] == profile["kubespawner_override"]["image"]
+        # the server runs with geoml-hub's options: busy kernels count as activity for the culler
+        # (KubeSpawner drops args without an explicit command)
+        assert ctr["args"][0] == "jupyterhub-singleuser"
+        assert any("geoml_hub.hub.busy_activity" in a for a in ctr["args"][1:]), ctr["args"]
         limits = ctr["resources"]["limits"]
         if profile.get("requires_gpu"):
             assert limits["nvidia.com/gpu"] == "1"

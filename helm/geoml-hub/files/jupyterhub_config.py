@@ -64,7 +64,10 @@ c.KubeSpawner.volumes = V["volumes"]
 c.KubeSpawner.volume_mounts = V["volumeMounts"]
 c.KubeSpawner.environment = dict(V["environment"])
 c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
-c.KubeSpawner.args = SERVER_ARGS  # busy kernels count as activity for the idle culler
+# the images' command, named: KubeSpawner drops the args of an implicit (image) command, and
+# SERVER_ARGS makes busy kernels count as activity for the idle culler
+c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
+c.KubeSpawner.args = SERVER_ARGS
 
 # -- services ---------------------------------------------------------------------------------
 services = []

@@ -483,19 +483,22 @@ class KubernetesJobBackend:
             job = None
         return job_state(job, self.pods(job_id) if job is not None else [])
 
-    def cancel(self, job_id: str) -> bool:
-        """Delete the Job and (foreground propagation) its pods; ``False`` when it did not exist."""
+    def _delete(self, job_id: str, propagation: str) -> bool:
         from kubernetes.client import V1DeleteOptions
         from kubernetes.client.exceptions import ApiException
 
         try:
             self.batch.delete_namespaced_job(name=self.spec.job_name(job_id), namespace=self.spec.namespace,
-                                             body=V1DeleteOptions(propagation_policy="Foreground"))
+                                             body=V1DeleteOptions(propagation_policy=propagation))
         except ApiException as exc:
             if self._not_found(exc):
                 return False
             raise
         return True
+
+    def cancel(self, job_id: str) -> bool:
+        """Delete the Job and (foreground propagation) its pods; ``False`` when it did not exist."""
+        return self._delete(job_id, "Foreground")
 
     def job_ids(self) -> List[str]:
         """The WPS job ids (label ``geoml-hub/job-id``) of the Kubernetes Jobs in the namespace."""
@@ -506,17 +509,7 @@ class KubernetesJobBackend:
         """Delete the Job of a finished WPS job (its pods in the background); ``False`` when it
         was gone. ``ttlSecondsAfterFinished`` does the same on clusters whose TTL controller is on
         (beta from Kubernetes 1.21): the WPS does not wait for it."""
-        from kubernetes.client import V1DeleteOptions
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            self.batch.delete_namespaced_job(name=self.spec.job_name(job_id), namespace=self.spec.namespace,
-                                             body=V1DeleteOptions(propagation_policy="Background"))
-        except ApiException as exc:
-            if self._not_found(exc):
-                return False
-            raise
-        return True
+        return self._delete(job_id, "Background")
 
     def logs(self, job_id: str, tail_lines: Optional[int] = None) -> str:
         """The worker's log of the newest pod of ``job_id`` ("" when it has no pod yet)."""

@@ -45,10 +45,18 @@ fi
 KIT=$(realpath "$KIT")
 WORK=${GEOML_CLUSTER_WORK:-$(mktemp -d /var/tmp/geoml-cluster.XXXXXX)}
 mkdir -p "$WORK"
+# the kit's dnsmasq runs as nobody and reads its hosts file under $R: every parent must be
+# traversable (mktemp makes 0700)
+chmod 0755 "$WORK"
 export R=$WORK/k8s
 cleanup() {
+    rc=$?
     log "tearing down the cluster"
     "$KIT/down.sh" >"$WORK/down.log" 2>&1 || { tail -20 "$WORK/down.log"; log "down.sh failed"; }
+    if [ "$rc" != 0 ] && [ -d "$R/log" ]; then  # keep the cluster's logs of a failed run
+        keep=/var/tmp/geoml-cluster-logs.$(date +%Y%m%d-%H%M%S)
+        cp -r "$R/log" "$keep" && log "the cluster's logs are kept in $keep"
+    fi
     [ -n "${GEOML_CLUSTER_KEEP_WORK:-}" ] || rm -rf --one-file-system "$WORK"
     log "whole run: $(( $(date +%s) - t_start )) s"
 }

@@ -563,7 +563,14 @@ def test_idle_culler_stops_an_idle_server_but_not_a_busy_training_kernel(cluster
     alice, bob = people["alice"], people["bob"]
     # alice's server idles since section d: the culler may have stopped it already (during the
     # deadline test); then she starts it again and leaves it idle
-    if not user_pods(cluster, "alice"):
+    def settled():  # not in the middle of a stop by the culler
+        model = hub_api(hub_url, admin.token, "GET", "/users/alice").json()
+        server = model["servers"].get("")
+        return not model.get("pending") and (server is None or not server.get("pending"))
+
+    cluster.wait(settled, STOP_TIMEOUT, "alice's server running or stopped, not between")
+    if "" not in hub_api(hub_url, admin.token, "GET", "/users/alice").json()["servers"]:
+        cluster.wait(lambda: not user_pods(cluster, "alice"), STOP_TIMEOUT, "alice's culled pod deleted")
         start_server(cluster, hub_url, alice, "cpu")
     bob_pod = start_server(cluster, hub_url, bob, "cpu")
     r = requests.post(f"{hub_url}/user/bob/api/kernels", json={"name": "python3"},

@@ -483,6 +483,8 @@ def test_job_backend_renders_a_job_spec_the_wps_accepts(rendered, tmp_path, monk
     monkeypatch.setenv("GEOML_WPS_DATABASE", "postgresql://wps:secret@db:5432/wps")
     settings = load_settings(tmp_path / "wps.ini")
     assert settings.backend == "kubernetes" and settings.database.endswith("@db:5432/wps")
+    # issue 12: the SSRF allow-list and the retries of killed jobs are chart values
+    assert settings.url_allow == ["data.example.org", "10.1.0.0/16"] and settings.job_retries == 2
     assert settings.kubernetes_processes == ["train_model", "classify_scene", "evaluate_model"]
     spec = k8s.load_job_spec(settings.kubernetes_job_spec)
     assert spec.cpu_image == "registry.example.org/geoml/geoml-hub/notebook-cpu:0.1.0"

@@ -40,6 +40,26 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
+def shared_base():
+    """A 0755 directory (``/var/tmp`` as root) for what ``geoml-hub up`` as root shares with the
+    users' accounts (``--homes-dir``, ``--public-dir``), which pytest's 0700 temporary
+    directories would hide from them; at the end, the accounts ``jupyter-<name>`` the hubs of
+    the session created there are removed."""
+    import pwd
+    import shutil
+    import subprocess
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="geoml-hub-test-", dir="/var/tmp" if os.geteuid() == 0 else None))
+    os.chmod(base, 0o755)
+    yield base
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith("jupyter-") and Path(entry.pw_dir).is_relative_to(base):
+            subprocess.run(["userdel", entry.pw_name], capture_output=True)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     missing = [p for p in (EUROSAT, SCENE_1999, SCENE_2002, LABELS) if not p.exists()]
     assert not missing, f"real data missing (expected beside the repository in {DATA}): {missing}"

@@ -29,10 +29,10 @@ POLYGONS = {"type": "FeatureCollection", "features": [{"type": "Feature", "prope
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
+def hub(tmp_path_factory, shared_base):
     state = tmp_path_factory.mktemp("csrfhub") / "state"
     port = free_port()
-    res = up(state, port)
+    res = up(state, port, shared_base / "csrfhub")
     assert res.returncode == 0, res.stdout + res.stderr + (state / "hub.log").read_text()[-4000:]
     hub = {"state": state, "port": port, "url": f"http://127.0.0.1:{port}"}
     assert sign_up(hub["url"], "alice", PASSWORDS["alice"]).status_code == 200

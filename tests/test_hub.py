@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pwd
 import stat
 import subprocess
 import time
@@ -30,10 +32,21 @@ PASSWORDS = {"alice": "alice-Rs2-passw0rd", "bob": "bob-Landsat7-passw0rd"}
 STATE: dict = {}
 
 
-def up(state_dir: Path, port: int) -> subprocess.CompletedProcess:
+ROOT = os.geteuid() == 0
+
+
+def shared_dirs(base: Path) -> list:
+    """As root, ``geoml-hub up`` gives each user a system account: the test's homes and public
+    directory sit in ``base`` (which the users' accounts can traverse, unlike pytest's 0700
+    temporary directories)."""
+    return ["--homes-dir", str(base / "homes"), "--public-dir", str(base / "public")] if ROOT else []
+
+
+def up(state_dir: Path, port: int, base: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(CONSOLE_SCRIPT), "up", "--detach", "--state-dir", str(state_dir), "--port", str(port),
-                           "--data-root", str(DATA), "--cull-timeout", str(CULL_TIMEOUT), "--cull-every", "5"],
-                          capture_output=True, text=True, timeout=180)
+                           "--data-root", str(DATA), "--cull-timeout", str(CULL_TIMEOUT), "--cull-every", "5",
+                           *shared_dirs(base)], capture_output=True, text=True, timeout=180)
+
 
 
 def down(state_dir: Path) -> subprocess.CompletedProcess:
@@ -55,13 +68,15 @@ def alive(pid, ticks):
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    state = tmp_path_factory.mktemp("hub") / "state"
+def hub(tmp_path_factory, shared_base):
+    # the state directory's own mode (0700) must keep the users out: it is not inside a
+    # private directory here, as it would not be in /srv or /var/lib
+    state = shared_base / "state"
     port = free_port()
-    res = up(state, port)
+    res = up(state, port, shared_base)
     assert res.returncode == 0, res.stdout + res.stderr + (state / "hub.log").read_text()[-4000:]
     url = f"http://127.0.0.1:{port}"
-    STATE.update(state=state, port=port, url=url, up_output=res.stdout)
+    STATE.update(state=state, port=port, url=url, up_output=res.stdout, base=shared_base)
     yield STATE
     tree = hub_tree(state) if (state / "up.pid").exists() else []
     res = down(state)
@@ -294,6 +309,73 @@ def test_publish_shares_results_with_everyone(hub):
     assert "shared 1.0 True" in out
 
 
+def _server_pids(account: str) -> list:
+    uid = pwd.getpwnam(account).pw_uid
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and os.stat(f"/proc/{p}").st_uid == uid]
+
+
+@pytest.mark.skipif(not ROOT, reason="as a normal user geoml-hub up is single-account (docs/security.md)")
+def test_each_user_runs_as_their_own_account_and_reads_nothing_of_the_others(hub):
+    """Issue 12.2: as root, alice's and bob's servers and kernels run as jupyter-alice and
+    jupyter-bob; from bob's kernel every secret and database of the platform, alice's home
+    and alice's processes' environments are unreadable, and the shared data is read-only."""
+    url, state = hub["url"], hub["state"]
+    for user in ("alice", "bob"):
+        if not api(url, admin_token(hub), "GET", f"/users/{user}").json()["servers"].get(""):
+            r = api(url, admin_token(hub), "POST", f"/users/{user}/server", json={"profile": "cpu"})
+            assert r.status_code in (201, 202), r.text
+        wait_server(hub, user)
+    out = run_in_kernel(hub, "alice", user_token(hub, "alice"), "\n".join([
+        "import os, pwd, stat; from pathlib import Path",
+        "(Path.home() / 'secret.txt').write_text('alice only')",
+        "print('me', pwd.getpwuid(os.getuid()).pw_name, oct(stat.S_IMODE(Path.home().stat().st_mode)), Path.home())",
+    ]))
+    me = out.split()
+    assert me[:3] == ["me", "jupyter-alice", "0o700"], out
+    alice_home = Path(me[3])
+    assert alice_home.is_relative_to(hub["base"]) and alice_home.stat().st_uid == pwd.getpwnam(
+        "jupyter-alice").pw_uid
+    alice_pids = _server_pids("jupyter-alice")
+    assert alice_pids, "no process of jupyter-alice"
+    # the environment of alice's server holds her API token: the test (root) sees it there
+    assert any(b"JUPYTERHUB_API_TOKEN=" in Path(f"/proc/{p}/environ").read_bytes() for p in alice_pids)
+    secrets = {name: state / name for name in ("admin_password", "jupyterhub_cookie_secret", "proxy_token",
+                                               "jupyterhub.sqlite", "hub.log", "up.json")}
+    secrets.update({f"wps/{p.name}": p for p in (state / "wps").iterdir() if p.is_file()})
+    assert any(n.endswith((".sqlite", ".db")) for n in secrets), sorted(secrets)  # the job database
+    secrets["alice's file"] = alice_home / "secret.txt"
+    secrets.update({f"/proc/{p}/environ": Path(f"/proc/{p}/environ") for p in alice_pids})
+    for name, path in secrets.items():
+        assert path.exists(), name  # each target is real: only bob's account is refused
+    probe = "\n".join([
+        "import json, os, pwd; from pathlib import Path",
+        f"targets = {json.dumps({k: str(v) for k, v in secrets.items()})}",
+        "res = {}",
+        "for name, path in targets.items():",
+        "    try:",
+        "        open(path, 'rb').read(1); res[name] = 'READ'",
+        "    except PermissionError:",
+        "        res[name] = 'denied'",
+        f"for name, path in (('state dir', {str(state)!r}), ('alice home', {str(alice_home)!r})):",
+        "    try:",
+        "        os.listdir(path); res[name] = 'LISTED'",
+        "    except PermissionError:",
+        "        res[name] = 'denied'",
+        "try:",
+        "    (Path.home() / 'data' / 'bob-was-here').write_text('x'); res['data write'] = 'WROTE'",
+        "except OSError as e:",
+        "    res['data write'] = 'denied' if e.errno in (1, 13, 30) else repr(e)",
+        "res['user'] = pwd.getpwuid(os.getuid()).pw_name",
+        "res['token in env'] = 'JUPYTERHUB_API_TOKEN' in os.environ",
+        "print('RESULT', json.dumps(res))",
+    ])
+    out = run_in_kernel(hub, "bob", user_token(hub, "bob"), probe)
+    res = json.loads(out.split("RESULT", 1)[1])
+    assert res.pop("user") == "jupyter-bob" and res.pop("token in env") is True
+    assert res == {k: "denied" for k in res}, res
+    assert len(res) >= len(secrets) + 3
+
+
 def test_idle_culler_spares_busy_kernels(hub):
     """bob's server is idle and is culled; alice's kernel is busy (quiet computation) and is not."""
     url = hub["url"]
@@ -309,7 +391,7 @@ def test_restart_keeps_users_and_jobs(hub):
     tree = hub_tree(state)
     assert down(state).returncode == 0
     assert not [(p, t) for p, t in tree if alive(p, t)], "processes left after down"
-    res = up(state, hub["port"])
+    res = up(state, hub["port"], hub["base"])
     assert res.returncode == 0, res.stderr
     assert "(created now)" not in res.stdout  # the admin exists already
     assert login(url, "alice", PASSWORDS["alice"]).login_status == 302
@@ -336,13 +418,14 @@ def test_browser_reaches_the_wps_through_the_hub_login(hub):
     assert forged.status_code == 401
 
 
-def test_ctrl_c_stops_everything(tmp_path):
+def test_ctrl_c_stops_everything(tmp_path, shared_base):
     """``geoml-hub up`` in the foreground; Ctrl-C (SIGINT) stops every process it started."""
     import signal
 
     state, port = tmp_path / "state", free_port()
     proc = subprocess.Popen([str(CONSOLE_SCRIPT), "up", "--state-dir", str(state), "--port", str(port),
-                             "--cull-timeout", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--cull-timeout", "0", *shared_dirs(shared_base / "ctrl-c")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in proc.stdout:
         lines.append(line)

@@ -40,10 +40,10 @@ SHOTS = os.environ.get("GEOML_SCREENSHOTS")
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
+def hub(tmp_path_factory, shared_base):
     state = tmp_path_factory.mktemp("maphub") / "state"
     port = free_port()
-    res = up(state, port)
+    res = up(state, port, shared_base / "maphub")
     assert res.returncode == 0, res.stdout + res.stderr + (state / "hub.log").read_text()[-4000:]
     hub = {"state": state, "port": port, "url": f"http://127.0.0.1:{port}"}
     for user, pw in PASSWORDS.items():   # sign up, then the admin approves

@@ -209,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="extra JupyterHub config file (Python), applied last")
     p.add_argument("--wps-parallel", type=int, default=2, help="WPS jobs running at once (default 2)")
     p.add_argument("--detach", action="store_true", help="start and return; stop later with geoml-hub down")
+    p.add_argument("--single-account", action="store_true",
+                   help="as root, run every user's server as root too (default as root: one system account "
+                        "jupyter-<name> per user; docs/security.md)")
+    p.add_argument("--homes-dir", default="/home", help="as root: homes of the users' accounts (default /home)")
+    p.add_argument("--public-dir", default="/srv/geoml-hub",
+                   help="as root: what users share read-only, outside the state directory: published results, "
+                        "a read-only mount of the data root if needed (default /srv/geoml-hub)")
     p = sub.add_parser("down", help="stop everything geoml-hub up started")
     p.add_argument("--state-dir", help="as given to geoml-hub up")
 
@@ -347,7 +354,8 @@ def run(args) -> int:
         return up(Path(args.state_dir) if args.state_dir else DEFAULT_STATE, foreground=not args.detach,
                   port=args.port, ip=args.ip, data_root=args.data_root, cull_timeout=args.cull_timeout,
                   cull_every=args.cull_every, authenticator=args.authenticator, admin_user=args.admin,
-                  profiles_file=args.profiles, extra_config=args.config, wps_parallel=args.wps_parallel)
+                  profiles_file=args.profiles, extra_config=args.config, wps_parallel=args.wps_parallel,
+                  single_account=args.single_account, homes_dir=args.homes_dir, public_dir=args.public_dir)
     elif cmd == "down":
         from pathlib import Path
 

@@ -8,8 +8,10 @@ with the settings in ``STATE/up.json``. What it sets up:
 - authentication: jupyterhub-nativeauthenticator (hashed passwords in the hub database,
   sign-up plus admin approval), or OAuth2 (GenericOAuthenticator) from an extra config file;
 - :class:`geoml_hub.hub.spawner.GeomlLocalSpawner` with the profiles of ``profiles.yaml``,
-  each user's home in ``STATE/users/<name>`` with ``~/data`` (the shared data, read-only by
-  convention) and ``~/results`` (published results of everyone);
+  with ``system_users`` (as root) each user's server runs as their own account
+  ``jupyter-<name>`` with its home in ``homes_dir``, else as the hub's account with its home in
+  ``STATE/users/<name>``; either way with ``~/data`` (the shared data, read-only) and
+  ``~/results`` (published results of everyone, see :func:`shared_results`);
 - the WPS server as the hub-managed service ``wps`` at ``/services/wps/``, authenticating
   every request with the hub (``geoml-hub wps serve --auth jupyterhub``);
 - the web map as the service ``map`` at ``/services/map/`` (``geoml-hub map serve --auth
@@ -51,14 +53,29 @@ def public_url(s: Dict) -> str:
     return f"http://{host}:{s['port']}"
 
 
+def shared_results(s: Dict) -> Path:
+    """Where the WPS publishes results for everyone: ``PUBLIC/results`` with system accounts
+    (outside the 0700 state directory, readable by the users' accounts), else
+    ``STATE/wps/results``."""
+    if s.get("system_users"):
+        return Path(s["public_dir"]) / "results"
+    return Path(s["state_dir"]) / "wps" / "results"
+
+
+def user_data(s: Dict):
+    """What ``~/data`` points to: the read-only mount of the data root when there is one."""
+    return s.get("data_mount") or s.get("data_root")
+
+
 def make_pre_spawn_hook(s: Dict):
-    data_root = s.get("data_root")
-    results = Path(s["state_dir"]) / "wps" / "results"
+    data_root = user_data(s)
+    results = shared_results(s)
 
     def pre_spawn_hook(spawner):
         """Create the user's home with ``~/data`` and ``~/results`` links (idempotent)."""
         home = Path(spawner.home_dir)
         home.mkdir(parents=True, exist_ok=True)
+        owner = home.stat()
         for name, target in (("data", data_root), ("results", results)):
             if not target:
                 continue
@@ -70,6 +87,7 @@ def make_pre_spawn_hook(s: Dict):
             if not link.exists():
                 Path(target).mkdir(parents=True, exist_ok=True)
                 link.symlink_to(target, target_is_directory=True)
+                os.lchown(link, owner.st_uid, owner.st_gid)
 
     return pre_spawn_hook
 
@@ -128,11 +146,15 @@ def configure(c, settings_path) -> None:
     c.Spawner.default_url = "/lab"
     c.Spawner.notebook_dir = "~"
     c.SimpleLocalProcessSpawner.home_dir_template = str(state / "users" / "{username}")
+    if s.get("system_users"):
+        # root: every user's server and kernels run as their own account jupyter-<name>
+        c.GeomlLocalSpawner.system_users = True
+        c.GeomlLocalSpawner.system_homes_dir = s["homes_dir"]
     c.Spawner.start_timeout = 120
     c.Spawner.http_timeout = 60
     args = list(SERVER_ARGS)
-    if os.geteuid() == 0:
-        args.append("--allow-root")  # these machines run as root; JupyterLab refuses otherwise
+    if os.geteuid() == 0 and not s.get("system_users"):
+        args.append("--allow-root")  # one account, root; JupyterLab refuses otherwise
     c.Spawner.args = args
     c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
     c.Spawner.environment = {
@@ -146,7 +168,7 @@ def configure(c, settings_path) -> None:
     wps_state = state / "wps"
     wps_cmd = [_bin("geoml-hub"), "wps", "serve", "--auth", "jupyterhub", "--host", "127.0.0.1",
                "--port", str(s["wps_port"]), "--state-dir", str(wps_state), "--url", url + "/services/wps",
-               "--parallel", str(s.get("wps_parallel", 2)), "--shared-results", str(wps_state / "results")]
+               "--parallel", str(s.get("wps_parallel", 2)), "--shared-results", str(shared_results(s))]
     if s.get("data_root"):
         wps_cmd += ["--data-root", f"data={s['data_root']}"]
     services = [{

@@ -26,9 +26,14 @@
     near the real limit breaks them — only ``OMP_NUM_THREADS`` bounds PyTorch's CPU threads),
     GPU isolation (all GPU users share the GPUs listed in ``CUDA_VISIBLE_DEVICES``; a CPU
     profile only hides them), the image, node selection and tolerations (Kubernetes only),
-    and isolation between users (one system user).
+    and, unless ``system_users`` is on, isolation between users (one system user).
 
-    As root, ``--allow-root`` is added to the single-user server's arguments.
+    With ``system_users`` (what ``geoml-hub up`` sets when it runs as root), each hub user
+    gets their own system account ``jupyter-<name>`` on first spawn (created with
+    ``useradd``, home ``system_homes_dir/jupyter-<name>`` mode 0700, see
+    :mod:`geoml_hub.hub.accounts`), and their server and kernels run as that account
+    (JupyterHub's ``LocalProcessSpawner`` set-uid start). Without it every server runs as the
+    hub's own account; as root, ``--allow-root`` is then added to the server's arguments.
 
 ``GeomlKubeSpawner`` (Kubernetes)
     KubeSpawner whose ``profile_list`` is the same file, filtered per user by group (a
@@ -42,11 +47,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 from typing import Any, Dict, List, Optional
 
-from jupyterhub.spawner import SimpleLocalProcessSpawner
+from jupyterhub.spawner import SimpleLocalProcessSpawner, set_user_setuid
 from traitlets import Bool, Dict as DictTrait, Integer, List as ListTrait, Unicode, default, validate
 
+from .accounts import ACCOUNT_PREFIX, ensure_account, system_username
 from .profiles import (
     PROFILES_FILE,
     GpuInfo,
@@ -120,6 +127,53 @@ class GeomlLocalSpawner(SimpleLocalProcessSpawner):
         config=True,
         help="GPUs assumed when gpu_available is forced to True.",
     )
+
+    system_users = Bool(
+        False,
+        config=True,
+        help="""Run each user's server and kernels as their own system account (prefix + name),
+        created on first spawn with a 0700 home in system_homes_dir. Needs root.""",
+    )
+
+    system_user_prefix = Unicode(ACCOUNT_PREFIX, config=True, help="Prefix of the users' system accounts.")
+
+    system_homes_dir = Unicode("/home", config=True, help="Where new system accounts get their home.")
+
+    @property
+    def system_user(self) -> str:
+        """The system account the server runs as (only with ``system_users``)."""
+        return system_username(self.user.name, self.system_user_prefix)
+
+    @default("home_dir")
+    def _default_home_dir(self):
+        if self.system_users:
+            try:
+                return pwd.getpwnam(self.system_user).pw_dir
+            except KeyError:
+                return os.path.join(self.system_homes_dir, self.system_user)
+        return self.home_dir_template.format(username=self.user.name)
+
+    async def run_pre_spawn_hook(self):
+        if self.system_users:
+            entry = await asyncio.to_thread(ensure_account, self.system_user, self.system_homes_dir)
+            if self.home_dir != entry.pw_dir:
+                self.home_dir = entry.pw_dir
+            self.log.info("Server of %s runs as system account %s (uid %d, home %s)", self._log_name,
+                          self.system_user, entry.pw_uid, entry.pw_dir)
+        return super().run_pre_spawn_hook()
+
+    def make_preexec_fn(self, name):
+        if self.system_users:
+            return set_user_setuid(self.system_user)
+        return super().make_preexec_fn(name)
+
+    def user_env(self, env):
+        if self.system_users:
+            env["USER"] = env["LOGNAME"] = self.system_user
+            env["HOME"] = self.home_dir
+            env["SHELL"] = "/bin/bash"
+            return env
+        return super().user_env(env)
 
     @default("profile_list")
     def _default_profile_list(self):
@@ -241,7 +295,9 @@ class GeomlLocalSpawner(SimpleLocalProcessSpawner):
 
     def get_args(self) -> List[str]:
         args = list(super().get_args())
-        if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in args:
+        if self.system_users:
+            args = [a for a in args if a != "--allow-root"]
+        elif hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in args:
             args.append("--allow-root")
         return args
 

@@ -7,6 +7,17 @@ prints the URL and how to log in, and waits. Ctrl-C (or ``geoml-hub down`` from 
 shell) stops JupyterHub, which stops the user servers, the services and the proxy; then
 every process still left of the hub's process tree (e.g. a WPS job worker) is stopped,
 so nothing is orphaned.
+
+Two modes, chosen by the account that runs it (docs/security.md):
+
+- **as root** (the default on a shared machine): each hub user gets their own system account
+  ``jupyter-<name>`` (:mod:`geoml_hub.hub.accounts`); the state directory with every secret
+  and database stays mode 0700 (root only); published results go to ``PUBLIC/results``
+  (readable, written only by the WPS); the data root must be writable by root only, or it is
+  bind-mounted read-only at ``PUBLIC/data``. ``--single-account`` turns this off.
+- **as a normal user**: every server runs as that one account, so users can read each
+  other's files and the hub's secrets; for one person or trusted colleagues. It says so at
+  start-up.
 """
 
 from __future__ import annotations
@@ -26,9 +37,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import GeomlError, ParameterError
+from . import accounts
 from .config import public_url
 
 DEFAULT_STATE = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "geoml-hub" / "hub"
+#: as root: where the users' accounts get their homes, and what they share (results, data)
+DEFAULT_HOMES = Path("/home")
+DEFAULT_PUBLIC = Path("/srv/geoml-hub")
 
 
 def free_port() -> int:
@@ -146,8 +161,15 @@ def stop_tree(pid: int, ticks: Optional[int], timeout: float = 45.0) -> List[int
 def prepare(state_dir: Path, port: int = 8000, ip: str = "127.0.0.1", data_root: Optional[Path] = None,
             cull_timeout: int = 3600, cull_every: int = 60, authenticator: str = "native",
             admin_user: str = "admin", profiles_file: Optional[Path] = None,
-            extra_config: Optional[Path] = None, wps_parallel: int = 2) -> Dict:
-    """Write ``up.json``, ``jupyterhub_config.py`` and the proxy token into ``state_dir``."""
+            extra_config: Optional[Path] = None, wps_parallel: int = 2, single_account: bool = False,
+            homes_dir: Path = DEFAULT_HOMES, public_dir: Path = DEFAULT_PUBLIC) -> Dict:
+    """Write ``up.json``, ``jupyterhub_config.py`` and the proxy token into ``state_dir``.
+
+    As root (and without ``single_account``) users get system accounts with homes in
+    ``homes_dir``; ``public_dir`` holds what they share (``results/``, and ``data/`` when the
+    data root has to be mounted read-only). Raises ``ParameterError`` for a bad option, e.g.
+    a Python environment or data root the users' accounts could not read.
+    """
     state = Path(state_dir).expanduser().resolve()
     state.mkdir(parents=True, exist_ok=True)
     os.chmod(state, 0o700)
@@ -155,6 +177,28 @@ def prepare(state_dir: Path, port: int = 8000, ip: str = "127.0.0.1", data_root:
         data_root = Path(data_root).expanduser().resolve()
         if not data_root.is_dir():
             raise ParameterError(f"--data-root: no such directory {data_root}")
+    system_users = os.geteuid() == 0 and not single_account
+    data_mount = None
+    if system_users:
+        homes_dir, public_dir = Path(homes_dir).resolve(), Path(public_dir).resolve()
+        if state == public_dir or public_dir in state.parents or state in public_dir.parents:
+            raise ParameterError(f"--public-dir {public_dir} must lie outside the state directory {state}")
+        server = Path(sys.executable).parent / "jupyterhub-singleuser"
+        for path in (server, Path(os.path.realpath(sys.executable))):
+            why = accounts.reachable_by_others(path) if path.exists() else None
+            if why:
+                raise ParameterError(f"the users' accounts cannot run this Python environment: {why} (make the "
+                                     "venv from a Python others may read, e.g. Debian's /usr/bin/python3 -m venv; "
+                                     "or pass --single-account)")
+        if data_root is not None:
+            why = accounts.reachable_by_others(data_root)
+            if why:
+                raise ParameterError(f"--data-root: the users' accounts cannot read it ({why})")
+            if accounts.writable_by_others(data_root):
+                data_mount = str(public_dir / "data")
+        for d in (public_dir, public_dir / "results"):
+            d.mkdir(parents=True, exist_ok=True)
+            os.chmod(d, 0o755)
     for what, path in (("--profiles", profiles_file), ("--config", extra_config)):
         if path is not None and not Path(path).is_file():
             raise ParameterError(f"{what}: no such file {path}")
@@ -178,6 +222,8 @@ def prepare(state_dir: Path, port: int = 8000, ip: str = "127.0.0.1", data_root:
         "admin_user": admin_user, "profiles_file": str(Path(profiles_file).resolve()) if profiles_file else None,
         "extra_config": str(Path(extra_config).resolve()) if extra_config else None, "chp": find_chp(),
         "wps_parallel": wps_parallel, "map_vendor": str(find_vendor()),
+        "system_users": system_users, "homes_dir": str(homes_dir) if system_users else None,
+        "public_dir": str(public_dir) if system_users else None, "data_mount": data_mount,
     }
     (state / "up.json").write_text(json.dumps(settings, indent=1) + "\n")
     (state / "jupyterhub_config.py").write_text(
@@ -233,6 +279,23 @@ def create_admin(url: str, state: Path, admin_user: str) -> Optional[str]:
     return password
 
 
+def mode_line(s: Dict) -> str:
+    """How users are kept apart, as ``geoml-hub up`` prints it at start-up."""
+    if s.get("system_users"):
+        return (f"multi-user: each user's server runs as their own account jupyter-<name> (homes in "
+                f"{s['homes_dir']}, mode 0700); shared results in {s['public_dir']}/results")
+    import getpass
+
+    return (f"single-account: every user's server runs as {getpass.getuser()!r} and can read the others' "
+            "files and the hub's secrets; for one person or trusted colleagues (run as root for one "
+            "account per user, docs/security.md)")
+
+
+def _release(s: Dict) -> None:
+    if s.get("data_mount"):
+        accounts.unmount(Path(s["data_mount"]))
+
+
 def pid_file(state: Path) -> Path:
     return state / "up.pid"
 
@@ -258,6 +321,8 @@ def up(state_dir: Path = DEFAULT_STATE, foreground: bool = True, **options) -> i
         raise GeomlError(f"geoml-hub is already running with state {state}: geoml-hub down --state-dir {state}")
     s = prepare(state, **options)
     url = public_url(s)
+    if s["data_mount"]:
+        accounts.mount_read_only(Path(s["data_root"]), Path(s["data_mount"]))
     log = state / "hub.log"
     env = dict(os.environ)
     env["GEOML_HUB_STATE"] = str(state)
@@ -272,9 +337,11 @@ def up(state_dir: Path = DEFAULT_STATE, foreground: bool = True, **options) -> i
         password = create_admin(url, state, s["admin_user"]) if s["authenticator"] == "native" else None
     except BaseException:
         stop_tree(proc.pid, ticks)
+        _release(s)
         pid_file(state).unlink(missing_ok=True)
         raise
     print(f"geoml-hub is running at {url}/", flush=True)
+    print("  " + mode_line(s))
     if s["authenticator"] == "native":
         print(f"  log in as {s['admin_user']!r} with the password in {state / 'admin_password'} (mode 0600)"
               + (" (created now)" if password else ""))
@@ -296,6 +363,7 @@ def up(state_dir: Path = DEFAULT_STATE, foreground: bool = True, **options) -> i
         time.sleep(0.3)
     print("stopping geoml-hub ...", flush=True)
     stop_tree(proc.pid, ticks)
+    _release(s)
     pid_file(state).unlink(missing_ok=True)
     print("stopped", flush=True)
     return 0
@@ -310,6 +378,9 @@ def down(state_dir: Path = DEFAULT_STATE) -> int:
         pid_file(state).unlink(missing_ok=True)
         return 0
     stop_tree(*r)
+    settings = state / "up.json"
+    if settings.exists():
+        _release(json.loads(settings.read_text()))
     pid_file(state).unlink(missing_ok=True)
     print("stopped")
     return 0

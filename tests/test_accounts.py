@@ -82,6 +82,7 @@ def test_a_world_writable_data_root_is_mounted_read_only():
         except accounts.GeomlError as exc:
             pytest.skip(f"this machine refuses bind mounts: {exc}")
         try:
+            assert accounts.is_mounted(target)
             assert (target / "scene.tif").read_bytes() == b"x"
             for cmd in (f"echo y > {target}/scene.tif", f"touch {target}/new.tif"):
                 res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", cmd],
@@ -91,7 +92,7 @@ def test_a_world_writable_data_root_is_mounted_read_only():
                 (target / "scene.tif").write_bytes(b"y")
         finally:
             accounts.unmount(target)
-        assert not target.is_mount()
+        assert not accounts.is_mounted(target) and not any(target.iterdir())
         assert (data / "scene.tif").read_bytes() == b"x"
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -178,7 +178,27 @@ def mount_read_only(source: Path, target: Path) -> None:
                              "(make it writable by root only, or run geoml-hub up as a normal user)")
 
 
+def is_mounted(target: Path) -> bool:
+    """Whether something is mounted at ``target`` (``/proc/self/mountinfo``; a bind mount from
+    the same file system is one too, which ``os.path.ismount`` does not see)."""
+    where = os.path.realpath(target)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].encode().decode("unicode_escape")  # spaces are written \040
+            if point == where:
+                return True
+    return False
+
+
 def unmount(target: Path) -> None:
-    """Undo :func:`mount_read_only` (nothing happens if ``target`` is not a mount point)."""
-    if Path(target).is_mount():
-        subprocess.run(["umount", "--lazy", str(target)], capture_output=True)
+    """Undo :func:`mount_read_only` (nothing happens if ``target`` is not a mount point).
+
+    Raises
+    ------
+    GeomlError
+        If the mount stays.
+    """
+    while is_mounted(target):
+        res = subprocess.run(["umount", str(target)], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise GeomlError(f"could not unmount {target}: {res.stderr.strip()}")

@@ -1,1 +1,64 @@
-"""geoml-hub's OGC WPS processes (installed as ``geoml_hub.processes``)."""
+"""geoml-hub's OGC WPS processes (installed as ``geoml_hub.processes``): the process registry.
+
+:data:`PROCESSES` lists every process class, in the order GetCapabilities lists them (as
+bird-house's finch does). Each class carries its own attributes
+(:class:`geoml_hub.wps.process.GeomlProcess`): its parameters (``param_class``), whether it may
+run as a Kubernetes Job (``kubernetes``), whether its outputs are a quality-control report
+(``qc``) and how the web map fills its inputs from earlier jobs (``chain``). The WPS service
+(:func:`geoml_hub.wps.service.build_service`), the ``kubernetes_processes`` setting, the chart's
+schema and the web map read them from here.
+"""
+
+import json
+from typing import List, Tuple
+
+from .balance_samples import BalanceSamples
+from .classify_scene import ClassifyScene
+from .compare_classifications import CompareClassifications
+from .evaluate_model import EvaluateModel
+from .extract_samples import ExtractSamples
+from .train_model import TrainModel
+from .validate_classification import ValidateClassification
+
+#: The process classes, in the order GetCapabilities lists them.
+PROCESSES = [ExtractSamples, BalanceSamples, TrainModel, EvaluateModel, ClassifyScene, ValidateClassification,
+             CompareClassifications]
+
+
+def identifiers() -> Tuple[str, ...]:
+    """The process identifiers, in :data:`PROCESSES` order."""
+    return tuple(cls.identifier for cls in PROCESSES)
+
+
+def kubernetes_capable() -> Tuple[str, ...]:
+    """The identifiers of the processes that may run as Kubernetes Jobs."""
+    return tuple(cls.identifier for cls in PROCESSES if cls.kubernetes)
+
+
+def load() -> List:
+    """One new instance of every process (PyWPS deep-copies it per request)."""
+    return [cls() for cls in PROCESSES]
+
+
+#: Where the chart's schema lists the processes that may run as Kubernetes Jobs.
+CHART_ENUM_PATH = ("properties", "wps", "properties", "jobs", "properties", "processes", "items", "enum")
+
+
+def chart_schema(schema: dict) -> dict:
+    """``values.schema.json`` of the Helm chart with the enum of ``wps.jobs.processes`` set to
+    :func:`kubernetes_capable` (the input is not changed).
+
+    ``python -m geoml_hub.processes helm/geoml-hub/values.schema.json`` writes it;
+    ``tests/test_wps_processes.py`` fails when the file is out of date.
+    """
+    out = json.loads(json.dumps(schema))
+    node = out
+    for key in CHART_ENUM_PATH[:-1]:
+        node = node[key]
+    node[CHART_ENUM_PATH[-1]] = list(kubernetes_capable())
+    return out
+
+
+def schema_text(schema: dict) -> str:
+    """The text of a schema as the chart keeps it (2-space JSON, a final newline)."""
+    return json.dumps(schema, indent=2) + "\n"

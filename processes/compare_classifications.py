@@ -22,6 +22,11 @@ def _side_outputs(suffix: str, which: str):
 
 
 class CompareClassifications(GeomlProcess):
+    identifier = "compare_classifications"
+    chain = {"classification_a": (("classify_scene", "classification"),),
+             "reference": (("extract_samples", "reference_test"), ("extract_samples", "reference_labels"),
+                           ("extract_samples", "reference"))}
+
     def __init__(self):
         inputs = [
             wpsio.dataset_input("classification_a", "Classification A",
@@ -50,7 +55,7 @@ class CompareClassifications(GeomlProcess):
                               "Overall accuracy, kappa, macro PPV and per-class PPV and TPR of both versions."),
         ] + _side_outputs("a", "A") + _side_outputs("b", "B")
         super().__init__(
-            self._handler, identifier="compare_classifications", title="Compare two classifications",
+            self._handler, title="Compare two classifications",
             abstract="Validates two classifications (two versions of a method) against one reference with PyCM, as "
                      "in the quality-control algorithm of the ISDCT SB RAS geoportal paper, and names the better "
                      "one: higher overall accuracy, ties broken by kappa. Returns a side-by-side table and each "

@@ -1,25 +1,31 @@
 """WPS process ``evaluate_model``: patch-level quality control of a model."""
 
+from geoml_hub.validation import EvaluateParams
 from geoml_hub.wps import tasks
 from geoml_hub.wps import wpsio
 from geoml_hub.wps.process import FORMATS, GeomlProcess
 
 
 class EvaluateModel(GeomlProcess):
+    identifier = "evaluate_model"
+    param_class = EvaluateParams
+    kubernetes = True
+    qc = True
+    chain = {"model": (("train_model", "model"),)}
+
     def __init__(self):
         inputs = [
             wpsio.model_input(),
             wpsio.samples_input("Their class directories (or manifest classes) are the reference labels; the bands "
                                 "and patch size must be those the model was trained on."),
-            wpsio.device_input(),
-            wpsio.tta_input(),
+            *wpsio.param_inputs(EvaluateParams),
         ]
         outputs = wpsio.qc_outputs() + [
             wpsio.file_output("predictions", "Predictions", FORMATS.CSV,
                               "One row per sample: file, index, reference, predicted class and code, probability."),
         ]
         super().__init__(
-            self._handler, identifier="evaluate_model", title="Evaluate a model on labelled samples",
+            self._handler, title="Evaluate a model on labelled samples",
             abstract="Predicts every sample of a training-sample tree or manifest with a trained model and compares "
                      "the predictions with the samples' classes using PyCM (quality-control algorithm of the ISDCT "
                      "SB RAS geoportal paper): overall accuracy, kappa, PPV and TPR per class, confusion-matrix "
@@ -30,7 +36,6 @@ class EvaluateModel(GeomlProcess):
     def _handler(self, request, response):
         result = tasks.evaluate_model(
             self.job, self.dataset(request, "model"), self.dataset(request, "samples"),
-            device=self.value(request, "device", "auto"), tta=self.value(request, "tta", False),
-            roots=self.allowed_roots(), progress=self.progress(response))
+            roots=self.allowed_roots(), progress=self.progress(response), **self.param_values(request))
         self.set_outputs(response, result)
         return response

@@ -6,6 +6,9 @@ from geoml_hub.wps.process import FORMATS, GeomlProcess
 
 
 class ExtractSamples(GeomlProcess):
+    identifier = "extract_samples"
+    chain = {"scene": (("map", "scene"),), "reference": (("map", "samples"),)}
+
     def __init__(self):
         inputs = [
             wpsio.scene_input(),
@@ -63,7 +66,7 @@ class ExtractSamples(GeomlProcess):
                               "test_fraction above 0."),
         ]
         super().__init__(
-            self._handler, identifier="extract_samples", title="Extract training samples from a scene",
+            self._handler, title="Extract training samples from a scene",
             abstract="Cuts a window (patch_size x patch_size pixels) of the scene around every labelled pixel of a "
                      "reference raster and writes a training-sample tree: one directory per class, one .npy "
                      "container per connected region of same-class pixels. Optionally first splits the reference "

@@ -6,6 +6,12 @@ from geoml_hub.wps.process import GeomlProcess
 
 
 class ValidateClassification(GeomlProcess):
+    identifier = "validate_classification"
+    qc = True
+    chain = {"classification": (("classify_scene", "classification"),),
+             "reference": (("extract_samples", "reference_test"), ("extract_samples", "reference_labels"),
+                           ("extract_samples", "reference"))}
+
     def __init__(self):
         inputs = [
             wpsio.dataset_input("classification", "Classification",
@@ -21,7 +27,7 @@ class ValidateClassification(GeomlProcess):
         ]
         outputs = wpsio.qc_outputs()
         super().__init__(
-            self._handler, identifier="validate_classification", title="Validate a classification",
+            self._handler, title="Validate a classification",
             abstract="PyCM quality control of a classification against labelled reference pixels: overall accuracy, "
                      "kappa, PPV (user's accuracy) and TPR (producer's accuracy) per class, confusion-matrix heatmap "
                      "and PyCM's HTML report.",

@@ -32,7 +32,10 @@ from pywps.tests import client_for  # noqa: E402  (it turns logging off for the 
 
 logging.disable(logging.NOTSET)
 
-from geoml_hub.wps.service import PROCESS_IDENTIFIERS, build_service  # noqa: E402
+from geoml_hub.processes import PROCESSES, identifiers  # noqa: E402
+from geoml_hub.wps.service import build_service  # noqa: E402
+
+PROCESS_IDENTIFIERS = identifiers()
 from geoml_hub.wps.settings import Settings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -330,13 +333,40 @@ def test_describe_process(wps, identifier):
         assert fmt.text == "image/tiff; subtype=geotiff"
 
 
-def test_train_model_defaults_are_the_core_defaults():
-    """The defaults train_model shows are TrainConfig's (the process module may not import torch)."""
-    from geoml_hub.processes.train_model import DEFAULTS
-    from geoml_hub.training import TrainConfig
+def test_declared_parameters_are_the_inputs_and_the_core_keywords():
+    """Every parameter a process declares (its param_class) is an input with the declared
+    default, and a keyword argument of the core function it calls (with that default)."""
+    import inspect
 
-    cfg = TrainConfig()
-    assert DEFAULTS == {k: getattr(cfg, k) for k in DEFAULTS}
+    from geoml_hub import balancing, classification, params, training, validation
+
+    core = {"balance_samples": balancing.balance_samples, "train_model": training.TrainConfig,
+            "classify_scene": classification.classify_scene, "evaluate_model": validation.evaluate_model}
+    for cls in PROCESSES:
+        if cls.param_class is None:
+            continue
+        process = cls()
+        inputs = {i.identifier: i for i in process.inputs}
+        signature = inspect.signature(core[cls.identifier]).parameters
+        for p in params.declared(cls.param_class):
+            assert inputs[p.wps].min_occurs == 0 and inputs[p.wps].abstract == p.help, (cls.identifier, p.name)
+            assert signature[p.name].default == p.default, (cls.identifier, p.name)
+
+
+def test_registry_attributes_are_published_as_metadata(wps):
+    """The map reads qc and chain from GetCapabilities' ows:Metadata."""
+    resp = wps.client.get("?service=WPS&request=GetCapabilities&version=1.0.0")
+    xml = etree.fromstring(resp.get_data())
+    role = "{http://www.w3.org/1999/xlink}role"
+    title = "{http://www.w3.org/1999/xlink}title"
+    got = {}
+    for proc in xml.iterfind(".//wps:ProcessOfferings/wps:Process", NS):
+        ident = proc.findtext("ows:Identifier", namespaces=NS)
+        got[ident] = sorted((m.get(role).split("#")[1], m.get(title)) for m in proc.findall("ows:Metadata", NS))
+    assert ("qc", "true") in got["validate_classification"] and ("qc", "true") in got["evaluate_model"]
+    assert ("chain", "samples=balance_samples.manifest,extract_samples.samples") in got["train_model"]
+    assert {i for i, m in got.items() if ("kubernetes", "true") in m} == {"train_model", "classify_scene",
+                                                                          "evaluate_model"}
 
 
 # == the Chiapas chain ========================================================================================
@@ -787,3 +817,14 @@ def test_extract_samples_from_geojson_polygons_in_the_workspace(wps):
     bad = execute(wps, "extract_samples", [("scene", SCENE_99), ("reference", "workspace/chiapas_polygons.geojson"),
                                            ("class_names", "1=a")])
     assert bad.failed and "class_names: leave it out, the polygons name their classes" in bad.exception[2]
+
+
+def test_chart_schema_lists_the_kubernetes_capable_processes():
+    """The chart's enum of wps.jobs.processes is generated from the registry and up to date."""
+    from geoml_hub.processes import chart_schema, kubernetes_capable, schema_text
+
+    path = REPO / "helm" / "geoml-hub" / "values.schema.json"
+    text = path.read_text(encoding="utf-8")
+    assert text == schema_text(chart_schema(json.loads(text))), (
+        "values.schema.json is out of date with processes/: run `python -m geoml_hub.processes`")
+    assert set(kubernetes_capable()) == {"train_model", "classify_scene", "evaluate_model"}

@@ -42,6 +42,7 @@ import numpy as np
 
 from .errors import ParameterError
 from .fileio import PathLike, save_figure, write_json
+from .params import param, seed_param
 from .progress import ProgressCallback, report, scaled
 from .samples import Sample, SampleSet, read_container, write_manifest
 
@@ -181,9 +182,53 @@ def public_summary(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if not k.startswith("_")}
 
 
+#: Largest count the WPS accepts for threshold, step and target.
+_MAX_COUNT = 10 ** 9
+
+
+@dataclass(frozen=True)
+class BalanceParams:
+    """The parameters of :func:`balance_samples`, declared once (:mod:`geoml_hub.params`): the
+    ``balance`` command's options, the ``balance_samples`` WPS inputs, the pipelines'
+    pass-through and ``docs/parameters.md`` come from these fields.
+
+    Attributes
+    ----------
+    threshold, step, target, n_clusters : int or None
+        See :func:`balance_samples` (``None``: derived from the data).
+    per_class : bool
+        Cluster each class separately.
+    seed : int
+        Seed of k-means.
+    """
+
+    threshold: Optional[int] = param(
+        None, "integer", "Threshold",
+        "Clusters with fewer samples than this are kept whole. Default: per class, the target divided by the "
+        "number of clusters (at least 2).", minimum=1, maximum=_MAX_COUNT, unit="samples")
+    step: Optional[int] = param(
+        None, "integer", "Step",
+        "Keep every step-th sample of the larger clusters. Default: derived per class from the target. No class is "
+        "thinned below the size of the rarest class.", minimum=1, maximum=_MAX_COUNT)
+    target: Optional[int] = param(
+        None, "integer", "Target",
+        "Samples wanted per class when step is not given. Default: the median class size (classes above it are "
+        "thinned towards it, the others are kept whole).", minimum=1, maximum=_MAX_COUNT, unit="samples")
+    n_clusters: Optional[int] = param(
+        None, "integer", "Clusters",
+        "k-means clusters per class (or in all, with per_class false). Default: about 5 samples per cluster, 1 to "
+        "10 per class.", minimum=1, maximum=1000, wps="clusters", cli="--clusters")
+    per_class: bool = param(
+        True, "boolean", "Cluster per class",
+        "Cluster each class separately (true) or all samples together (false).",
+        cli="--global-clusters", flag_help="cluster all samples together (per_class false)")
+    seed: int = seed_param("k-means")
+
+
 def balance_samples(sample_set: SampleSet, threshold: Optional[int] = None, step: Optional[int] = None,
-                    target: Optional[int] = None, n_clusters: Optional[int] = None, per_class: bool = True,
-                    seed: int = 0, progress: Optional[ProgressCallback] = None) -> BalanceResult:
+                    target: Optional[int] = None, n_clusters: Optional[int] = None,
+                    per_class: bool = BalanceParams.per_class, seed: int = BalanceParams.seed,
+                    progress: Optional[ProgressCallback] = None) -> BalanceResult:
     """Balance a training sample with the ISDCT Geoportal cluster-based algorithm.
 
     Parameters

@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .errors import ModelError, ParameterError
 from .fileio import PathLike, atomic_path, write_csv
 from .models import Model, load_model
+from .params import device_param, param, tta_param
 from .progress import ProgressCallback, report
 from .samples import SampleSet, load_samples
 from .scene import Scene
@@ -146,9 +147,45 @@ class SceneClassification:
     stride: int
 
 
+@dataclass(frozen=True)
+class ClassifyParams:
+    """The parameters of :func:`classify_scene`, declared once (:mod:`geoml_hub.params`): the
+    ``classify`` command's options, the ``classify_scene`` WPS inputs and
+    ``docs/parameters.md`` come from these fields.
+
+    Attributes
+    ----------
+    stride : int or None
+        Block size of patch models (``None``: half the patch size).
+    band_map : tuple of int or None
+        Scene band for each model band.
+    tile_size : int
+        Edge of the windows the scene is classified in.
+    device : {'auto', 'cpu', 'cuda'}
+    tta : bool
+        Test-time augmentation of patch models.
+    """
+
+    stride: Optional[int] = param(
+        None, "integer", "Stride",
+        "Patch models: edge of the blocks that each take the class of the patch centred on them. Default: half the "
+        "patch size. Ignored by pixel models, which classify every pixel.", minimum=1, maximum=4096, unit="pixels")
+    band_map: Optional[Tuple[int, ...]] = param(
+        None, "integers", "Band map",
+        "Scene band (1-based) for each band the model reads, comma-separated, e.g. 2,3,4; needed when the scene's "
+        "bands differ from the training samples'.")
+    tile_size: int = param(
+        512, "integer", "Tile size",
+        "Edge of the windows the scene is read and classified in; memory is bounded by one window whatever the "
+        "scene size.", minimum=64, maximum=4096, unit="pixels")
+    device: str = device_param()
+    tta: bool = tta_param()
+
+
 def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike], PathLike], out: PathLike,
-                   stride: Optional[int] = None, band_map: Optional[Sequence[int]] = None, tile_size: int = 512,
-                   batch_size: int = 256, device: str = "auto", tta: bool = False,
+                   stride: Optional[int] = None, band_map: Optional[Sequence[int]] = None,
+                   tile_size: int = ClassifyParams.tile_size, batch_size: int = 256,
+                   device: str = ClassifyParams.device, tta: bool = ClassifyParams.tta,
                    progress: Optional[ProgressCallback] = None) -> SceneClassification:
     """Classify a scene window by window into a ``uint8`` classification GeoTIFF.
 

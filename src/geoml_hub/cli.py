@@ -12,8 +12,12 @@ import sys
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Sequence
 
-from . import __version__
+from . import __version__, params
+from .balancing import BalanceParams
+from .classification import ClassifyParams
 from .errors import GeomlError
+from .training import TrainConfig
+from .validation import EvaluateParams
 
 
 @contextmanager
@@ -63,15 +67,6 @@ def _floats(text: Optional[str], option: str = "--reference-nodata") -> Optional
         raise GeomlError(f"{option} expects a number or 'none', got {text!r}") from None
 
 
-def _ints(text: Optional[str]) -> Optional[List[int]]:
-    if text is None:
-        return None
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise GeomlError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def _class_names(text: Optional[str]) -> Optional[Dict[int, str]]:
     if not text:
         return None
@@ -87,36 +82,13 @@ def _class_names(text: Optional[str]) -> Optional[Dict[int, str]]:
     return out
 
 
-def _train_overrides(args) -> Dict:
-    keys = {"epochs": "epochs", "batch_size": "batch_size", "learning_rate": "learning_rate",
-            "val_fraction": "val_fraction", "patience": "patience", "device": "device"}
-    out = {k: getattr(args, a) for a, k in keys.items() if getattr(args, a, None) is not None}
-    if getattr(args, "bands", None):
-        out["bands"] = tuple(_ints(args.bands))
-    if getattr(args, "no_augment", False):
-        out["augment"] = False
-    return out
-
-
-def _add_train_options(p: argparse.ArgumentParser) -> None:
+def _add_train_options(p: argparse.ArgumentParser, skip=()) -> None:
     g = p.add_argument_group("training (defaults: the recommended settings, docs/training.md)")
-    g.add_argument("--epochs", type=int, help="maximum epochs (default 60)")
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--learning-rate", type=float)
-    g.add_argument("--val-fraction", type=float, help="validation share for early stopping (default 0.15)")
-    g.add_argument("--patience", type=int, help="epochs without validation improvement before stopping")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    g.add_argument("--bands", help="1-based band subset, e.g. 2,3,4,8 (default: all)")
-    g.add_argument("--no-augment", action="store_true", help="no flips/rotations")
+    params.add_cli_options(g, TrainConfig, skip=skip)
 
 
-def _add_balance_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("balancing")
-    g.add_argument("--threshold", type=int, help="clusters smaller than this are kept whole")
-    g.add_argument("--step", type=int, help="keep every STEP-th sample of larger clusters")
-    g.add_argument("--target", type=int, help="samples per class when --step is not given")
-    g.add_argument("--clusters", type=int, help="clusters per class (default: ~5 samples each, at most 10)")
-    g.add_argument("--global-clusters", action="store_true", help="cluster all samples together")
+def _add_balance_options(p: argparse.ArgumentParser, skip=()) -> None:
+    params.add_cli_options(p.add_argument_group("balancing"), BalanceParams, skip=skip)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,31 +109,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("balance", help="cluster-based balancing of a training sample")
     p.add_argument("samples", help="training-sample tree or manifest.csv")
     p.add_argument("--out", required=True, help="directory for manifest.csv, summary.json, clusters.png")
-    p.add_argument("--seed", type=int, default=0)
     _add_balance_options(p)
 
     p = sub.add_parser("train", help="train a CNN on a tree or manifest")
     p.add_argument("samples", help="training-sample tree or manifest.csv")
     p.add_argument("--out", required=True, help="model file to write (e.g. model.pt)")
-    p.add_argument("--seed", type=int, default=0)
     _add_train_options(p)
 
     p = sub.add_parser("evaluate", help="patch-level QC of a model on a tree or manifest")
     p.add_argument("model")
     p.add_argument("samples")
     p.add_argument("--out", required=True)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations of each patch")
+    params.add_cli_options(p, EvaluateParams)
 
     p = sub.add_parser("classify", help="classify a scene into a uint8 GeoTIFF")
     p.add_argument("model")
     p.add_argument("scene", nargs="+")
     p.add_argument("--out", required=True, help="classification GeoTIFF to write")
-    p.add_argument("--stride", type=int, help="block size of patch models (default: half the patch)")
-    p.add_argument("--band-map", help="scene band (1-based) for each model band, e.g. 2,3,4")
-    p.add_argument("--tile-size", type=int, default=512)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--tta", action="store_true", help="patch models: average over the 8 flips/rotations (8x cost)")
+    params.add_cli_options(p, ClassifyParams)
 
     p = sub.add_parser("validate", help="PyCM QC of a classification on labelled reference pixels")
     p.add_argument("classification")
@@ -189,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int)
     p.add_argument("--test-fraction", type=float, help="held-out share (default 0.2 patches, 0.3 scene regions)")
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    _add_balance_options(p)
-    _add_train_options(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the balancing and the training (default 0)")
+    _add_balance_options(p, skip=("seed",))
+    _add_train_options(p, skip=("seed",))
 
     p = sub.add_parser("up", help="JupyterHub + the WPS service + idle culler on this machine (docs/user.md)")
     p.add_argument("--port", type=int, default=8000, help="public port (default 8000)")
@@ -270,11 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _balance_args(args) -> Dict:
-    return {"threshold": args.threshold, "step": args.step, "target": args.target, "n_clusters": args.clusters,
-            "per_class": not args.global_clusters}
-
-
 def run(args) -> int:
     quiet = args.quiet
     cmd = args.command
@@ -292,7 +252,7 @@ def run(args) -> int:
         from .samples import load_samples
 
         with progress_bar(not quiet, "balance") as cb:
-            res = balance_samples(load_samples(args.samples), seed=args.seed, progress=cb, **_balance_args(args))
+            res = balance_samples(load_samples(args.samples), progress=cb, **params.cli_values(args, BalanceParams))
             res.write(args.out)
         s = res.summary
         print(f"kept {s['total_after']} of {s['total_before']} samples; max/min class ratio "
@@ -303,7 +263,7 @@ def run(args) -> int:
         from .training import train_model
 
         with progress_bar(not quiet, "train") as cb:
-            res = train_model(args.samples, args.out, progress=cb, seed=args.seed, **_train_overrides(args))
+            res = train_model(args.samples, args.out, progress=cb, **params.cli_values(args, TrainConfig))
         acc = res.val_overall_accuracy
         print(f"trained on {res.n_train} samples ({res.n_val} validation) on {res.device} in {res.seconds:.0f} s; "
               f"best epoch {res.best_epoch}" + (f", validation overall accuracy {acc:.3f}" if acc is not None else ""))
@@ -312,14 +272,13 @@ def run(args) -> int:
         from .validation import evaluate_model
 
         with progress_bar(not quiet, "evaluate") as cb:
-            s = evaluate_model(args.model, args.samples, args.out, device=args.device, tta=args.tta, progress=cb)
+            s = evaluate_model(args.model, args.samples, args.out, progress=cb, **params.cli_values(args, EvaluateParams))
         print(format_qc(s))
     elif cmd == "classify":
         from .classification import classify_scene
 
         with progress_bar(not quiet, "classify") as cb:
-            res = classify_scene(args.model, args.scene, args.out, stride=args.stride, band_map=_ints(args.band_map),
-                                 tile_size=args.tile_size, device=args.device, tta=args.tta, progress=cb)
+            res = classify_scene(args.model, args.scene, args.out, progress=cb, **params.cli_values(args, ClassifyParams))
         print(f"wrote {res.path} ({res.pixels} pixels, {res.nodata_pixels} nodata, stride {res.stride}): "
               + ", ".join(f"{k} {v}" for k, v in res.counts.items()))
     elif cmd == "validate":
@@ -365,14 +324,15 @@ def run(args) -> int:
     elif cmd == "pipeline":
         from .pipeline import run_patch_pipeline, run_scene_pipeline
 
-        train = _train_overrides(args)
+        train = params.cli_values(args, TrainConfig, skip=("seed",))
+        balance = params.cli_values(args, BalanceParams, skip=("seed",))
         if args.scene:
             if not args.reference:
                 raise GeomlError("pipeline --scene needs --reference LABELS.tif")
             with progress_bar(not quiet, "pipeline") as cb:
                 s = run_scene_pipeline(args.scene, args.reference, args.out, _floats(args.reference_nodata),
                                        args.patch_size, args.test_fraction or 0.3, args.seed,
-                                       _class_names(args.class_names), args.stride, _balance_args(args), train,
+                                       _class_names(args.class_names), args.stride, balance, train,
                                        progress=cb)
             print(f"scene pipeline: {s['regions']['train']} training / {s['regions']['test']} test regions, "
                   f"{s['n_train_samples']} training samples -> {s['balance']['total_after']} balanced; "
@@ -380,7 +340,7 @@ def run(args) -> int:
         elif args.samples:
             with progress_bar(not quiet, "pipeline") as cb:
                 s = run_patch_pipeline(args.samples, args.out, args.test_fraction or 0.2, args.seed,
-                                       _balance_args(args), train, progress=cb)
+                                       balance, train, progress=cb)
             print(f"patch pipeline: {s['n_train']} training / {s['n_test']} held-out samples; balanced "
                   f"{s['balance']['total_before']} -> {s['balance']['total_after']}; "
                   f"{s['training']['epochs_run']} epochs; {s['seconds']:.0f} s")

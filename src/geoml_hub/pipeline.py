@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence
 
-from .balancing import balance_samples, public_summary
+from .balancing import BalanceParams, balance_samples, public_summary
 from .classification import classify_scene
 from .extraction import extract_samples, split_regions
 from .fileio import PathLike, write_json
+from .params import names
 from .progress import ProgressCallback, report, scaled
 from .samples import load_samples, write_manifest
 from .training import stratified_split, train_model
@@ -29,7 +30,9 @@ from .validation import evaluate_model, validate_classification
 
 
 def _balance_kwargs(balance: Optional[Mapping]) -> Dict:
-    allowed = {"threshold", "step", "target", "n_clusters", "per_class", "seed"}
+    """The declared balancing parameters of ``balance`` (:class:`~geoml_hub.balancing.BalanceParams`)
+    that are set; other keys are left out."""
+    allowed = set(names(BalanceParams))
     return {k: v for k, v in dict(balance or {}).items() if k in allowed and v is not None}
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from .errors import DataError, ParameterError
 from .fileio import PathLike, save_figure, write_csv
 from .models import build_network, manifest_hash, resolve_device, save_model
+from .params import device_param, param, seed_param
 from .progress import ProgressCallback, report, scaled
 from .samples import SampleSet, load_samples
 
@@ -37,6 +38,11 @@ HISTORY_HEADER = ("phase", "epoch", "train_loss", "train_overall_accuracy", "val
 @dataclass
 class TrainConfig:
     """Hyper-parameters of :func:`train_model`; the defaults are the recommended settings.
+
+    The user-facing ones (epochs, batch_size, learning_rate, val_fraction, patience, device,
+    bands, augment, seed) are declared once here (:mod:`geoml_hub.params`): the ``train``
+    command's options, the ``train_model`` WPS inputs and ``docs/parameters.md`` come from
+    these fields; the others are internal.
 
     Chosen by 5-fold cross-validation on the 269 EuroSAT patches of ``../shared/data``
     (``docs/training.md``, ``benchmarks/accuracy.py``).
@@ -78,24 +84,36 @@ class TrainConfig:
         1-based band subset (default: all bands).
     """
 
-    epochs: int = 60
-    batch_size: int = 32
-    learning_rate: float = 3e-3
+    epochs: int = param(60, "integer", "Epochs",
+                        "Maximum number of epochs (the one-cycle learning-rate schedule spans them; early stopping "
+                        "may end training sooner).", minimum=1, maximum=500, unit="epochs")
+    batch_size: int = param(32, "integer", "Batch size", "Samples per optimisation step.",
+                            minimum=1, maximum=4096, unit="samples")
+    learning_rate: float = param(3e-3, "float", "Learning rate", "Peak learning rate of AdamW.",
+                                 minimum=1e-6, maximum=1.0)
     weight_decay: float = 5e-4
-    val_fraction: float = 0.15
-    patience: int = 20
+    val_fraction: float = param(0.15, "float", "Validation fraction",
+                                "Share of each class held out for validation and early stopping; 0: no validation "
+                                "(no early stopping, no validation accuracy).", minimum=0.0, maximum=0.9)
+    patience: int = param(20, "integer", "Patience", "Epochs without a lower validation loss before training stops.",
+                          minimum=1, maximum=500, unit="epochs")
     widths: Tuple[int, ...] = (32, 64, 128)
     dropout: float = 0.2
     band_statistics: bool = True
     label_smoothing: float = 0.1
-    augment: bool = True
+    device: str = device_param()
+    bands: Optional[Tuple[int, ...]] = param(
+        None, "integers", "Bands",
+        "Subset of the samples' bands to train on, 1-based and comma-separated, e.g. 2,3,4,8 (EuroSAT: B02, B03, "
+        "B04, B08). Default: all bands.")
+    augment: bool = param(True, "boolean", "Augment",
+                          "Random flips and transpositions of the patches (the 8 dihedral views).",
+                          cli="--no-augment", flag_help="no flips/rotations (augment false)")
     crop: Optional[int] = 48
     mixup: float = 0.0
     log_input: bool = False
     refit: bool = False
-    seed: int = 0
-    device: str = "auto"
-    bands: Optional[Tuple[int, ...]] = None
+    seed: int = seed_param("the validation split, the weights and the augmentation")
 
     def check(self) -> None:
         """Raise :class:`ParameterError` for an out-of-range value."""

@@ -28,6 +28,7 @@ import numpy as np
 
 from .errors import DataError, ParameterError
 from .fileio import PathLike, save_figure, write_csv, write_json
+from .params import device_param, tta_param
 from .progress import ProgressCallback, report
 
 ROW_BLOCK = 1024  # rows per window; bounded memory whatever the raster width
@@ -374,8 +375,25 @@ def validate_classification(classification: PathLike, reference: PathLike, out_d
     return summary
 
 
-def evaluate_model(model, samples, out_dir: Optional[PathLike] = None, device: str = "auto", tta: bool = False,
-                   progress: Optional[ProgressCallback] = None) -> Dict:
+@dataclass(frozen=True)
+class EvaluateParams:
+    """The parameters of :func:`evaluate_model`, declared once (:mod:`geoml_hub.params`): the
+    ``evaluate`` command's options, the ``evaluate_model`` WPS inputs and
+    ``docs/parameters.md`` come from these fields.
+
+    Attributes
+    ----------
+    device : {'auto', 'cpu', 'cuda'}
+    tta : bool
+        Test-time augmentation of patch models.
+    """
+
+    device: str = device_param()
+    tta: bool = tta_param()
+
+
+def evaluate_model(model, samples, out_dir: Optional[PathLike] = None, device: str = EvaluateParams.device,
+                   tta: bool = EvaluateParams.tta, progress: Optional[ProgressCallback] = None) -> Dict:
     """Patch-level QC: predict a tree or manifest and compare with the samples' classes.
 
     Writes the same files as :func:`validate_classification` plus ``predictions.csv``.

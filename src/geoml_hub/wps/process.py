@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from pywps import Process
+from pywps.app.Common import Metadata
 from pywps.app.exceptions import ProcessError, format_message
 from pywps.exceptions import InvalidParameterValue, NoApplicableCode, ServerBusy
 from pywps.inout.formats import FORMATS
@@ -40,13 +41,15 @@ from pywps.inout.outputs import ComplexOutput, LiteralOutput
 from pywps.response.execute import ExecuteResponse
 from pywps.response.status import WPS_STATUS
 
-from .. import __version__
+from .. import __version__, params
 from ..errors import GeomlError
 from . import datasets as ds
 from .jobs import FAILED, RUNNING, SUCCEEDED, store_for
 from .settings import current_settings
 
 LOGGER = logging.getLogger("geoml_hub.wps")
+#: The ``xlink:role`` (before ``#attribute``) of the ``ows:Metadata`` carrying registry attributes.
+METADATA_ROLE = "urn:geoml-hub:process"
 
 _UNSAFE = re.compile(r"[^\w.:!?=,;\-_/ ]")
 
@@ -256,7 +259,24 @@ class GeomlProcess(Process):
 
     rerunnable = True
 
+    #: The dataclass declaring the core operation's parameters (:mod:`geoml_hub.params`): its
+    #: WPS inputs come from it (:func:`~geoml_hub.wps.wpsio.param_inputs`) and
+    #: :meth:`param_values` reads them back as the core's keyword arguments.
+    param_class: Optional[type] = None
+    #: The process identifier (a class attribute, so the registry can be read without instances).
+    identifier: str = ""
+    #: Whether the process may run as a Kubernetes Job (it takes a ``device`` input).
+    kubernetes: bool = False
+    #: Whether the outputs are a quality-control report (the web map shows them as one).
+    qc: bool = False
+    #: How the web map fills inputs from earlier jobs: ``{input: ((source, name), ...)}``, a
+    #: source being a process (its outputs and the inputs it ran with) or ``"map"`` (the scene
+    #: layer turned on last, ``scene``; the training polygons saved last, ``samples``).
+    chain: Mapping[str, tuple] = {}
+
     def __init__(self, handler: Callable, datasets: Optional[Mapping[str, str]] = None, **kwargs):
+        kwargs.setdefault("identifier", type(self).identifier)
+        kwargs.setdefault("metadata", self.registry_metadata())
         kwargs.setdefault("version", __version__)
         kwargs.setdefault("store_supported", True)
         kwargs.setdefault("status_supported", True)
@@ -356,6 +376,37 @@ class GeomlProcess(Process):
         job = self.job
         return ds.allowed_roots(job.settings, job.access, job.store)
 
+    @classmethod
+    def registry_metadata(cls) -> list:
+        """The process's registry attributes as ``ows:Metadata`` of GetCapabilities and
+        DescribeProcess (role :data:`METADATA_ROLE` ``#`` attribute; the web map reads them):
+        ``qc``, ``kubernetes`` (title ``true``) and one ``chain`` entry per input, titled
+        ``input=source.name,source.name``."""
+        out = []
+        for flag in ("qc", "kubernetes"):
+            if getattr(cls, flag):
+                out.append(Metadata("true", role=f"{METADATA_ROLE}#{flag}"))
+        for name, sources in cls.chain.items():
+            out.append(Metadata(f"{name}=" + ",".join(f"{src}.{key}" for src, key in sources),
+                                role=f"{METADATA_ROLE}#chain"))
+        return out
+
+    def param_values(self, request) -> dict:
+        """The core's keyword arguments from the inputs declared by :attr:`param_class`: each
+        given value, else the declared default; comma-separated integers become tuples.
+
+        Raises
+        ------
+        ParameterError
+            For comma-separated integers that are not such (or below 1).
+        """
+        out = {}
+        for p in params.declared(self.param_class) if self.param_class else []:
+            if p.wps:
+                value = self.value(request, p.wps, p.default)
+                out[p.name] = params.parse_integers(value, p.wps, minimum=1) if p.kind == "integers" else value
+        return out
+
     @staticmethod
     def value(request, identifier: str, default=None):
         """The data of a literal input, or ``default`` when it was not given."""
@@ -443,8 +494,10 @@ class GeomlProcess(Process):
             raise InvalidParameterValue(wps_message(str(exc), settings), "DataInputs") from None
 
     def check(self, wps_request) -> None:
-        """Process-specific checks of literal inputs before a job is accepted (override);
-        raise :class:`geoml_hub.errors.ParameterError`."""
+        """Checks of literal inputs before a job is accepted: the declared parameters parse
+        (:meth:`param_values`). Processes may extend it; raise
+        :class:`geoml_hub.errors.ParameterError`."""
+        self.param_values(wps_request)
 
     def _execute_process(self, async_, wps_request, wps_response):
         settings = current_settings()

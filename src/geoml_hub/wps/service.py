@@ -1,8 +1,9 @@
 """The PyWPS service with geoml-hub's processes.
 
-:func:`load_processes` imports every module of ``geoml_hub.processes`` (the repository's
-``processes/`` directory) and instantiates its :class:`~geoml_hub.wps.process.GeomlProcess`
-subclass; :func:`build_service` makes the :class:`pywps.Service` for a :class:`Settings`.
+The processes are those of the registry, :data:`geoml_hub.processes.PROCESSES` (the
+repository's ``processes/`` directory): :func:`load_processes` instantiates them and
+:func:`build_service` makes the :class:`pywps.Service` for a :class:`Settings` and the
+processes it is given (default: the registry's).
 
 Job ids are random (:func:`uuid.uuid4`): PyWPS names a request with :func:`uuid.uuid1`, whose
 node and clock sequence are the same for every user of a server and whose time part can be
@@ -15,15 +16,14 @@ import copy
 import logging
 import os
 import shutil
-import importlib
-import inspect
-import pkgutil
 import sys
 import types
 import uuid
 from typing import List, Optional
 
 from pywps import Service
+
+import geoml_hub.processes as registry
 
 from .process import GeomlProcess
 from .settings import Settings
@@ -34,33 +34,15 @@ LOGGER = logging.getLogger("geoml_hub.wps")
 # a ``uuid`` whose uuid1 is random (uuid4) instead
 sys.modules[Service.__module__].uuid = types.SimpleNamespace(uuid1=uuid.uuid4, uuid4=uuid.uuid4, UUID=uuid.UUID)
 
-#: The processes, in the order GetCapabilities lists them.
-PROCESS_IDENTIFIERS = ("extract_samples", "balance_samples", "train_model", "evaluate_model", "classify_scene",
-                       "validate_classification", "compare_classifications")
-
-
 def process_classes() -> List[type]:
-    """The process classes defined in ``geoml_hub.processes``, in :data:`PROCESS_IDENTIFIERS` order
-    (other processes after them, by module name)."""
-    import geoml_hub.processes as pkg
-
-    classes = []
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{pkg.__name__}.{info.name}")
-        for _, obj in inspect.getmembers(module, inspect.isclass):
-            if issubclass(obj, GeomlProcess) and obj is not GeomlProcess and obj.__module__ == module.__name__:
-                classes.append(obj)
-    order = {ident: i for i, ident in enumerate(PROCESS_IDENTIFIERS)}
-    instances = [(cls, cls()) for cls in classes]
-    instances.sort(key=lambda ci: (order.get(ci[1].identifier, len(order)), ci[1].identifier))
-    return [cls for cls, _ in instances]
+    """The process classes of the registry, :data:`geoml_hub.processes.PROCESSES`, in the order
+    GetCapabilities lists them."""
+    return list(registry.PROCESSES)
 
 
 def load_processes() -> List[GeomlProcess]:
-    """One instance of every process (PyWPS deep-copies it per request)."""
-    return [cls() for cls in process_classes()]
+    """One instance of every process of the registry (PyWPS deep-copies it per request)."""
+    return registry.load()
 
 
 class GeomlService(Service):

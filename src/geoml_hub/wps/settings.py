@@ -38,8 +38,8 @@ RESERVED_ROOTS = ("jobs", "workspace", "results", "http", "https", "file")
 
 ENV_SETTINGS = "GEOML_WPS_SETTINGS"
 
-#: Processes that can run as Kubernetes Jobs (they take a ``device`` input), and the default set.
-KUBERNETES_CAPABLE = ("train_model", "classify_scene", "evaluate_model")
+#: The processes that run as Kubernetes Jobs by default (those that may are marked in the process
+#: registry, :func:`geoml_hub.processes.kubernetes_capable`).
 KUBERNETES_PROCESSES = ("train_model", "classify_scene")
 
 
@@ -197,10 +197,14 @@ class Settings:
             raise ParameterError(f"backend must be local or kubernetes, got {self.backend!r}")
         if isinstance(self.kubernetes_processes, str):
             self.kubernetes_processes = [p.strip() for p in self.kubernetes_processes.split(",") if p.strip()]
-        bad = sorted(set(self.kubernetes_processes) - set(KUBERNETES_CAPABLE))
+        # imported here: the registry imports the process modules, which import this module
+        from geoml_hub.processes import kubernetes_capable
+
+        capable = kubernetes_capable()
+        bad = sorted(set(self.kubernetes_processes) - set(capable))
         if bad:
             raise ParameterError(f"kubernetes_processes: {', '.join(bad)} cannot run as Kubernetes Jobs; "
-                                 f"allowed: {', '.join(KUBERNETES_CAPABLE)}")
+                                 f"allowed: {', '.join(capable)}")
         if self.kubernetes_max_jobs < 1:
             raise ParameterError(f"kubernetes_max_jobs must be at least 1, got {self.kubernetes_max_jobs}")
         if self.kubernetes_job_spec:

@@ -18,8 +18,7 @@ a TIFF file (GDAL would otherwise also open, say, a VRT that reads files outside
 roots), and every file a training-sample tree or manifest lists must lie inside the roots
 the job may read (:func:`open_samples`).
 
-The small parsers (:func:`parse_class_names`, :func:`parse_int_list`,
-:func:`check_version_names`) need no core module: process modules call them from
+The small parsers (:func:`parse_class_names`, :func:`check_version_names`) need no core module: process modules call them from
 ``check()`` to refuse a bad literal before a job is accepted.
 """
 
@@ -77,26 +76,6 @@ def parse_class_names(text: Optional[str]) -> Optional[Dict[int, str]]:
             raise ParameterError(f"class_names gives code {key} twice")
         out[key] = name.strip()
     return out or None
-
-
-def parse_int_list(text: Optional[str], what: str, minimum: int = 1) -> Optional[List[int]]:
-    """``"2,3,4,8"`` -> ``[2, 3, 4, 8]`` (``None`` for an empty text).
-
-    Raises
-    ------
-    ParameterError
-        If an item is not an integer or is below ``minimum``.
-    """
-    if text is None or not str(text).strip():
-        return None
-    try:
-        values = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise ParameterError(f"{what} expects comma-separated integers such as 2,3,4, got {str(text)[:60]!r}") from None
-    bad = [v for v in values if v < minimum]
-    if bad:
-        raise ParameterError(f"{what}: band numbers start at {minimum}, got {bad}")
-    return values or None
 
 
 def check_version_names(name_a: str, name_b: str) -> None:
@@ -339,12 +318,11 @@ def extract_samples(job, scene: Sequence[Path], reference: Path, patch_size: int
     return result
 
 
-def balance_samples(job, samples: Path, threshold: Optional[int] = None, step: Optional[int] = None,
-                    target: Optional[int] = None, clusters: Optional[int] = None, per_class: bool = True,
-                    seed: int = 0, roots: Optional[List[Path]] = None,
-                    progress: Optional[ProgressCallback] = None) -> Dict:
+def balance_samples(job, samples: Path, roots: Optional[List[Path]] = None,
+                    progress: Optional[ProgressCallback] = None, **params) -> Dict:
     """Cluster-based balancing (ISDCT SB RAS geoportal algorithm,
-    :func:`geoml_hub.balancing.balance_samples`) of a tree or manifest.
+    :func:`geoml_hub.balancing.balance_samples`) of a tree or manifest; ``params`` are the
+    declared parameters (:class:`geoml_hub.balancing.BalanceParams`), passed on unchanged.
 
     Returns the outputs ``manifest`` (CSV of the kept samples, usable by train_model),
     ``summary`` (JSON), ``clusters_plot`` (PNG), ``samples_before``, ``samples_after``,
@@ -353,8 +331,7 @@ def balance_samples(job, samples: Path, threshold: Optional[int] = None, step: O
     from ..balancing import balance_samples as run
 
     sample_set = open_samples(job, samples, roots)
-    res = run(sample_set, threshold=threshold, step=step, target=target, n_clusters=clusters, per_class=per_class,
-              seed=seed, progress=scaled(progress, 0.0, 0.9))
+    res = run(sample_set, progress=scaled(progress, 0.0, 0.9), **params)
     report(progress, 0.9, "writing the manifest and the cluster plot")
     paths = res.write(job.workdir / "balance")
     s = res.summary
@@ -365,13 +342,10 @@ def balance_samples(job, samples: Path, threshold: Optional[int] = None, step: O
             "n_classes": len(s["classes"])}
 
 
-def train_model(job, samples: Path, epochs: Optional[int] = None, batch_size: Optional[int] = None,
-                learning_rate: Optional[float] = None, val_fraction: Optional[float] = None,
-                patience: Optional[int] = None, device: Optional[str] = None, bands: Optional[str] = None,
-                augment: Optional[bool] = None, seed: Optional[int] = None, roots: Optional[List[Path]] = None,
-                progress: Optional[ProgressCallback] = None) -> Dict:
-    """Train a classifier (:func:`geoml_hub.training.train_model`); ``None`` keeps the core's
-    recommended value (:class:`geoml_hub.training.TrainConfig`).
+def train_model(job, samples: Path, roots: Optional[List[Path]] = None, progress: Optional[ProgressCallback] = None,
+                **params) -> Dict:
+    """Train a classifier (:func:`geoml_hub.training.train_model`); ``params`` are fields of
+    :class:`geoml_hub.training.TrainConfig` (``None`` keeps the core's recommended value).
 
     Returns the outputs ``model`` (``model.pt``), ``history`` (CSV), ``curves`` (PNG),
     ``val_overall_accuracy`` (of the best epoch; absent without a validation split),
@@ -379,22 +353,19 @@ def train_model(job, samples: Path, epochs: Optional[int] = None, batch_size: Op
     """
     from ..training import train_model as run
 
-    band_list = parse_int_list(bands, "bands")
     sample_set = open_samples(job, samples, roots)
-    res = run(sample_set, job.workdir / "model.pt", progress=progress,
-              **_overrides(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                           val_fraction=val_fraction, patience=patience, device=device,
-                           bands=tuple(band_list) if band_list else None, augment=augment, seed=seed))
+    res = run(sample_set, job.workdir / "model.pt", progress=progress, **_overrides(**params))
     return {"model": res.model_path, "history": res.history_path, "curves": res.curves_path,
             "val_overall_accuracy": res.val_overall_accuracy, "epochs_run": len(res.history),
             "best_epoch": res.best_epoch, "n_train": res.n_train, "n_val": res.n_val, "device": res.device,
             "seconds": round(float(res.seconds), 3)}
 
 
-def evaluate_model(job, model: Path, samples: Path, device: str = "auto", tta: bool = False,
-                   roots: Optional[List[Path]] = None, progress: Optional[ProgressCallback] = None) -> Dict:
+def evaluate_model(job, model: Path, samples: Path, roots: Optional[List[Path]] = None,
+                   progress: Optional[ProgressCallback] = None, **params) -> Dict:
     """Patch-level PyCM quality control of a model on a tree or manifest
-    (:func:`geoml_hub.validation.evaluate_model`).
+    (:func:`geoml_hub.validation.evaluate_model`); ``params`` are the declared parameters
+    (:class:`geoml_hub.validation.EvaluateParams`).
 
     Returns the outputs of :func:`validate_classification` plus ``predictions`` (CSV).
     """
@@ -402,7 +373,7 @@ def evaluate_model(job, model: Path, samples: Path, device: str = "auto", tta: b
 
     sample_set = open_samples(job, samples, roots)
     out = job.workdir / "qc"
-    s = run(model, sample_set, out, device=device, tta=tta, progress=progress)
+    s = run(model, sample_set, out, progress=progress, **params)
     return {"overall_accuracy": s["overall_accuracy"], "kappa": s["kappa"], "n": s["n"],
             "summary": scrub_server_paths(job, out / "summary.json"), "report": out / "report.html",
             "matrix": out / "report_matrix.csv",
@@ -410,10 +381,10 @@ def evaluate_model(job, model: Path, samples: Path, device: str = "auto", tta: b
             "predictions": out / "predictions.csv"}
 
 
-def classify_scene(job, model: Path, scene: Sequence[Path], stride: Optional[int] = None,
-                   band_map: Optional[str] = None, tile_size: int = 512, device: str = "auto", tta: bool = False,
-                   progress: Optional[ProgressCallback] = None) -> Dict:
-    """Classify a scene window by window (:func:`geoml_hub.classification.classify_scene`).
+def classify_scene(job, model: Path, scene: Sequence[Path], progress: Optional[ProgressCallback] = None,
+                   **params) -> Dict:
+    """Classify a scene window by window (:func:`geoml_hub.classification.classify_scene`);
+    ``params`` are the declared parameters (:class:`geoml_hub.classification.ClassifyParams`).
 
     Returns the outputs ``classification`` (uint8 GeoTIFF ``classification.tif``, nodata
     255), ``pixels``, ``nodata_pixels``, ``stride`` and ``class_counts`` (JSON: class name ->
@@ -424,8 +395,7 @@ def classify_scene(job, model: Path, scene: Sequence[Path], stride: Optional[int
     scene = [Path(p) for p in scene]
     require_tiff(scene, "scene file")
     out = job.workdir / "classification.tif"
-    res = run(model, scene, out, stride=stride, band_map=parse_int_list(band_map, "band_map"), tile_size=tile_size,
-              device=device, tta=tta, progress=progress)
+    res = run(model, scene, out, progress=progress, **params)
     return {"classification": res.path, "pixels": int(res.pixels), "nodata_pixels": int(res.nodata_pixels),
             "stride": int(res.stride),
             "class_counts": write_json(job.workdir / "class_counts.json", {k: int(v) for k, v in res.counts.items()})}

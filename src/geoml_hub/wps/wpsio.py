@@ -13,6 +13,8 @@ from pywps.inout.literaltypes import AllowedValue, convert
 from pywps.validator.allowed_value import ALLOWEDVALUETYPE, RANGECLOSURETYPE
 from pywps.validator.mode import MODE
 
+from .. import params
+
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
@@ -164,7 +166,7 @@ def qc_outputs(prefix: str = "") -> List:
 # -- inputs shared by several processes --------------------------------------------------------------
 
 #: Values of the ``device`` inputs.
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = params.DEVICES
 #: Largest number of files of one multi-file scene.
 MAX_SCENE_FILES = 20
 
@@ -202,22 +204,30 @@ def ignore_crs_input() -> LiteralInput:
                          "Accept CRSs that differ only in name (e.g. the same EPSG code).", default=False)
 
 
-def device_input() -> LiteralInput:
-    return literal_input("device", "Device", "string",
-                         "Where PyTorch runs: auto (a CUDA GPU when the server has one, else the CPU), cpu or "
-                         "cuda (fails when the server has no GPU).", default="auto", allowed=DEVICES)
-
-
-def tta_input() -> LiteralInput:
-    return literal_input("tta", "Test-time augmentation", "boolean",
-                         "Patch models: average the prediction over the 8 flips and rotations of each patch "
-                         "(8 times the cost; no effect on pixel models).", default=False)
-
-
 def seed_input(what: str) -> LiteralInput:
-    return literal_input("seed", "Random seed", "integer",
-                         f"Seed of {what}: the same seed gives the same result.", default=0,
-                         minimum=0, maximum=2 ** 31 - 1)
+    """The ``seed`` input of a process whose randomness is ``what``
+    (:func:`geoml_hub.params.seed_param`), for processes without a declared seed."""
+    return param_input(params.field_param("seed", params.seed_param(what)))
+
+
+def param_input(p: params.Param) -> LiteralInput:
+    """The optional literal input of a declared parameter (:class:`geoml_hub.params.Param`):
+    identifier, title, abstract, default, allowed range or values and unit as declared."""
+    return literal_input(p.wps, p.title, p.wps_type, p.help, default=p.default, minimum=p.minimum,
+                         maximum=p.maximum, allowed=p.choices, uom=p.unit, min_occurs=0, spacing=p.spacing)
+
+
+def param_inputs(cls, skip: Sequence[str] = ()) -> List[LiteralInput]:
+    """The literal inputs of the declared parameters of ``cls`` that are WPS inputs, in field order.
+
+    Parameters
+    ----------
+    cls : dataclass type
+        E.g. :class:`geoml_hub.training.TrainConfig`.
+    skip : sequence of str
+        Parameter names to leave out.
+    """
+    return [param_input(p) for p in params.declared(cls) if p.wps and p.name not in skip]
 
 
 def drop_unset_outputs(request, response, values) -> None:

@@ -19,7 +19,10 @@ const CUSTOM_BANDS = "custom";
 const SAMPLES_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}\.geojson$/;
 const ACTIVE_STATUS = new Set(["accepted", "running"]);
 const ACTIVE_JOB_STATES = new Set(["queued", "running"]);
-const QC_PROCESSES = new Set(["validate_classification", "evaluate_model"]);
+/** The processes whose outputs are a QC report: filled by loadProcesses from the WPS's registry. */
+const QC_PROCESSES = new Set();
+/** The xlink:role of the ows:Metadata that carry a process's registry attributes (before "#name"). */
+const REGISTRY_ROLE = "urn:geoml-hub:process";
 /** Colours of training classes, in the order the classes are added. */
 const PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4",
   "#f032e6", "#bfef45", "#469990", "#9a6324", "#800000", "#000075"];
@@ -28,25 +31,10 @@ const PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4
  * How processes chain: {process: {input: [[source, name], ...]}}. When a process is chosen, each
  * listed input is filled from the first source that has a value: the last succeeded job of that
  * process in this page (its outputs as dataset names, and the inputs it was run with), or "map"
- * (the scene layer turned on last, the training polygons saved or loaded last).
+ * (the scene layer turned on last, the training polygons saved or loaded last). Filled by
+ * loadProcesses from the processes' registry attributes in GetCapabilities (processes/__init__.py).
  */
-const CHAIN = {
-  extract_samples: {scene: [["map", "scene"]], reference: [["map", "samples"]]},
-  balance_samples: {samples: [["extract_samples", "samples"]]},
-  train_model: {samples: [["balance_samples", "manifest"], ["extract_samples", "samples"]]},
-  evaluate_model: {model: [["train_model", "model"]]},
-  classify_scene: {model: [["train_model", "model"]], scene: [["extract_samples", "scene"], ["map", "scene"]]},
-  validate_classification: {
-    classification: [["classify_scene", "classification"]],
-    reference: [["extract_samples", "reference_test"], ["extract_samples", "reference_labels"],
-      ["extract_samples", "reference"]],
-  },
-  compare_classifications: {
-    classification_a: [["classify_scene", "classification"]],
-    reference: [["extract_samples", "reference_test"], ["extract_samples", "reference_labels"],
-      ["extract_samples", "reference"]],
-  },
-};
+const CHAIN = {};
 
 const state = {
   config: null,
@@ -661,7 +649,30 @@ async function loadProcesses() {
   const select = $("#process-select");
   for (const process of descendants(doc, "Process")) {
     const id = childText(process, "Identifier");
+    readRegistry(id, process);
     select.append(el("option", {value: id, title: childText(process, "Abstract")}, `${childText(process, "Title")} (${id})`));
+  }
+}
+
+/**
+ * Reads a process's registry attributes from its ows:Metadata: "qc" (title "true") and one "chain"
+ * per input, titled "input=source.name,source.name".
+ */
+function readRegistry(id, process) {
+  for (const meta of childrenNamed(process, "Metadata")) {
+    const [base, name] = (meta.getAttributeNS(XLINK_NS, "role") || "").split("#");
+    const title = meta.getAttributeNS(XLINK_NS, "title") || "";
+    if (base !== REGISTRY_ROLE) continue;
+    if (name === "qc" && title === "true") QC_PROCESSES.add(id);
+    if (name === "chain") {
+      const [input, sources] = title.split("=");
+      if (!input || !sources) continue;
+      CHAIN[id] = CHAIN[id] || {};
+      CHAIN[id][input] = sources.split(",").map((s) => {
+        const dot = s.indexOf(".");
+        return [s.slice(0, dot), s.slice(dot + 1)];
+      });
+    }
   }
 }
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from geoml_hub import __version__
+
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "geoml-hub"
 HELM = ROOT / ".ci" / "bin" / "helm"
@@ -378,8 +380,8 @@ def test_map_deployment(rendered, values):
     assert ctr["ports"] == [{"name": "http", "containerPort": 5100, "protocol": "TCP"}]
     # the WPS image (with a registry prefix in all-on), which carries Leaflet
     wps_image = find(docs, "Deployment", "wps")[0]["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert ctr["image"] == wps_image == ("registry.example.org/geoml/geoml-hub/wps:0.1.0" if values == "all-on"
-                                         else "geoml-hub/wps:0.1.0")
+    assert ctr["image"] == wps_image == (f"registry.example.org/geoml/geoml-hub/wps:{__version__}"
+                                         if values == "all-on" else f"geoml-hub/wps:{__version__}")
 
 
 def test_map_image_override(helm_env):
@@ -390,7 +392,7 @@ def test_map_image_override(helm_env):
 
     assert image("--set", "wps.image.tag=1.2.3") == "geoml-hub/wps:1.2.3"
     assert image("--set", "wps.image.tag=1.2.3", "--set", "map.image.tag=1.2.4") == "geoml-hub/wps:1.2.4"
-    assert image("--set", "map.image.name=example.org/map") == "example.org/map:0.1.0"
+    assert image("--set", "map.image.name=example.org/map") == f"example.org/map:{__version__}"
 
 
 def test_map_answers_health_on_the_probed_path(rendered, tmp_path, monkeypatch):
@@ -487,8 +489,8 @@ def test_job_backend_renders_a_job_spec_the_wps_accepts(rendered, tmp_path, monk
     assert settings.url_allow == ["data.example.org", "10.1.0.0/16"] and settings.job_retries == 2
     assert settings.kubernetes_processes == ["train_model", "classify_scene", "evaluate_model"]
     spec = k8s.load_job_spec(settings.kubernetes_job_spec)
-    assert spec.cpu_image == "registry.example.org/geoml/geoml-hub/notebook-cpu:0.1.0"
-    assert spec.cuda_image == "registry.example.org/geoml/geoml-hub/notebook-cuda:0.1.0-cuda12.9"
+    assert spec.cpu_image == f"registry.example.org/geoml/geoml-hub/notebook-cpu:{__version__}"
+    assert spec.cuda_image == f"registry.example.org/geoml/geoml-hub/notebook-cuda:{__version__}-cuda12.9"
     assert (spec.backoff_limit, spec.active_deadline_seconds, spec.default_device) == (1, 7200, "cuda")
 
     wps = find(docs, "Deployment", "wps")[0]["spec"]["template"]["spec"]

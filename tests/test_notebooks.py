@@ -1,8 +1,9 @@
 """The example notebooks of notebooks/.
 
-- They are what ``notebooks/build_notebooks.py`` writes (regenerated into a temporary
-  directory and compared byte for byte), valid per ``nbformat.validate``, and stored
-  without outputs or execution counts.
+- Their sources are the jupytext-paired ``notebooks/NN_*.py`` files (percent format); the
+  committed ``.ipynb`` files are what ``jupytext --sync`` makes of them (checked byte for
+  byte on a copy), valid per ``nbformat.validate``, and stored without outputs or execution
+  counts.
 - Each one runs top to bottom in a real Jupyter kernel of this interpreter (nbclient),
   notebooks 01 and 02 against a real ``geoml-hub wps serve`` on loopback (the
   module-scoped server below), configured only through the environment a geoml-hub user
@@ -28,7 +29,6 @@ from wps_server import DATA, WpsServer
 
 REPO = Path(__file__).resolve().parents[1]
 NB_DIR = REPO / "notebooks"
-BUILDER = NB_DIR / "build_notebooks.py"
 NOTEBOOKS = ("01_balance_train_evaluate.ipynb", "02_classify_validate_compare.ipynb", "03_library_in_kernel.ipynb")
 EPOCHS = 3
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -41,19 +41,20 @@ nbformat = pytest.importorskip("nbformat")
 
 # -- the files as committed -------------------------------------------------------------------------------------
 
-def test_notebooks_are_current_with_the_builder(tmp_path):
-    """Regenerating with build_notebooks.py gives the committed files byte for byte."""
-    out = subprocess.run([sys.executable, str(BUILDER), "--out", str(tmp_path)], capture_output=True, text=True,
-                         timeout=120)
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_is_in_sync_with_its_py_source(tmp_path, name):
+    """``jupytext --sync`` on the paired .py source leaves the committed .ipynb as it is."""
+    source = (NB_DIR / name).with_suffix(".py")
+    assert source.is_file(), f"{source} missing: the .py file is the notebook's source"
+    for path in (source, NB_DIR / name):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    out = subprocess.run([sys.executable, "-m", "jupytext", "--to", "ipynb", "--update", str(tmp_path / source.name)],
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert sorted(p.name for p in tmp_path.glob("*.ipynb")) == sorted(NOTEBOOKS)
-    for name in NOTEBOOKS:
-        committed = NB_DIR / name
-        assert committed.is_file(), f"{committed} missing: run python notebooks/build_notebooks.py"
-        assert committed.read_bytes() == (tmp_path / name).read_bytes(), \
-            f"{committed} is stale: run python notebooks/build_notebooks.py"
-    check = subprocess.run([sys.executable, str(BUILDER), "--check"], capture_output=True, text=True, timeout=120)
-    assert check.returncode == 0, check.stderr
+    assert (tmp_path / name).read_bytes() == (NB_DIR / name).read_bytes(), \
+        f"{NB_DIR / name} is not in sync with {source.name}: run jupytext --sync notebooks/{source.name}"
+    nb = nbformat.read(NB_DIR / name, as_version=nbformat.NO_CONVERT)
+    assert nb.metadata.jupytext.formats == "ipynb,py:percent"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

@@ -48,8 +48,9 @@ def chart_schema(schema: dict) -> dict:
     """``values.schema.json`` of the Helm chart with the enum of ``wps.jobs.processes`` set to
     :func:`kubernetes_capable` (the input is not changed).
 
-    ``python -m geoml_hub.processes helm/geoml-hub/values.schema.json`` writes it;
-    ``tests/test_wps_processes.py`` fails when the file is out of date.
+    :mod:`geoml_hub.chartschema` applies it when it writes the file from ``values.schema.yaml``
+    (``python -m geoml_hub.chartschema helm/geoml-hub``); ``tests/test_wps_processes.py`` fails
+    when the file is out of date.
     """
     out = json.loads(json.dumps(schema))
     node = out
@@ -57,8 +58,3 @@ def chart_schema(schema: dict) -> dict:
         node = node[key]
     node[CHART_ENUM_PATH[-1]] = list(kubernetes_capable())
     return out
-
-
-def schema_text(schema: dict) -> str:
-    """The text of a schema as the chart keeps it (2-space JSON, a final newline)."""
-    return json.dumps(schema, indent=2) + "\n"

@@ -1,26 +1,9 @@
-"""``python -m geoml_hub.processes SCHEMA``: write the process enum of the chart's
-``values.schema.json`` from the registry (:func:`geoml_hub.processes.chart_schema`)."""
+"""``python -m geoml_hub.processes``: regenerate the chart's ``values.schema.json``, whose enum of
+``wps.jobs.processes`` comes from the registry (same as ``python -m geoml_hub.chartschema``)."""
 
-import argparse
-import json
 import sys
 
-from geoml_hub.fileio import write_text
-from geoml_hub.processes import chart_schema, schema_text
-
-
-def main(argv=None) -> int:
-    """Rewrite the schema file in place; exit status 0."""
-    parser = argparse.ArgumentParser(prog="python -m geoml_hub.processes", description=__doc__.splitlines()[0])
-    parser.add_argument("schema", nargs="?", default="helm/geoml-hub/values.schema.json",
-                        help="the chart's values.schema.json (default: %(default)s)")
-    args = parser.parse_args(argv)
-    with open(args.schema, encoding="utf-8") as fh:
-        schema = json.load(fh)
-    write_text(args.schema, schema_text(chart_schema(schema)))
-    print(f"wrote {args.schema}", file=sys.stderr)
-    return 0
-
+from geoml_hub.chartschema import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from geoml_hub import chartdoc
+from geoml_hub import chartdoc, chartschema
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "geoml-hub"
@@ -119,3 +119,28 @@ def test_command_line_writes_the_document(tmp_path, capsys):
     assert out.read_text(encoding="utf-8") == chartdoc.document(CHART)
     assert chartdoc.main([str(CHART)]) == 0
     assert capsys.readouterr().out == chartdoc.document(CHART)
+
+
+def test_values_schema_json_is_generated_from_the_yaml_source():
+    """values.schema.json = values.schema.yaml + the profile schema of the hub (one declaration
+    of a profile's keys for geoml-hub up, the spawners and the chart)."""
+    text = (CHART / "values.schema.json").read_text(encoding="utf-8")
+    assert text == chartschema.render(CHART), f"helm/geoml-hub/values.schema.json is out of date: run " \
+                                               f"`{chartschema.REGENERATE}`"
+    assert chartschema.main([str(CHART), "--check"]) == 0
+    from geoml_hub.hub.profiles import profiles_schema
+
+    items = json.loads(text)["properties"]["singleuser"]["properties"]["profileList"]["items"]
+    assert items == chartschema.strip_extensions(profiles_schema()["items"])
+    assert "x-error" not in text
+
+
+def test_schema_check_fails_on_a_stale_file(tmp_path, capsys):
+    chart = tmp_path / "chart"
+    chart.mkdir()
+    (chart / "values.schema.yaml").write_text((CHART / "values.schema.yaml").read_text())
+    (chart / "values.schema.json").write_text("{}\n")
+    assert chartschema.main([str(chart), "--check"]) == 1
+    assert "out of date" in capsys.readouterr().err
+    assert chartschema.main([str(chart)]) == 0
+    assert chartschema.main([str(chart), "--check"]) == 0

@@ -77,7 +77,7 @@ def test_schema_rejects_bad_values(helm_env):
 def test_schema_checks_the_custom_image_option(helm_env, tmp_path):
     """values.schema.json mirrors profiles.py for profile options: allowed_registries is a
     non-empty list of prefixes ending in '/', and option keys are the known ones."""
-    default = yaml.safe_load((CHART / "values.yaml").read_text())["singleuser"]["profileList"]
+    default = yaml.safe_load((CHART / "files" / "profiles.yaml").read_text())
 
     def lint(mutate):
         profiles = json.loads(json.dumps(default))
@@ -248,12 +248,14 @@ def test_hub_config_uses_profiles(rendered, values):
     assert 'c.JupyterHub.spawner_class = "geoml_hub.hub.spawner.GeomlKubeSpawner"' in config
     assert "c.GeomlKubeSpawner.profiles_file" in config
     profiles_cm = [c for c in find(docs, "ConfigMap", "hub") if "profiles.yaml" in c["data"]][0]
-    profiles = yaml.safe_load(profiles_cm["data"]["profiles.yaml"])
-    packaged = yaml.safe_load((ROOT / "src" / "geoml_hub" / "hub" / "profiles.yaml").read_text())
-    assert profiles == packaged   # values.yaml carries the packaged profiles
-    from geoml_hub.hub.profiles import validate_profiles
+    from geoml_hub.hub.profiles import PROFILES_FILE, validate_profiles
 
-    validate_profiles(profiles, source="chart")
+    # singleuser.profileList is empty by default: the chart renders the one profiles file of
+    # geoml-hub (files/profiles.yaml links to the package's), comments and all
+    assert yaml.safe_load(CHART.joinpath("values.yaml").read_text())["singleuser"]["profileList"] == []
+    assert (CHART / "files" / "profiles.yaml").resolve() == PROFILES_FILE
+    assert profiles_cm["data"]["profiles.yaml"].strip() == PROFILES_FILE.read_text().strip()
+    validate_profiles(yaml.safe_load(profiles_cm["data"]["profiles.yaml"]), source="chart")
     # the hub mounts that ConfigMap where profiles_file points
     hub = find(docs, "Deployment", "hub")[0]["spec"]["template"]["spec"]
     mount = [m for m in hub["containers"][0]["volumeMounts"] if m["name"] == "profiles"][0]
@@ -511,7 +513,9 @@ def test_job_backend_renders_a_job_spec_the_wps_accepts(rendered, tmp_path, monk
             assert e["valueFrom"]["secretKeyRef"]["name"] in secrets, e
     # the same placement as the notebook profiles
     profiles_cm = [c for c in find(docs, "ConfigMap", "hub") if "profiles.yaml" in c["data"]][0]
-    profiles = {p["slug"]: p for p in yaml.safe_load(profiles_cm["data"]["profiles.yaml"])}
+    from geoml_hub.hub.profiles import validate_profiles
+
+    profiles = {p["slug"]: p for p in validate_profiles(yaml.safe_load(profiles_cm["data"]["profiles.yaml"]))}
     gpu = profiles["cuda-gpu"]["kubespawner_override"]
     assert spec.gpu_node_selector == gpu["node_selector"] and spec.gpu_tolerations == gpu["tolerations"]
     cpu = profiles["cpu"]["kubespawner_override"]
@@ -540,6 +544,30 @@ def test_job_backend_renders_a_job_spec_the_wps_accepts(rendered, tmp_path, monk
 def test_job_backend_refuses_what_cannot_work(helm_env, bad, message):
     proc = helm(helm_env, "template", "geoml", str(CHART), *bad, check=False)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+
+
+def test_job_placement_defaults_to_placement_yaml_and_values_override_it(helm_env):
+    """wps.jobs.gpu/cpu left null take geoml-hub's one placement declaration (files/placement.yaml,
+    a link to src/geoml_hub/placement.yaml); values set in them still win, {} and [] mean none."""
+    from geoml_hub import placement
+
+    def job_spec(*args):
+        text = helm(helm_env, "template", "geoml", str(CHART), "--set", "wps.jobs.backend=kubernetes",
+                    "--set", "wps.outputs.accessModes={ReadWriteMany}", *args).stdout
+        cm = [d for d in yaml.safe_load_all(text) if d and d["kind"] == "ConfigMap" and "job-spec.json" in d["data"]]
+        return json.loads(cm[0]["data"]["job-spec.json"])
+
+    spec = job_spec()
+    assert spec["gpu_resource"] == placement.gpu_resource()
+    assert spec["gpu_node_selector"] == placement.gpu_node_selector()
+    assert spec["gpu_tolerations"] == placement.gpu_tolerations()
+    assert spec["cpu_node_affinity"] == placement.cpu_node_affinity_terms()
+    spec = job_spec("--set", "wps.jobs.gpu.resource=amd.com/gpu", "--set", "wps.jobs.gpu.nodeSelector.pool=gpu",
+                    "--set-json", "wps.jobs.cpu.nodeAffinityTerms=[]",
+                    "--set-json", 'wps.jobs.gpu.tolerations=[{"key":"x","operator":"Exists"}]')
+    assert spec["gpu_resource"] == "amd.com/gpu" and spec["gpu_node_selector"] == {"pool": "gpu"}
+    assert spec["gpu_tolerations"] == [{"key": "x", "operator": "Exists"}] and spec["cpu_node_affinity"] == []
+    assert job_spec("--set-json", "wps.jobs.gpu.nodeSelector={}")["gpu_node_selector"] == {}
 
 
 # -- KubeSpawner on the rendered hub configuration -----------------------------------------------

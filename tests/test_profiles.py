@@ -167,6 +167,17 @@ BAD_FILES += [
      "with kubespawner_override.image set from '{value}'"),
     ([cpu(profile_options={"image": image_option(allowed_registry=["x/"])})],
      "profile_options.image.allowed_registry: unknown key (did you mean 'allowed_registries'?)"),
+    ([cpu(placement="tpu")], "profile 'cpu': placement: 'tpu' must be gpu or cpu"),
+    ([cpu(), gpu(requires_gpu=False, kubespawner_override={}, placement="gpu")],
+     "profile 'gpu': requires_gpu: placement 'gpu' gives the profile a GPU (nvidia.com/gpu): set 'requires_gpu: true'"),
+    ([cpu(kubespawner_override={"environment": {"A": "1", "B": ["x"]}})],
+     "profile 'cpu': kubespawner_override.environment.B: must be a string (quote it in YAML), got ['x']"),
+    ([cpu(profile_options={"size": {"display_name": "Size", "choices": {"s": {
+        "display_name": "S", "kubespawner_override": {"cpu_limit": "two"}}}}})],
+     "profile 'cpu': profile_options.size.choices.s.kubespawner_override.cpu_limit: 'two' must be a positive number"),
+    ([cpu(profile_options={"Size": {"display_name": "Size", "choices": {"s": {"display_name": "S"}}}})],
+     "profile 'cpu': profile_options.Size: the option name must be lowercase letters, digits and '-'"),
+    ([cpu(), "gpu"], "profile 2: expected a mapping with display_name, slug, ..., got a string"),
 ]
 
 
@@ -179,6 +190,56 @@ def test_bad_files_give_one_line_errors_naming_file_profile_and_key(tmp_path, co
     assert "\n" not in text
     assert text.startswith(f"{path}: "), text
     assert message in text, text
+
+
+def test_the_schema_is_one_valid_json_schema_file():
+    schema = P.profiles_schema()
+    assert P.PROFILES_SCHEMA_FILE.name == "profiles.schema.yaml"
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.Draft7Validator.check_schema(schema)
+    # every key a profile may have is described there (the chart's values.schema.json embeds it)
+    item = schema["items"]
+    assert set(item["properties"]) == set(P.KUBESPAWNER_KEYS + P.EXTENSION_KEYS)
+    assert all(node.get("description") for node in item["properties"].values())
+
+
+def test_placement_merges_the_one_declaration():
+    from geoml_hub import placement
+
+    gpu_p = P.validate_profiles([cpu(placement="cpu"), gpu(kubespawner_override={}, placement="gpu")])[1]
+    o = gpu_p["kubespawner_override"]
+    assert o["extra_resource_limits"] == {placement.GPU_RESOURCE: "1"}
+    assert o["node_selector"] == placement.gpu_node_selector()
+    assert o["tolerations"] == placement.gpu_tolerations()
+    # the profile's own settings stay: its GPU count, labels and tolerations
+    own = {"extra_resource_limits": {"nvidia.com/gpu": "2"}, "node_selector": {"zone": "a"},
+           "tolerations": [{"key": "big", "operator": "Exists"}]}
+    both = P.validate_profiles([cpu(), gpu(kubespawner_override=own, placement="gpu")])
+    o = both[1]["kubespawner_override"]
+    assert o["extra_resource_limits"] == {"nvidia.com/gpu": "2"} and P.gpus_needed(both[1]) == 2
+    assert o["node_selector"] == {**placement.gpu_node_selector(), "zone": "a"}
+    assert o["tolerations"] == placement.gpu_tolerations() + own["tolerations"]
+    assert P.validate_profiles(both) == both   # applying it again adds nothing
+    cpu_p = P.validate_profiles([cpu(placement="cpu")])[0]
+    assert cpu_p["kubespawner_override"]["node_affinity_required"] == placement.cpu_node_affinity_terms()
+    # KubeSpawner never sees the key
+    assert "placement" not in P.kubespawner_profile_list([cpu_p])[0]
+
+
+def test_the_gpu_placement_is_written_once():
+    """nvidia.com/gpu... lives in src/geoml_hub/placement.yaml; the profiles, the chart's values
+    and the WPS's Kubernetes Jobs take it from there."""
+    for path in (P.PROFILES_FILE, REPO / "helm" / "geoml-hub" / "values.yaml",
+                 REPO / "helm" / "geoml-hub" / "templates" / "_helpers.tpl"):
+        assert "nvidia.com/gpu" not in path.read_text(), path
+    from geoml_hub import placement
+    from geoml_hub.wps import k8s
+
+    spec = k8s.JobSpec(cpu_image="c", cuda_image="g")
+    assert (spec.gpu_resource, spec.gpu_node_selector, spec.gpu_tolerations, spec.cpu_node_affinity) == (
+        placement.gpu_resource(), placement.gpu_node_selector(), placement.gpu_tolerations(),
+        placement.cpu_node_affinity_terms())
+    assert P.GPU_RESOURCE == placement.GPU_RESOURCE == "nvidia.com/gpu"
 
 
 def test_missing_file(tmp_path):

@@ -7,7 +7,7 @@ Python reads it from the installed distribution (``geoml_hub.__version__``,
   without templating; the chart's templates take image tags from ``.Chart.AppVersion``;
 - the Dockerfiles' ``ARG GEOML_HUB_VERSION`` default: a Dockerfile cannot read pyproject.toml
   (a build passes ``--build-arg GEOML_HUB_VERSION=...``, docs/admin.md);
-- the profile images in ``src/geoml_hub/hub/profiles.yaml`` and the chart's ``values.yaml``:
+- the profile images in ``src/geoml_hub/hub/profiles.yaml`` (the one profiles file; the chart renders it):
   KubeSpawner overrides are plain strings, and the chart passes its values on unrendered;
 - examples in docs/admin.md and the all-on CI values of the chart.
 
@@ -38,7 +38,6 @@ COPIES = [
     ("images/notebook-cuda/Dockerfile", r"^ARG GEOML_HUB_VERSION=(\S+)$", 1),
     ("images/wps/Dockerfile", r"^ARG GEOML_HUB_VERSION=(\S+)$", 1),
     ("src/geoml_hub/hub/profiles.yaml", r"geoml-hub/notebook-(?:cpu|cuda):(\S+)$", 2),
-    ("helm/geoml-hub/values.yaml", r"geoml-hub/notebook-(?:cpu|cuda):(\S+)$", 2),
     ("helm/geoml-hub/ci/all-on-values.yaml", r"^\s+tag: (\d+\.\d+\.\d+[^-\s]*)-cuda", 1),
     ("docs/admin.md", r"geoml-hub/notebook-(?:cpu|cuda):(\d[\w.]*\d)", 2),
     ("docs/admin.md", r"\| `GEOML_HUB_VERSION` \| all \| pyproject's version \(`([^`]+)`\)", 1),

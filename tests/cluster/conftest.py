@@ -32,7 +32,6 @@ GEOML_CLUSTER_KEEP
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import secrets
@@ -174,8 +173,9 @@ def chart_values(settings: ClusterSettings, data_claim: str) -> Dict[str, Any]:
     def image(name: str) -> Dict[str, str]:
         return {"name": f"{settings.image_prefix}/{name}", "tag": settings.image_tag}
 
-    # singleuser.profileList replaces the whole list (docs/admin.md): copy it, change the images
-    profiles = copy.deepcopy(defaults["singleuser"]["profileList"])
+    # singleuser.profileList replaces the whole list (docs/admin.md): copy the default profiles
+    # (the chart's files/profiles.yaml), change the images
+    profiles = yaml.safe_load((CHART / "files" / "profiles.yaml").read_text())
     for profile in profiles:
         override = profile.get("kubespawner_override") or {}
         if "image" in override:

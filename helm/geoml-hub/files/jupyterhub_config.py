@@ -3,10 +3,10 @@
 # (JPY_COOKIE_SECRET, CONFIGPROXY_AUTH_TOKEN, GEOML_WPS_API_TOKEN, GEOML_MAP_API_TOKEN).
 import json
 import os
-import sys
 from pathlib import Path
 
 from geoml_hub.hub.config import SERVER_ARGS, SERVER_TOKEN_SCOPES
+from geoml_hub.hub.services import Culler, Service, hub_services
 
 HERE = Path(__file__).resolve().parent
 V = json.loads((HERE / "values.json").read_text())
@@ -31,9 +31,6 @@ if V["authenticatorClass"] == "geoml_hub.hub.auth.NativeAuthenticator":
 
     c.JupyterHub.template_paths = [str(Path(nativeauthenticator.__file__).parent / "templates")]
     c.Authenticator.allow_all = True  # admin approval of sign-ups is the gate
-
-roles = [{"name": "user", "description": "geoml-hub users: own servers and the geoml-hub services",
-          "scopes": ["self", "access:services"]}]
 
 # -- user servers: KubeSpawner with geoml-hub's profiles --------------------------------------
 c.JupyterHub.spawner_class = "geoml_hub.hub.spawner.GeomlKubeSpawner"
@@ -69,51 +66,20 @@ c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
 c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
 c.KubeSpawner.args = SERVER_ARGS
 
-# -- services ---------------------------------------------------------------------------------
-services = []
-if V["wps"]["enabled"]:
-    services.append({
-        "name": "wps",
-        "display": True,
-        "info": {"description": "OGC WPS: balancing, training, classification, PyCM quality control"},
-        "url": V["wps"]["url"],
-        "api_token": os.environ["GEOML_WPS_API_TOKEN"],
-        "oauth_no_confirm": True,
-    })
-if V["map"]["enabled"]:
-    # the web map: a hub service behind the OAuth login; its users' tokens may call the WPS
-    services.append({
-        "name": "map",
-        "display": True,
-        "info": {"description": "Web map: scenes and results, training polygons, the WPS processes"},
-        "url": V["map"]["url"],
-        "api_token": os.environ["GEOML_MAP_API_TOKEN"],
-        "oauth_no_confirm": True,
-        "oauth_client_allowed_scopes": ["access:services!service=wps"],
-    })
+# -- services, roles and the idle culler: geoml_hub.hub.services, as geoml-hub up's -----------
 cull = V["cull"]
-if cull["enabled"]:
-    interval = int(max(5, min(300, cull["timeout"] // 4)))
-    c.JupyterHub.last_activity_interval = interval
-    c.KubeSpawner.environment["JUPYTERHUB_ACTIVITY_INTERVAL"] = str(interval)
-    cmd = [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={int(cull['timeout'])}",
-           f"--cull-every={int(cull['every'])}", f"--concurrency={int(cull['concurrency'])}"]
-    if cull["users"]:
-        cmd.append("--cull-users")
-    if not cull["adminUsers"]:
-        cmd.append("--cull-admin-users=false")
-    if cull["removeNamedServers"]:
-        cmd.append("--remove-named-servers")
-    if cull["maxAge"]:
-        cmd.append(f"--max-age={int(cull['maxAge'])}")
-    services.append({"name": "idle-culler", "command": cmd})
-    scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
-    if cull["users"]:
-        scopes.append("admin:users")
-    roles.append({"name": "idle-culler", "description": "cull idle servers", "scopes": scopes,
-                  "services": ["idle-culler"]})
-c.JupyterHub.services = services
-c.JupyterHub.load_roles = roles
+hub = hub_services(
+    wps=Service(url=V["wps"]["url"], api_token=os.environ["GEOML_WPS_API_TOKEN"]) if V["wps"]["enabled"] else None,
+    map=Service(url=V["map"]["url"], api_token=os.environ["GEOML_MAP_API_TOKEN"]) if V["map"]["enabled"] else None,
+    culler=Culler(timeout=int(cull["timeout"]), every=int(cull["every"]), concurrency=int(cull["concurrency"]),
+                  users=cull["users"], admin_users=cull["adminUsers"], remove_named_servers=cull["removeNamedServers"],
+                  max_age=int(cull["maxAge"] or 0)) if cull["enabled"] else None,
+)
+if hub.activity_interval is not None:
+    c.JupyterHub.last_activity_interval = hub.activity_interval
+    c.KubeSpawner.environment["JUPYTERHUB_ACTIVITY_INTERVAL"] = str(hub.activity_interval)
+c.JupyterHub.services = hub.services
+c.JupyterHub.load_roles = hub.roles
 
 # -- hub.config: {Class: {trait: value}} ------------------------------------------------------
 for cls, traits in V["config"].items():

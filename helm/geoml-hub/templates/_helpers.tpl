@@ -171,6 +171,8 @@ results read-only); the pod security context of the WPS. */}}
 {{- $_ := set $env $k (toString $v) -}}
 {{- end -}}
 {{- $sc := .Values.wps.podSecurityContext -}}
+{{- /* geoml-hub's GPU/CPU node placement (src/geoml_hub/placement.yaml): the defaults of wps.jobs.gpu/cpu */ -}}
+{{- $placement := .Files.Get "files/placement.yaml" | fromYaml -}}
 {{- $spec := dict
   "namespace" .Release.Namespace
   "cpu_image" (include "geoml-hub.image" (dict "root" . "image" $jobs.cpuImage))
@@ -181,11 +183,11 @@ results read-only); the pod security context of the WPS. */}}
   "volumes" $volumes
   "volume_mounts" $mounts
   "default_device" $jobs.defaultDevice
-  "gpu_resource" $jobs.gpu.resource
-  "gpu_node_selector" $jobs.gpu.nodeSelector
-  "gpu_tolerations" $jobs.gpu.tolerations
+  "gpu_resource" (default $placement.gpu.resource $jobs.gpu.resource)
+  "gpu_node_selector" (ternary $placement.gpu.nodeSelector $jobs.gpu.nodeSelector (kindIs "invalid" $jobs.gpu.nodeSelector))
+  "gpu_tolerations" (ternary $placement.gpu.tolerations $jobs.gpu.tolerations (kindIs "invalid" $jobs.gpu.tolerations))
   "cpu_node_selector" $jobs.cpu.nodeSelector
-  "cpu_node_affinity" $jobs.cpu.nodeAffinityTerms
+  "cpu_node_affinity" (ternary $placement.cpu.nodeAffinityTerms $jobs.cpu.nodeAffinityTerms (kindIs "invalid" $jobs.cpu.nodeAffinityTerms))
   "resources" $jobs.resources
   "backoff_limit" $jobs.backoffLimit
   "active_deadline_seconds" $jobs.activeDeadlineSeconds

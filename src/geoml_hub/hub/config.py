@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Dict
 
+from .services import Culler, Service, hub_services
+
 #: Scopes of ``JUPYTERHUB_API_TOKEN`` in a user's server: what JupyterHub gives by default plus
 #: access to the geoml-hub services and the user's own name and groups (for the WPS owner).
 SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!user", "access:services",
@@ -134,10 +136,6 @@ def configure(c, settings_path) -> None:
     else:
         raise ValueError(f"unknown authenticator {s['authenticator']!r}")
 
-    # -- roles: every user may use the geoml-hub services ---------------------------------------
-    roles = [{"name": "user", "description": "geoml-hub users: own servers and the geoml-hub services",
-              "scopes": ["self", "access:services"]}]
-
     # -- user servers -----------------------------------------------------------------------------
     c.JupyterHub.spawner_class = "geoml_hub.hub.spawner.GeomlLocalSpawner"
     if s.get("profiles_file"):
@@ -164,24 +162,17 @@ def configure(c, settings_path) -> None:
     }
     c.Spawner.pre_spawn_hook = make_pre_spawn_hook(s)
 
-    # -- services ------------------------------------------------------------------------------------
+    # -- services, roles and the idle culler: geoml_hub.hub.services, as the chart's ------------------
     wps_state = state / "wps"
     wps_cmd = [_bin("geoml-hub"), "wps", "serve", "--auth", "jupyterhub", "--host", "127.0.0.1",
                "--port", str(s["wps_port"]), "--state-dir", str(wps_state), "--url", url + "/services/wps",
                "--parallel", str(s.get("wps_parallel", 2)), "--shared-results", str(shared_results(s))]
     if s.get("data_root"):
         wps_cmd += ["--data-root", f"data={s['data_root']}"]
-    services = [{
-        "name": "wps",
-        "display": True,
-        "info": {"description": "OGC WPS: balancing, training, classification, PyCM quality control"},
-        "url": f"http://127.0.0.1:{s['wps_port']}",
-        "command": wps_cmd,
-        "oauth_no_confirm": True,
-        "environment": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")} if os.environ.get(
-            "OMP_NUM_THREADS") else {},
-    }]
-    # the web map: a hub service behind the OAuth login; its users' tokens may call the WPS
+    omp = os.environ.get("OMP_NUM_THREADS")
+    wps = Service(url=f"http://127.0.0.1:{s['wps_port']}", command=wps_cmd,
+                  environment={"OMP_NUM_THREADS": omp} if omp else {})
+    web_map = None
     map_port = s.get("map_port")
     if map_port:
         map_cmd = [_bin("geoml-hub"), "map", "serve", "--auth", "jupyterhub", "--host", "127.0.0.1",
@@ -190,31 +181,15 @@ def configure(c, settings_path) -> None:
                    "--wps-public-url", url + "/services/wps", "--cache-dir", str(state / "map-cache")]
         if s.get("data_root"):
             map_cmd += ["--data-root", f"data={s['data_root']}"]
-        services.append({
-            "name": "map",
-            "display": True,
-            "info": {"description": "Web map: scenes and results, training polygons, the WPS processes"},
-            "url": f"http://127.0.0.1:{map_port}",
-            "command": map_cmd,
-            "oauth_no_confirm": True,
-            "oauth_client_allowed_scopes": ["access:services!service=wps"],
-            "environment": {"GEOML_MAP_VENDOR": s["map_vendor"]} if s.get("map_vendor") else {},
-        })
-    if s.get("cull_timeout", 0) > 0:
-        # activity must reach the hub several times per timeout (defaults: every 5 minutes)
-        interval = int(max(5, min(300, s["cull_timeout"] // 4)))
-        c.JupyterHub.last_activity_interval = interval
-        c.Spawner.environment["JUPYTERHUB_ACTIVITY_INTERVAL"] = str(interval)
-        services.append({
-            "name": "idle-culler",
-            "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={int(s['cull_timeout'])}",
-                        f"--cull-every={int(s.get('cull_every', 60))}"],
-        })
-        roles.append({"name": "idle-culler", "description": "cull idle servers",
-                      "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
-                      "services": ["idle-culler"]})
-    c.JupyterHub.services = services
-    c.JupyterHub.load_roles = roles
+        web_map = Service(url=f"http://127.0.0.1:{map_port}", command=map_cmd,
+                          environment={"GEOML_MAP_VENDOR": s["map_vendor"]} if s.get("map_vendor") else {})
+    culler = Culler(timeout=int(s.get("cull_timeout", 0)), every=int(s.get("cull_every", 60)))
+    hub = hub_services(wps=wps, map=web_map, culler=culler)
+    if hub.activity_interval is not None:
+        c.JupyterHub.last_activity_interval = hub.activity_interval
+        c.Spawner.environment["JUPYTERHUB_ACTIVITY_INTERVAL"] = str(hub.activity_interval)
+    c.JupyterHub.services = hub.services
+    c.JupyterHub.load_roles = hub.roles
 
     extra = s.get("extra_config")
     if extra:

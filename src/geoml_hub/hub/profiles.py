@@ -2,31 +2,19 @@
 
 The file
 --------
-``profiles.yaml`` (beside this module; any other file through ``load_profiles(path)`` or the
-spawners' ``profiles_file``) is a YAML **list** of profiles in the shape of
-zero-to-jupyterhub's ``singleuser.profileList`` / KubeSpawner's ``profile_list``:
+``profiles.yaml`` (beside this module; the Helm chart renders the same file, linked as
+``helm/geoml-hub/files/profiles.yaml``, unless ``singleuser.profileList`` replaces it; any
+other file through ``load_profiles(path)`` or the spawners' ``profiles_file``) is a YAML
+**list** of profiles in the shape of zero-to-jupyterhub's ``singleuser.profileList`` /
+KubeSpawner's ``profile_list``. Its schema is ``profiles.schema.yaml`` (JSON schema, every key
+described there), which :func:`validate_profiles` checks with jsonschema before what a schema
+cannot say (unique slugs, exactly one default, GPU counts, registry prefixes):
 
-``display_name`` (str, required)
-    Title shown on the spawn form.
-``slug`` (str, required)
-    Identifier submitted by the form and stored in ``user_options["profile"]``; lowercase
-    letters, digits and ``-``, at most 63 characters, unique in the file.
-``description`` (str)
-    Text under the title.
-``default`` (bool)
-    Exactly one profile of the file has ``default: true``.
-``kubespawner_override`` (mapping)
-    KubeSpawner trait → value, applied by KubeSpawner as it is. Checked here where the local
-    spawner uses the key too: ``mem_limit``/``mem_guarantee`` (``"8G"``-style or bytes),
-    ``cpu_limit``/``cpu_guarantee`` (positive number), ``environment`` (str → str: quote
-    numbers), ``extra_resource_limits`` (str → str), ``node_selector`` (str → str),
-    ``tolerations`` (list of mappings), ``image`` (str).
-``profile_options`` (mapping)
-    option slug → ``{display_name, choices: {choice slug → {display_name, default,
-    kubespawner_override}}, unlisted_choice: {enabled, display_name, display_name_in_choices,
-    validation_regex, validation_message, kubespawner_override}}`` exactly as KubeSpawner
-    reads it (``{value}`` in an unlisted choice's override is replaced by what was typed).
-    An option may also carry geoml-hub's ``allowed_registries`` (below).
+``display_name``, ``slug`` (required), ``description``, ``default`` (exactly one profile),
+``kubespawner_override`` (KubeSpawner trait → value, applied by KubeSpawner as it is; the keys
+the local spawner uses too are typed in the schema), ``profile_options`` (option slug →
+``{display_name, choices, unlisted_choice}`` exactly as KubeSpawner reads it; ``{value}`` in an
+unlisted choice's override is replaced by what was typed).
 
 geoml-hub's extension keys (stripped by :func:`kubespawner_profile_list`; upstream
 KubeSpawner has no equivalent):
@@ -40,7 +28,14 @@ KubeSpawner has no equivalent):
 ``requires_gpu`` (bool)
     The profile needs a CUDA GPU. The local spawner offers it only where PyTorch sees one
     (otherwise the form shows it disabled with the reason, and a submitted request is
-    refused); a profile whose ``extra_resource_limits`` ask for ``nvidia.com/gpu`` must set it.
+    refused); a profile with ``placement: gpu`` or whose ``extra_resource_limits`` ask for
+    ``nvidia.com/gpu`` must set it.
+``placement`` (``gpu`` or ``cpu``)
+    Node placement on Kubernetes from :mod:`geoml_hub.placement` (``placement.yaml``, the
+    one declaration the chart's WPS jobs use too), merged into ``kubespawner_override`` when
+    the list is validated (:func:`apply_placement`): ``gpu`` adds a limit of one GPU, the GPU
+    node selector and the GPU taint's toleration; ``cpu`` the node affinity that keeps the
+    server off GPU nodes.
 ``profile_options.<option>.allowed_registries`` (list of image prefixes, each ending in ``/``)
     Makes the option a **custom-image option**: its ``unlisted_choice`` must be enabled and
     set ``kubespawner_override.image`` from ``{value}``. A submitted free-form value must give
@@ -56,7 +51,7 @@ KubeSpawner has no equivalent):
     ("custom images need the Kubernetes spawner"); see ``select_profile(custom_images=...)``.
 
 Errors in the file are :class:`ProfileError`, one line naming the file, the profile and the
-key. A refused choice is a :class:`ProfileRequestError` (``status`` 400) or
+key path. A refused choice is a :class:`ProfileRequestError` (``status`` 400) or
 :class:`ProfileNotAllowed` (``status`` 403); the spawners turn them into
 ``tornado.web.HTTPError``.
 
@@ -67,6 +62,8 @@ subprocess, once per process (:func:`detect_gpu`).
 from __future__ import annotations
 
 import copy
+import difflib
+import functools
 import json
 import math
 import os
@@ -78,26 +75,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+import jsonschema
+import yaml
+
+from .. import placement
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 PROFILES_FILE = Path(__file__).resolve().with_name("profiles.yaml")
+#: the JSON schema of a profiles file (YAML), also embedded in the Helm chart's values.schema.json
+PROFILES_SCHEMA_FILE = Path(__file__).resolve().with_name("profiles.schema.yaml")
 
 #: keys of a profile as z2jh's singleuser.profileList / KubeSpawner's profile_list has them
 KUBESPAWNER_KEYS = ("display_name", "slug", "description", "default", "kubespawner_override", "profile_options")
 #: geoml-hub's own keys, removed before KubeSpawner sees the list
-EXTENSION_KEYS = ("allowed_groups", "requires_gpu")
-PROFILE_KEYS = KUBESPAWNER_KEYS + EXTENSION_KEYS
-OPTION_KEYS = ("display_name", "choices", "unlisted_choice", "allowed_registries")
+EXTENSION_KEYS = ("allowed_groups", "requires_gpu", "placement")
 #: geoml-hub's keys of a profile option, removed before KubeSpawner sees the list
 OPTION_EXTENSION_KEYS = ("allowed_registries",)
-CHOICE_KEYS = ("display_name", "default", "kubespawner_override")
-UNLISTED_KEYS = ("enabled", "display_name", "display_name_in_choices", "validation_regex", "validation_message",
-                 "kubespawner_override")
 
-GPU_RESOURCE = "nvidia.com/gpu"
-SLUG_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-BYTES_RE = re.compile(r"^[0-9]+(\.[0-9]+)?[KMGT]?$")
-GROUP_RE = re.compile(r"^\S(.*\S)?$")
+GPU_RESOURCE = placement.GPU_RESOURCE
 
 # Docker's image reference grammar (github.com/distribution/reference, regexp.go), without
 # IPv6 registry addresses: [domain[:port]/]path[:tag][@digest], name at most 255 characters
@@ -151,17 +147,13 @@ class ProfileUnavailable(ProfileRequestError):
 def load_profiles(path: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     """Read and validate a profiles file (default: the packaged ``profiles.yaml``).
 
-    Returns the profiles, normalised: ``description`` ``''``, ``default`` ``False``,
-    ``allowed_groups`` ``None`` (everyone), ``requires_gpu`` ``False``,
-    ``kubespawner_override``/``profile_options`` ``{}`` where left out.
+    Returns the profiles, normalised as :func:`validate_profiles` returns them.
 
     Raises
     ------
     ProfileError
         One line: ``<file>: profile 'slug': key: what is wrong``.
     """
-    import yaml
-
     path = Path(path) if path is not None else PROFILES_FILE
     try:
         text = path.read_text(encoding="utf-8")
@@ -177,12 +169,33 @@ def load_profiles(path: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     return validate_profiles(data, source=str(path))
 
 
+@functools.lru_cache(maxsize=1)
+def profiles_schema() -> Dict[str, Any]:
+    """The JSON schema of a profile list (``profiles.schema.yaml``, with geoml-hub's ``x-error``
+    messages; :func:`geoml_hub.chartschema.strip_extensions` removes them)."""
+    return yaml.safe_load(PROFILES_SCHEMA_FILE.read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft7Validator:
+    schema = profiles_schema()
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
 def validate_profiles(data: Any, source: str = "profile list", *, allow_mapping: bool = False
                       ) -> List[Dict[str, Any]]:
     """Validate a profile list (parsed YAML, or a Python list from configuration).
 
-    With ``allow_mapping``, ``data`` may also be a mapping slug → profile (KubeSpawner's dict
-    form of ``profile_list``). Returns a normalised deep copy; the input is not modified.
+    Checks ``data`` against ``profiles.schema.yaml`` (jsonschema), then what the schema cannot
+    say (:func:`_check_profile`, unique slugs, one default). With ``allow_mapping``, ``data``
+    may also be a mapping slug → profile (KubeSpawner's dict form of ``profile_list``).
+
+    Returns a normalised deep copy (the input is not modified): ``description`` ``''``,
+    ``default`` ``False``, ``allowed_groups`` ``None`` (everyone), ``requires_gpu`` ``False``,
+    ``kubespawner_override``/``profile_options`` ``{}`` where left out, and a ``placement``'s
+    node placement (:mod:`geoml_hub.placement`) merged into ``kubespawner_override``. A
+    normalised list validates again to itself.
     """
     if allow_mapping and isinstance(data, Mapping):
         items = []
@@ -193,24 +206,29 @@ def validate_profiles(data: Any, source: str = "profile list", *, allow_mapping:
         data = items
     if data is None:
         raise ProfileError(f"{source}: the file is empty: expected a list of profiles")
-    if not isinstance(data, list):
-        raise ProfileError(f"{source}: expected a list of profiles, got {_kind(data)}")
-    if not data:
-        raise ProfileError(f"{source}: the list of profiles is empty")
+    if isinstance(data, (list, tuple)):
+        data = [dict(p) if isinstance(p, Mapping) else p for p in data]
+    error = _first_error(_validator().iter_errors(data))
+    if error is not None:
+        raise ProfileError(_error_text(error, data, source))
     profiles = []
     seen: Dict[str, int] = {}
     for i, raw in enumerate(data):
-        profile = _validate_profile(raw, i, source)
-        slug = profile["slug"]
+        slug = raw["slug"]
+        _check_profile(raw, lambda key, message, s=slug: _fail(source, f"profile {s!r}", key, message))
         if slug in seen:
             raise ProfileError(f"{source}: profile {slug!r} (item {i + 1}): slug: duplicate of item {seen[slug] + 1}")
         seen[slug] = i
-        profiles.append(profile)
+        profiles.append(_normalise(raw))
     defaults = [p["slug"] for p in profiles if p["default"]]
     if len(defaults) != 1:
         which = "none has" if not defaults else f"{len(defaults)} have ({', '.join(defaults)})"
         raise ProfileError(f"{source}: default: exactly one profile must have 'default: true'; {which}")
     return profiles
+
+
+def _fail(source: str, where: str, key: str, message: str):
+    raise ProfileError(f"{source}: {where}: {key}: {message}")
 
 
 def _kind(value: Any) -> str:
@@ -220,185 +238,163 @@ def _kind(value: Any) -> str:
             float: "a number"}.get(type(value), type(value).__name__)
 
 
-def _validate_profile(raw: Any, index: int, source: str) -> Dict[str, Any]:
-    where = f"{source}: profile {index + 1}"
-    if not isinstance(raw, Mapping):
-        raise ProfileError(f"{where}: expected a mapping with display_name, slug, ..., got {_kind(raw)}")
-    slug = raw.get("slug")
-    if isinstance(slug, str) and slug:
-        where = f"{source}: profile {slug!r}"
+# -- schema errors as one line -----------------------------------------------------------------
 
-    def fail(key: str, message: str):
-        raise ProfileError(f"{where}: {key}: {message}")
+#: the message of a failed ``type`` without ``x-error``, by the schema's (first) type
+_TYPE_MESSAGES = {"boolean": "must be true or false, got {value!r}", "string": "must be a string, got {kind}",
+                  "object": "must be a mapping, got {kind}", "array": "must be a list, got {kind}",
+                  "number": "must be a number, got {value!r}", "integer": "must be a whole number, got {value!r}"}
 
-    for key in raw:
-        if key not in PROFILE_KEYS:
-            hint = _close_match(key, PROFILE_KEYS)
-            fail(str(key), f"unknown key{hint} (known keys: {', '.join(PROFILE_KEYS)})")
-    for key in ("display_name", "slug"):
-        if key not in raw:
-            fail(key, "missing (required)")
-    if not isinstance(raw["display_name"], str) or not raw["display_name"].strip():
-        fail("display_name", f"must be a non-empty string, got {_kind(raw['display_name'])}")
-    if not isinstance(slug, str) or not SLUG_RE.match(slug):
-        fail("slug", f"{slug!r} must be 1-63 lowercase letters, digits and '-', starting and ending with a "
-                     "letter or digit")
-    description = raw.get("description", "")
-    if description is None:
-        description = ""
-    if not isinstance(description, str):
-        fail("description", f"must be a string, got {_kind(description)}")
-    for key in ("default", "requires_gpu"):
-        if key in raw and not isinstance(raw[key], bool):
-            fail(key, f"must be true or false, got {raw[key]!r}")
-    groups = raw.get("allowed_groups")
-    if groups is not None:
-        if not isinstance(groups, list) or not groups:
-            fail("allowed_groups", "must be a non-empty list of JupyterHub group names (leave the key out to offer "
-                                   "the profile to everyone)")
-        for g in groups:
-            if not isinstance(g, str) or not GROUP_RE.match(g):
-                fail("allowed_groups", f"{g!r} is not a group name (a non-empty string without surrounding spaces)")
-        if len(set(groups)) != len(groups):
-            fail("allowed_groups", "lists a group twice")
-    override = raw.get("kubespawner_override", {})
-    if override is None:
-        override = {}
-    _validate_override(override, lambda k, m: fail(f"kubespawner_override.{k}" if k else "kubespawner_override", m))
-    requires_gpu = bool(raw.get("requires_gpu", False))
-    if GPU_RESOURCE in (override.get("extra_resource_limits") or {}) and not requires_gpu:
-        fail("requires_gpu", f"kubespawner_override.extra_resource_limits asks for {GPU_RESOURCE}: set "
-                             "'requires_gpu: true' so the local spawner knows the profile needs a GPU")
-    options = raw.get("profile_options", {})
-    if options is None:
-        options = {}
-    if not isinstance(options, Mapping):
-        fail("profile_options", f"must be a mapping of option slug to option, got {_kind(options)}")
-    for name, option in options.items():
-        _validate_option(name, option, lambda k, m, n=name: fail(f"profile_options.{n}" + (f".{k}" if k else ""), m))
-    profile = copy.deepcopy(dict(raw))
-    profile["description"] = description
-    profile["default"] = bool(raw.get("default", False))
-    profile["allowed_groups"] = list(groups) if groups else None
-    profile["requires_gpu"] = requires_gpu
-    profile["kubespawner_override"] = copy.deepcopy(dict(override))
-    profile["profile_options"] = copy.deepcopy(dict(options))
-    return profile
+
+def _first_error(errors: Iterable[jsonschema.ValidationError]) -> Optional[jsonschema.ValidationError]:
+    """The error to report: one of the whole list first, else one of the first bad profile
+    (the most relevant of it, as jsonschema's ``best_match`` chooses)."""
+    errors = list(errors)
+    if not errors:
+        return None
+    first = min(e.path[0] if e.path else -1 for e in errors)
+    return jsonschema.exceptions.best_match(e for e in errors if (e.path[0] if e.path else -1) == first)
+
+
+def _error_text(error: jsonschema.ValidationError, data: Any, source: str) -> str:
+    """``<source>: profile 'slug': key.path: message`` for a schema error."""
+    path = list(error.path)
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    value = error.instance
+    message = None
+    if error.validator == "additionalProperties" and schema.get("additionalProperties") is False:
+        known = list(schema.get("properties", {}))
+        extra = next(k for k in value if k not in known)
+        path.append(extra)
+        message = f"unknown key{_close_match(extra, known)} (known keys: {', '.join(known)})"
+    elif error.validator == "required":
+        path.append(next(k for k in error.validator_value if k not in value))
+        message = "missing (required)"
+    elif "propertyNames" in error.schema_path:
+        path.append(value)   # the bad key is the instance; report it under its own name
+    if schema.get("x-path") == "parent" and path and isinstance(path[-1], int):
+        path.pop()
+    if message is None:
+        custom = schema.get("x-error")
+        if isinstance(custom, Mapping):
+            custom = custom.get(error.validator)
+        if custom is None and error.validator == "type":
+            types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+            custom = _TYPE_MESSAGES.get(types[0])
+        message = custom.format(value=value, kind=_kind(value)) if custom else error.message
+    if not path:
+        return f"{source}: {message}"
+    index, rest = path[0], path[1:]
+    item = data[index] if isinstance(data, list) else None
+    slug = item.get("slug") if isinstance(item, Mapping) else None
+    where = f"profile {slug!r}" if isinstance(slug, str) and slug else f"profile {index + 1}"
+    if not rest:
+        return f"{source}: {where}: {message}"
+    parts, node = [], item
+    for k in rest:   # list items as [i], mapping keys (whatever their type) as .key
+        parts.append(f"[{k}]" if isinstance(node, list) else (f".{k}" if parts else str(k)))
+        node = node[k] if isinstance(node, (list, Mapping)) and _has(node, k) else None
+    return f"{source}: {where}: {''.join(parts)}: {message}"
+
+
+def _has(node: Any, key: Any) -> bool:
+    return 0 <= key < len(node) if isinstance(node, list) else key in node
 
 
 def _close_match(key: Any, known: Sequence[str]) -> str:
-    import difflib
-
     match = difflib.get_close_matches(str(key), known, n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-def _validate_override(override: Any, fail: Callable[[str, str], None]) -> None:
-    if not isinstance(override, Mapping):
-        fail("", f"must be a mapping of KubeSpawner settings, got {_kind(override)}")
-    for key in ("mem_limit", "mem_guarantee"):
-        if key in override:
-            v = override[key]
-            if isinstance(v, bool) or not (isinstance(v, int) and v > 0 or isinstance(v, str) and BYTES_RE.match(v)):
-                fail(key, f"{v!r} must be a byte count or a number with suffix K, M, G or T (e.g. '8G')")
-    for key in ("cpu_limit", "cpu_guarantee"):
-        if key in override:
-            v = override[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                fail(key, f"{v!r} must be a positive number of cores")
-    for key in ("environment", "extra_resource_limits", "node_selector"):
-        if key in override:
-            v = override[key]
-            if not isinstance(v, Mapping):
-                fail(key, f"must be a mapping of strings, got {_kind(v)}")
-            for k, val in v.items():
-                if not isinstance(k, str) or not k:
-                    fail(key, f"key {k!r} must be a non-empty string")
-                if not isinstance(val, str):
-                    fail(f"{key}.{k}", f"must be a string (quote it in YAML), got {val!r}")
-    if "image" in override and (not isinstance(override["image"], str) or not override["image"].strip()):
-        fail("image", f"must be a non-empty string, got {override['image']!r}")
-    if "tolerations" in override:
-        v = override["tolerations"]
-        if not isinstance(v, list) or not all(isinstance(t, Mapping) for t in v):
-            fail("tolerations", "must be a list of toleration mappings (key, operator, value, effect)")
+# -- what the schema cannot say ----------------------------------------------------------------
+
+
+def _check_profile(raw: Mapping, fail: Callable[[str, str], None]) -> None:
+    """Cross-field checks of a profile that passed the schema."""
+    override = raw.get("kubespawner_override") or {}
+    _check_gpu_count(override, lambda k, m: fail(f"kubespawner_override.{k}", m))
+    if not raw.get("requires_gpu"):
+        if GPU_RESOURCE in (override.get("extra_resource_limits") or {}):
+            fail("requires_gpu", f"kubespawner_override.extra_resource_limits asks for {GPU_RESOURCE}: set "
+                                 "'requires_gpu: true' so the local spawner knows the profile needs a GPU")
+        if raw.get("placement") == "gpu":
+            fail("requires_gpu", f"placement 'gpu' gives the profile a GPU ({GPU_RESOURCE}): set "
+                                 "'requires_gpu: true' so the local spawner knows the profile needs a GPU")
+    for name, option in (raw.get("profile_options") or {}).items():
+        _check_option(option, lambda k, m, n=name: fail(f"profile_options.{n}.{k}", m))
+
+
+def _check_gpu_count(override: Mapping, fail: Callable[[str, str], None]) -> None:
     gpus = (override.get("extra_resource_limits") or {}).get(GPU_RESOURCE)
     if gpus is not None and (not gpus.isdigit() or int(gpus) < 1):
         fail(f"extra_resource_limits.{GPU_RESOURCE}", f"{gpus!r} must be a whole number of GPUs, at least '1'")
 
 
-def _validate_option(name: Any, option: Any, fail: Callable[[str, str], None]) -> None:
-    if not isinstance(name, str) or not SLUG_RE.match(name):
-        fail("", "the option name must be lowercase letters, digits and '-'")
-    if not isinstance(option, Mapping):
-        fail("", f"must be a mapping with display_name and choices, got {_kind(option)}")
-    for key in option:
-        if key not in OPTION_KEYS:
-            fail(str(key), f"unknown key{_close_match(key, OPTION_KEYS)} (known keys: {', '.join(OPTION_KEYS)})")
-    if not isinstance(option.get("display_name"), str) or not option["display_name"].strip():
-        fail("display_name", "missing or not a non-empty string")
+def _check_option(option: Mapping, fail: Callable[[str, str], None]) -> None:
     choices = option.get("choices") or {}
-    if not isinstance(choices, Mapping):
-        fail("choices", f"must be a mapping of choice slug to choice, got {_kind(choices)}")
-    defaults = []
+    unlisted = option.get("unlisted_choice") or {}
     for cname, choice in choices.items():
-        if not isinstance(cname, str) or not SLUG_RE.match(cname):
-            fail(f"choices.{cname}", "the choice name must be lowercase letters, digits and '-'")
-        if not isinstance(choice, Mapping):
-            fail(f"choices.{cname}", f"must be a mapping with display_name, got {_kind(choice)}")
-        for key in choice:
-            if key not in CHOICE_KEYS:
-                fail(f"choices.{cname}.{key}", f"unknown key{_close_match(key, CHOICE_KEYS)} "
-                                               f"(known keys: {', '.join(CHOICE_KEYS)})")
-        if not isinstance(choice.get("display_name"), str) or not choice["display_name"].strip():
-            fail(f"choices.{cname}.display_name", "missing or not a non-empty string")
-        if "default" in choice and not isinstance(choice["default"], bool):
-            fail(f"choices.{cname}.default", f"must be true or false, got {choice['default']!r}")
-        if choice.get("default"):
-            defaults.append(cname)
-        _validate_override(choice.get("kubespawner_override", {}) or {},
-                           lambda k, m, c=cname: fail(f"choices.{c}.kubespawner_override" + (f".{k}" if k else ""), m))
+        _check_gpu_count(choice.get("kubespawner_override") or {},
+                         lambda k, m, c=cname: fail(f"choices.{c}.kubespawner_override.{k}", m))
+    defaults = [cname for cname, choice in choices.items() if choice.get("default")]
     if len(defaults) > 1:
         fail("choices", f"more than one default choice ({', '.join(defaults)})")
-    unlisted = option.get("unlisted_choice")
-    if unlisted is not None:
-        if not isinstance(unlisted, Mapping):
-            fail("unlisted_choice", f"must be a mapping, got {_kind(unlisted)}")
-        for key in unlisted:
-            if key not in UNLISTED_KEYS:
-                fail(f"unlisted_choice.{key}", f"unknown key{_close_match(key, UNLISTED_KEYS)} "
-                                               f"(known keys: {', '.join(UNLISTED_KEYS)})")
-        if "enabled" in unlisted and not isinstance(unlisted["enabled"], bool):
-            fail("unlisted_choice.enabled", f"must be true or false, got {unlisted['enabled']!r}")
-        regex = unlisted.get("validation_regex")
-        if regex is not None:
-            try:
-                re.compile(regex)
-            except (re.error, TypeError) as exc:
-                fail("unlisted_choice.validation_regex", f"not a valid regular expression: {exc}")
-        if unlisted.get("kubespawner_override") is not None and not isinstance(unlisted["kubespawner_override"],
-                                                                               Mapping):
-            fail("unlisted_choice.kubespawner_override", "must be a mapping of KubeSpawner settings")
-    if not choices and not (unlisted or {}).get("enabled"):
+    regex = unlisted.get("validation_regex")
+    if regex is not None:
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            fail("unlisted_choice.validation_regex", f"not a valid regular expression: {exc}")
+    if not choices and not unlisted.get("enabled"):
         fail("choices", "an option needs choices or an enabled unlisted_choice")
-    if "allowed_registries" in option:
-        registries = option["allowed_registries"]
-        if not isinstance(registries, list) or not registries:
-            fail("allowed_registries", "must be a non-empty list of image prefixes ending in '/', e.g. "
-                                       "['registry.example.org/', 'docker.io/geoml-hub/']")
-        for prefix in registries:
-            if not isinstance(prefix, str) or not prefix.endswith("/"):
-                fail("allowed_registries", f"{prefix!r} must be an image prefix ending in '/' (a registry "
-                                           "'registry.example.org/' or a namespace 'docker.io/geoml-hub/')")
-            if not REGISTRY_PREFIX_RE.match(prefix):
-                fail("allowed_registries", f"{prefix!r} is not a registry or namespace prefix: expected "
-                                           "host[:port]/ or [host[:port]/]namespace/, no scheme, no tag")
-        if len({normalize_registry_prefix(p) for p in registries}) != len(registries):
-            fail("allowed_registries", "lists a registry twice (docker.io/x/ and x/ are the same)")
-        image = ((unlisted or {}).get("kubespawner_override") or {}).get("image")
-        if not (unlisted or {}).get("enabled") or not isinstance(image, str) or "{value}" not in image:
-            fail("allowed_registries", "applies to a custom image typed by the user: the option needs an enabled "
-                                       "unlisted_choice with kubespawner_override.image set from '{value}'")
+    registries = option.get("allowed_registries")
+    if registries is None:
+        return
+    for prefix in registries:
+        if not REGISTRY_PREFIX_RE.match(prefix):
+            fail("allowed_registries", f"{prefix!r} is not a registry or namespace prefix: expected "
+                                       "host[:port]/ or [host[:port]/]namespace/, no scheme, no tag")
+    if len({normalize_registry_prefix(p) for p in registries}) != len(registries):
+        fail("allowed_registries", "lists a registry twice (docker.io/x/ and x/ are the same)")
+    image = (unlisted.get("kubespawner_override") or {}).get("image")
+    if not unlisted.get("enabled") or not isinstance(image, str) or "{value}" not in image:
+        fail("allowed_registries", "applies to a custom image typed by the user: the option needs an enabled "
+                                   "unlisted_choice with kubespawner_override.image set from '{value}'")
+
+
+def _normalise(raw: Mapping) -> Dict[str, Any]:
+    profile = copy.deepcopy(dict(raw))
+    profile["description"] = raw.get("description") or ""
+    profile["default"] = bool(raw.get("default", False))
+    profile["allowed_groups"] = list(raw["allowed_groups"]) if raw.get("allowed_groups") else None
+    profile["requires_gpu"] = bool(raw.get("requires_gpu", False))
+    profile["kubespawner_override"] = apply_placement(raw.get("placement"), raw.get("kubespawner_override") or {})
+    profile["profile_options"] = copy.deepcopy(dict(raw.get("profile_options") or {}))
+    return profile
+
+
+def apply_placement(kind: Optional[str], override: Mapping[str, Any]) -> Dict[str, Any]:
+    """``override`` (a copy) with the node placement ``kind`` of :mod:`geoml_hub.placement`.
+
+    ``gpu``: ``extra_resource_limits`` gets one GPU unless it sets the count itself, the GPU
+    node selector is merged under the override's own labels, the GPU tolerations come first in
+    ``tolerations``. ``cpu``: the off-GPU-node terms come first in ``node_affinity_required``.
+    What the override already has is not added twice, so applying it again changes nothing.
+    ``None``: an unchanged copy.
+    """
+    out = copy.deepcopy(dict(override))
+
+    def prepend(key: str, items: List[Any]) -> None:
+        own = list(out.get(key) or [])
+        out[key] = items + [x for x in own if x not in items]
+
+    if kind == "gpu":
+        out["extra_resource_limits"] = {GPU_RESOURCE: "1", **(out.get("extra_resource_limits") or {})}
+        out["node_selector"] = {**placement.gpu_node_selector(), **(out.get("node_selector") or {})}
+        prepend("tolerations", placement.gpu_tolerations())
+    elif kind == "cpu":
+        prepend("node_affinity_required", placement.cpu_node_affinity_terms())
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -666,7 +662,14 @@ def default_choices(profile: Mapping) -> Dict[str, str]:
 
 
 def _merge(target: Dict[str, Any], update: Mapping[str, Any]) -> None:
-    """KubeSpawner's override semantics: dicts merge recursively, ``None`` removes a key."""
+    """KubeSpawner's override semantics: dicts merge recursively, ``None`` removes a key.
+
+    The same rule as ``kubespawner.utils.recursive_update`` (which ``KubeSpawner._apply_overrides``
+    uses), written here because that function cannot be imported alone: importing
+    ``kubespawner.utils`` runs ``kubespawner/__init__.py``, which imports ``KubeSpawner`` and
+    with it kubernetes_asyncio and JupyterHub, and ``geoml-hub up`` installs (the ``hub``
+    extra) have no kubespawner at all.
+    """
     for key, value in update.items():
         if value is None:
             target.pop(key, None)

@@ -2,9 +2,9 @@
 
 A job runs the same worker as the local backend, ``python -m geoml_hub.wps.worker SETTINGS
 JOB_ID``, but in a pod of a ``batch/v1`` Job, in the CPU or the CUDA image chosen by the
-job's ``device`` input, on nodes selected like the notebook profiles (``profiles.yaml``): GPU
-jobs get ``nvidia.com/gpu: 1``, the GPU node selector and the toleration for the GPU taint;
-CPU jobs are kept off GPU nodes. The WPS outputs volume, the shared data and the results
+job's ``device`` input, on nodes selected like the notebook profiles (both from
+:mod:`geoml_hub.placement`): GPU jobs get a limit of one GPU (``nvidia.com/gpu: 1``), the GPU
+node selector and the toleration for the GPU taint; CPU jobs are kept off GPU nodes. The WPS outputs volume, the shared data and the results
 volume are mounted as in the WPS Deployment, so the worker finds the job table, the stored
 request and its output directory where the server put them.
 
@@ -27,6 +27,8 @@ import copy
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from .. import placement
 
 #: Devices a job may ask for; ``auto`` means ``JobSpec.default_device``.
 DEVICES = ("cpu", "cuda", "auto")
@@ -58,15 +60,6 @@ def _default_resources() -> Dict[str, Dict[str, Dict[str, str]]]:
     }
 
 
-def _default_gpu_tolerations() -> List[Dict[str, str]]:
-    return [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-
-
-def _default_cpu_affinity() -> List[Dict[str, Any]]:
-    # as the CPU profile: NotIn also matches nodes without the label
-    return [{"matchExpressions": [{"key": "nvidia.com/gpu.present", "operator": "NotIn", "values": ["true"]}]}]
-
-
 @dataclass
 class JobSpec:
     """How WPS jobs run on the cluster (the same for every job; the chart's values fill it).
@@ -89,11 +82,12 @@ class JobSpec:
     default_device : str
         What ``auto`` means: ``cpu`` or ``cuda``.
     gpu_node_selector : dict, gpu_tolerations : list of dict
-        Placement of CUDA jobs (as the CUDA profile).
+        Placement of CUDA jobs (default: :mod:`geoml_hub.placement`, as the CUDA profile).
     cpu_node_selector : dict, cpu_node_affinity : list of dict
         Placement of CPU jobs (nodeSelectorTerms; by default off GPU nodes, as the CPU profile).
     gpu_resource : str
-        Extended resource of one GPU (``nvidia.com/gpu``); CUDA jobs get a limit of 1.
+        Extended resource of one GPU (default: :mod:`geoml_hub.placement`, ``nvidia.com/gpu``);
+        CUDA jobs get a limit of 1.
     resources : dict
         ``{"cpu": {"requests": ..., "limits": ...}, "cuda": {...}}``.
     backoff_limit : int
@@ -124,11 +118,11 @@ class JobSpec:
     volumes: List[Dict[str, Any]] = field(default_factory=list)
     volume_mounts: List[Dict[str, Any]] = field(default_factory=list)
     default_device: str = "cpu"
-    gpu_node_selector: Dict[str, str] = field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
-    gpu_tolerations: List[Dict[str, Any]] = field(default_factory=_default_gpu_tolerations)
+    gpu_node_selector: Dict[str, str] = field(default_factory=placement.gpu_node_selector)
+    gpu_tolerations: List[Dict[str, Any]] = field(default_factory=placement.gpu_tolerations)
     cpu_node_selector: Dict[str, str] = field(default_factory=dict)
-    cpu_node_affinity: List[Dict[str, Any]] = field(default_factory=_default_cpu_affinity)
-    gpu_resource: str = "nvidia.com/gpu"
+    cpu_node_affinity: List[Dict[str, Any]] = field(default_factory=placement.cpu_node_affinity_terms)
+    gpu_resource: str = field(default_factory=placement.gpu_resource)
     resources: Dict[str, Dict[str, Dict[str, str]]] = field(default_factory=_default_resources)
     backoff_limit: int = 0
     active_deadline_seconds: int = 24 * 3600

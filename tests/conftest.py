@@ -15,12 +15,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import inspect  # noqa: E402
+import re  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from helpers import DATA  # noqa: E402
 EUROSAT = DATA / "eurosat_ms"
 CHIAPAS = DATA / "landsat7_chiapas"
 SCENE_1999 = CHIAPAS / "LE70220491999322EDC01_stack.gtif"
@@ -37,6 +39,42 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+# -- markers -------------------------------------------------------------------------------------
+#: what marks a test ``data``: a fixture or test whose source names the real data
+_DATA_SOURCE = re.compile(r"\b(DATA|EUROSAT|CHIAPAS|SCENE_1999|SCENE_2002|LABELS|WpsServer|data_dir)\b"
+                          r"|[\"']data/(eurosat|landsat7)")
+#: modules that drive Chromium
+_BROWSER_MODULES = {"test_map_browser"}
+_SOURCES: dict = {}
+
+
+def _names_data(func) -> bool:
+    if func not in _SOURCES:
+        try:
+            _SOURCES[func] = bool(_DATA_SOURCE.search(inspect.getsource(func)))
+        except (OSError, TypeError):
+            _SOURCES[func] = False
+    return _SOURCES[func]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test ``data`` (it or a fixture it uses reads ``../shared/data``) and ``browser``
+    (Chromium), beside the modules' own ``slow`` and ``cluster`` marks, so that
+    ``pytest -m "not data and not slow and not browser and not cluster"`` is the fast unit layer.
+    A ``data`` test skips, with the reason, where the data is missing (never under ``CI=true``)."""
+    missing = not DATA.is_dir()
+    for item in items:
+        funcs = [getattr(item, "function", None)]
+        for defs in getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}).values():
+            funcs += [d.func for d in defs]
+        if any(f is not None and _names_data(f) for f in funcs):
+            item.add_marker(pytest.mark.data)
+            if missing and not os.environ.get("CI"):
+                item.add_marker(pytest.mark.skip(reason=f"needs the real data in {DATA} (../shared/data)"))
+        if item.module.__name__.rpartition(".")[2] in _BROWSER_MODULES:
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,9 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "geoml-hub"
+#: The real data (``<repo>/../shared/data``, or ``$GEOML_TEST_DATA``); tests that need it are
+#: marked ``data`` (tests/conftest.py) and skip with a reason where it is missing.
+DATA = Path(os.environ.get("GEOML_TEST_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DEFAULT_CRS = "EPSG:32615"
 #: A class name that is markup: a stored cross-site scripting attempt through a raster's tags.

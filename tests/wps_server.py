@@ -17,9 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import List, Optional
 
-from helpers import CONSOLE_SCRIPT
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from helpers import CONSOLE_SCRIPT, DATA
 
 
 def free_port() -> int:

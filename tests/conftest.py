@@ -77,12 +77,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.browser)
 
 
+#: The hubs of a test session name the users' system accounts ``jt<pid>-<name>`` instead of
+#: ``jupyter-<name>`` (``GeomlLocalSpawner.system_user_prefix``): never a real account, and never
+#: one that a concurrent test session would remove.
+ACCOUNT_PREFIX = f"jt{os.getpid() % 100000}-"
+
+
 @pytest.fixture(scope="session")
 def shared_base():
     """A 0755 directory (``/var/tmp`` as root) for what ``geoml-hub up`` as root shares with the
     users' accounts (``--homes-dir``, ``--public-dir``), which pytest's 0700 temporary
-    directories would hide from them; at the end, the accounts ``jupyter-<name>`` the hubs of
-    the session created there are removed."""
+    directories would hide from them; at the end, the accounts the hubs of the session created
+    (``ACCOUNT_PREFIX<name>``) are removed."""
     import pwd
     import shutil
     import subprocess
@@ -92,7 +98,7 @@ def shared_base():
     os.chmod(base, 0o755)
     yield base
     for entry in pwd.getpwall():
-        if entry.pw_name.startswith("jupyter-") and Path(entry.pw_dir).is_relative_to(base):
+        if entry.pw_name.startswith(ACCOUNT_PREFIX):
             subprocess.run(["userdel", entry.pw_name], capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from conftest import ACCOUNT_PREFIX
 from helpers import CONSOLE_SCRIPT
 from wps_server import DATA, free_port
 
@@ -39,7 +40,12 @@ def shared_dirs(base: Path) -> list:
     """As root, ``geoml-hub up`` gives each user a system account: the test's homes and public
     directory sit in ``base`` (which the users' accounts can traverse, unlike pytest's 0700
     temporary directories)."""
-    return ["--homes-dir", str(base / "homes"), "--public-dir", str(base / "public")] if ROOT else []
+    if not ROOT:
+        return []
+    base.mkdir(parents=True, exist_ok=True)
+    config = base / "accounts.py"
+    config.write_text(f"c.GeomlLocalSpawner.system_user_prefix = {ACCOUNT_PREFIX!r}\n")
+    return ["--homes-dir", str(base / "homes"), "--public-dir", str(base / "public"), "--config", str(config)]
 
 
 def up(state_dir: Path, port: int, base: Path) -> subprocess.CompletedProcess:
@@ -316,8 +322,8 @@ def _server_pids(account: str) -> list:
 
 @pytest.mark.skipif(not ROOT, reason="as a normal user geoml-hub up is single-account (docs/security.md)")
 def test_each_user_runs_as_their_own_account_and_reads_nothing_of_the_others(hub):
-    """Issue 12.2: as root, alice's and bob's servers and kernels run as jupyter-alice and
-    jupyter-bob; from bob's kernel every secret and database of the platform, alice's home
+    """Issue 12.2: as root, alice's and bob's servers and kernels run as their own accounts
+    (``jupyter-alice`` and ``jupyter-bob``; here with the test session's prefix); from bob's kernel every secret and database of the platform, alice's home
     and alice's processes' environments are unreadable, and the shared data is read-only."""
     url, state = hub["url"], hub["state"]
     for user in ("alice", "bob"):
@@ -331,12 +337,12 @@ def test_each_user_runs_as_their_own_account_and_reads_nothing_of_the_others(hub
         "print('me', pwd.getpwuid(os.getuid()).pw_name, oct(stat.S_IMODE(Path.home().stat().st_mode)), Path.home())",
     ]))
     me = out.split()
-    assert me[:3] == ["me", "jupyter-alice", "0o700"], out
+    assert me[:3] == ["me", f"{ACCOUNT_PREFIX}alice", "0o700"], out
     alice_home = Path(me[3])
     assert alice_home.is_relative_to(hub["base"]) and alice_home.stat().st_uid == pwd.getpwnam(
-        "jupyter-alice").pw_uid
-    alice_pids = _server_pids("jupyter-alice")
-    assert alice_pids, "no process of jupyter-alice"
+        f"{ACCOUNT_PREFIX}alice").pw_uid
+    alice_pids = _server_pids(f"{ACCOUNT_PREFIX}alice")
+    assert alice_pids, "no process of alice's account"
     # the environment of alice's server holds her API token: the test (root) sees it there
     assert any(b"JUPYTERHUB_API_TOKEN=" in Path(f"/proc/{p}/environ").read_bytes() for p in alice_pids)
     secrets = {name: state / name for name in ("admin_password", "jupyterhub_cookie_secret", "proxy_token",
@@ -371,7 +377,7 @@ def test_each_user_runs_as_their_own_account_and_reads_nothing_of_the_others(hub
     ])
     out = run_in_kernel(hub, "bob", user_token(hub, "bob"), probe)
     res = json.loads(out.split("RESULT", 1)[1])
-    assert res.pop("user") == "jupyter-bob" and res.pop("token in env") is True
+    assert res.pop("user") == f"{ACCOUNT_PREFIX}bob" and res.pop("token in env") is True
     assert res == {k: "denied" for k in res}, res
     assert len(res) >= len(secrets) + 3
 

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import html
+import re
 import signal
 import subprocess
 import threading
@@ -20,6 +21,7 @@ import urllib.parse
 import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,6 +40,7 @@ pytestmark = pytest.mark.slow
 
 SCENE = "data/landsat7_chiapas/LE70220491999322EDC01_stack.gtif"
 REFERENCE = "data/landsat7_chiapas/training_data.gtif"
+MAP_JS = Path(__file__).resolve().parents[1] / "src" / "geoml_hub" / "map" / "static" / "js"
 
 
 class MapServer:
@@ -92,12 +95,57 @@ def test_page_and_vendored_leaflet_need_no_network(stack):
     m, _ = stack
     page = m.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
-    for ref in ("vendor/leaflet/leaflet.js", "vendor/leaflet-draw/leaflet.draw.js", "static/app.js"):
+    for ref in ("vendor/leaflet/leaflet.js", "vendor/leaflet-draw/leaflet.draw.js", "static/js/main.js"):
         assert ref in page.text
         assert m.get("/" + ref).status_code == 200
+    # Leaflet stays classic scripts (the global L) before the page's entry module
+    assert '<script type="module" src="static/js/main.js">' in page.text
+    assert page.text.index("leaflet.draw.js") < page.text.index("static/js/main.js")
+    for module in js_modules():
+        r = m.get(f"/static/js/{module}")
+        assert r.status_code == 200 and r.headers["Content-Type"].split(";")[0] in (
+            "text/javascript", "application/javascript"), module   # a module needs a JavaScript type
     assert "http://" not in page.text and "https://" not in page.text   # no CDN
     assert m.get("/vendor/leaflet/../../package.json").status_code == 404
     assert m.get("/static/../app.py").status_code == 404
+
+
+def js_modules(entry: str = "main.js") -> dict:
+    """The page's ES modules reachable from ``entry``: file name -> the modules it imports."""
+    graph, todo = {}, [entry]
+    while todo:
+        name = todo.pop()
+        if name in graph:
+            continue
+        text = (MAP_JS / name).read_text()
+        graph[name] = re.findall(r'^import\b[^;]*?from\s+"\./([\w-]+\.js)";', text, re.M | re.S)
+        todo += graph[name]
+    return graph
+
+
+def test_page_modules_import_each_other_without_cycles():
+    graph = js_modules()
+    assert set(graph) == {p.name for p in MAP_JS.glob("*.js")}   # every module is used
+    done, path = set(), []
+
+    def visit(name):
+        assert name not in path, f"import cycle: {' -> '.join(path[path.index(name):] + [name])}"
+        if name not in done:
+            path.append(name)
+            for dep in graph[name]:
+                visit(dep)
+            path.pop()
+            done.add(name)
+
+    visit("main.js")
+    # every imported name is exported by the module it comes from
+    for name in graph:
+        for names, dep in re.findall(r'^import\s*\{([^}]*)\}\s*from\s+"\./([\w-]+\.js)";',
+                                     (MAP_JS / name).read_text(), re.M):
+            exported = set(re.findall(r"^export\s+(?:async\s+)?(?:function|const|let)\s+([\w$]+)",
+                                      (MAP_JS / dep).read_text(), re.M))
+            missing = {n.strip() for n in names.split(",") if n.strip()} - exported
+            assert not missing, f"{name} imports {missing} that {dep} does not export"
 
 
 def test_layers_are_the_scenes_and_labels_with_their_bounds(stack):
@@ -336,7 +384,7 @@ def test_job_outputs_through_the_map_are_sandboxed(two_users):
         assert r.status_code == 200, (path, r.data[:300])
         assert (r.headers.get("Content-Security-Policy"), r.headers.get("X-Content-Type-Options")) == (
             "sandbox", "nosniff"), path
-    for path in ("/", "/static/app.js", "/vendor/leaflet/leaflet.js"):
+    for path in ("/", "/static/js/main.js", "/vendor/leaflet/leaflet.js"):
         r = m.get(path, headers=ALICE)
         assert r.status_code == 200 and r.headers.get("X-Content-Type-Options") == "nosniff", path
         assert "Content-Security-Policy" not in r.headers, path

@@ -5,8 +5,9 @@ import argparse
 import json
 import sys
 
-from geoml_hub.fileio import write_text
-from geoml_hub.processes import chart_schema, schema_text
+from pathlib import Path
+
+from . import chart_schema, schema_text
 
 
 def main(argv=None) -> int:
@@ -17,7 +18,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with open(args.schema, encoding="utf-8") as fh:
         schema = json.load(fh)
-    write_text(args.schema, schema_text(chart_schema(schema)))
+    Path(args.schema).write_text(schema_text(chart_schema(schema)), encoding="utf-8")
     print(f"wrote {args.schema}", file=sys.stderr)
     return 0
 

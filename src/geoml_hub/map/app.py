@@ -24,7 +24,7 @@ standalone):
     user's hub token, so the WPS sees the map user and only their jobs.
 
 With ``auth = jupyterhub`` every route except ``/health`` and the static files needs the hub
-login (:class:`geoml_hub.wps.auth.JupyterHubAuth`: a browser is sent through the hub's OAuth
+login (:class:`geoml_hub.web.auth.JupyterHubAuth`: a browser is sent through the hub's OAuth
 login, and the resulting token is kept in a signed cookie).
 
 Every answer is sent with ``X-Content-Type-Options: nosniff``, and every ``/api/`` answer (job
@@ -34,7 +34,7 @@ the hub's origin. Only the map's own page and its static files run as pages.
 
 The proxy sends the WPS the user's
 token, so it checks cross-site requests itself, by the WPS's rules
-(:func:`geoml_hub.wps.auth.cross_site_refusal`): a state change through ``/api/wps/`` with the
+(:func:`geoml_hub.web.auth.cross_site_refusal`): a state change through ``/api/wps/`` with the
 login cookie must come from the map's own pages, and an Execute by GET with the cookie is
 refused (403).
 """
@@ -58,8 +58,10 @@ from werkzeug.wrappers import Request, Response
 
 from ..errors import DataError, GeomlError, ParameterError
 from ..fileio import atomic_path
-from ..wps.auth import JupyterHubAuth, StandaloneAuth, changes_state, cross_site_refusal
-from ..wps.headers import SECURITY_HEADERS, with_headers
+from .. import __version__
+from ..web.auth import JupyterHubAuth, StandaloneAuth, changes_state, cross_site_refusal
+from ..web.headers import SECURITY_HEADERS, with_headers
+from ..web.vendor import find_vendor
 from . import tiles
 
 LOGGER = logging.getLogger("geoml_hub.map")
@@ -71,25 +73,6 @@ _RESULT_FILE = re.compile(r"^results/([^/]+)/([0-9a-fA-F-]{8,64})/([A-Za-z0-9][A
 _FORWARD = ("Content-Type", "Accept")
 #: Headers of the map's own page and static files (which must run their scripts).
 _PAGE_HEADERS = (("X-Content-Type-Options", "nosniff"),)
-
-
-def find_vendor() -> Path:
-    """``node_modules`` with Leaflet and Leaflet.draw: ``$GEOML_MAP_VENDOR``, the repository's
-    (``npm ci``, see the README) or the current directory's.
-
-    Raises
-    ------
-    GeomlError
-        If Leaflet is not installed.
-    """
-    env = os.environ.get("GEOML_MAP_VENDOR")
-    candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[3] / "node_modules", Path.cwd() / "node_modules"]
-    for c in candidates:
-        if (c / "leaflet" / "dist" / "leaflet.js").is_file() and (c / "leaflet-draw" / "dist").is_dir():
-            return c
-    raise GeomlError("Leaflet not found: run `npm ci` in the repository (see the README) or set GEOML_MAP_VENDOR "
-                     "to a node_modules directory with leaflet and leaflet-draw")
 
 
 @dataclass
@@ -389,8 +372,6 @@ def _wps_refused(status: int, job: str, name: str) -> Response:
 
 
 def _version() -> str:
-    from .. import __version__
-
     return __version__
 
 

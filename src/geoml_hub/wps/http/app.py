@@ -57,6 +57,7 @@ from ...polygons import class_codes, parse_polygons
 from ...processes import build_service
 from ...web.auth import changes_state, cross_site_refusal, make_authenticator
 from ...web.headers import with_headers
+from ...web.routing import Rule, match, url_map
 from ..jobs.dispatcher import cancel_job
 from ..jobs.kubernetes import backend_for
 from ..jobs.store import DATABASE_UNAVAILABLE, database_unavailable, store_for
@@ -116,58 +117,77 @@ class WpsApp:
             response = _error(503, DATABASE_UNAVAILABLE)
         return response(environ, with_headers(start_response))
 
+    #: The routes, by endpoint; ``public`` ones answer without authentication.
+    URLS = url_map([
+        Rule("/", endpoint="index"),
+        Rule("/health", endpoint="health"),
+        Rule("/oauth_callback", endpoint="oauth_callback"),
+        Rule("/wps", endpoint="wps"),
+        Rule("/outputs/<rest:rel>", endpoint="output"),
+        Rule("/jobs", endpoint="jobs"),
+        Rule("/results", endpoint="results"),
+        Rule("/workspace", endpoint="workspace", defaults={"name": ""}),
+        Rule("/workspace/<rest:name>", endpoint="workspace"),
+        Rule("/jobs/<job>/publish", endpoint="publish"),
+        Rule("/jobs/<job>/publish/", endpoint="publish"),
+        Rule("/jobs/<job>", endpoint="job", defaults={"cancel": False}),
+        Rule("/jobs/<job>/", endpoint="job", defaults={"cancel": False}),
+        Rule("/jobs/<job>/cancel", endpoint="job", defaults={"cancel": True}),
+        Rule("/jobs/<job>/cancel/", endpoint="job", defaults={"cancel": True}),
+    ])
+
     def dispatch(self, request: Request, environ):
         path = request.path
         if self.base and (path == self.base or path.startswith(self.base + "/")):
             path = path[len(self.base):]
         path = "/" + path.lstrip("/")
-        if path in ("/", ""):
+        endpoint, args = match(self.URLS, path)
+        if endpoint == "index":
             return _json({"service": "geoml-hub WPS", "wps": self.settings.wps_url,
                           "jobs": self.settings.url + "/jobs", "outputs": self.settings.outputs_url})
-        if path == "/health":
+        if endpoint == "health":
             return _json({"status": "ok"})
-        if path == "/oauth_callback" and hasattr(self.auth, "oauth_callback"):
+        if endpoint == "oauth_callback" and hasattr(self.auth, "oauth_callback"):
             return self.auth.oauth_callback(request)
+        wps = endpoint == "wps"
         identity = self.auth.identify(environ)
         if identity is None:
             forbidden = environ.get("geoml.forbidden")
             status = 403 if forbidden else 401
-            if path == "/wps":
+            if wps:
                 return NoApplicableCode(forbidden or "authentication required: send a JupyterHub token", code=status)
             if (not forbidden and hasattr(self.auth, "login_redirect") and request.method == "GET"
                     and "text/html" in request.headers.get("Accept", "")):
                 return self.auth.login_redirect(request)  # a browser: log in through the hub
             return _error(status, forbidden or "authentication required")
         environ["geoml.identity"] = identity
-        if changes_state(request.method, environ.get("QUERY_STRING", ""), wps_endpoint=(path == "/wps")):
-            refusal = cross_site_refusal(environ, identity, [self.settings.url], wps_endpoint=(path == "/wps"))
+        if changes_state(request.method, environ.get("QUERY_STRING", ""), wps_endpoint=wps):
+            refusal = cross_site_refusal(environ, identity, [self.settings.url], wps_endpoint=wps)
             if refusal:
                 LOGGER.warning("refused a possibly cross-site %s %s of %s: %s", request.method, path, identity.name,
                                refusal)
-                if path == "/wps":
+                if wps:
                     return NoApplicableCode(refusal, code=403)
                 return _error(403, refusal)
-        if path == "/wps":
+        if wps:
             # PyWPS reads meaning into the URL path (/processes/..., /jobs/...): give it the path
             # relative to the service base
             inner = dict(environ, PATH_INFO="/wps", SCRIPT_NAME=environ.get("SCRIPT_NAME", "") + self.base)
             return self.service.call(Request(inner))
-        if path.startswith("/outputs/"):
-            return self.serve_output(path[len("/outputs/"):], identity, request)
-        if path == "/jobs":
+        if endpoint == "output":
+            return self.serve_output(args["rel"], identity, request)
+        if endpoint == "jobs":
             return self.list_jobs(identity, request)
-        if path == "/results":
+        if endpoint == "results":
             jobs = self.store.published()
             return _json({"results": [dict(j.as_dict(self._status_url(j)), shared_as=f"results/{j.owner}/{j.uuid}")
                                       for j in jobs]})
-        if path == "/workspace" or path.startswith("/workspace/"):
-            return self.workspace(path[len("/workspace"):].strip("/"), identity, request)
-        m = re.match(r"^/jobs/([^/]+)/publish/?$", path)
-        if m:
-            return self.publish(m.group(1), identity, request)
-        m = re.match(r"^/jobs/([^/]+)(/cancel)?/?$", path)
-        if m:
-            return self.job(m.group(1), bool(m.group(2)), identity, request)
+        if endpoint == "workspace":
+            return self.workspace(args["name"].strip("/"), identity, request)
+        if endpoint == "publish":
+            return self.publish(args["job"], identity, request)
+        if endpoint == "job":
+            return self.job(args["job"], args["cancel"], identity, request)
         return _error(404, f"no such resource: {path}")
 
     # -- jobs -----------------------------------------------------------------------------------

@@ -362,7 +362,7 @@ def run_wps(args) -> int:
 
         sys.stdout.write(render_markdown(load()))
         return 0
-    from .wps.http.serve import serve
+    from .wps.http.serve import serve  # imported here: PyWPS is in the WPS's extras (see above)
     from .wps.settings import load_settings
 
     roots = None

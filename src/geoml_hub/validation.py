@@ -20,6 +20,7 @@ import math
 import os
 import tempfile
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -153,8 +154,6 @@ def _read_pairs(ref_src, cls_src, windows):
     """Yield ``(window, reference, classification)`` arrays, reading the next window in a
     background thread while the caller counts the current one (GDAL releases the GIL).
     Only the reader thread touches the datasets."""
-    from concurrent.futures import ThreadPoolExecutor
-
     def read(win):
         return ref_src.read(1, window=win), cls_src.read(1, window=win)
 
@@ -175,8 +174,6 @@ def _byte_counts(ref_src, cls_src, windows, unlabelled, cls_nodata, progress) ->
     accumulated, then the unlabelled row is dropped and the classification-nodata column
     becomes the ``unclassified`` count.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     r_off = 128 if ref_src.dtypes[0] == "int8" else 0
     p_off = 128 if cls_src.dtypes[0] == "int8" else 0
 

@@ -67,6 +67,7 @@ subprocess, once per process (:func:`detect_gpu`).
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import math
 import os
@@ -77,6 +78,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import yaml
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -160,8 +163,6 @@ def load_profiles(path: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     ProfileError
         One line: ``<file>: profile 'slug': key: what is wrong``.
     """
-    import yaml
-
     path = Path(path) if path is not None else PROFILES_FILE
     try:
         text = path.read_text(encoding="utf-8")
@@ -287,8 +288,6 @@ def _validate_profile(raw: Any, index: int, source: str) -> Dict[str, Any]:
 
 
 def _close_match(key: Any, known: Sequence[str]) -> str:
-    import difflib
-
     match = difflib.get_close_matches(str(key), known, n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
 

@@ -6,7 +6,7 @@ module level and inside functions, with relative imports resolved; ``from packag
 counts as an import of ``package.name`` when that is a module. No module is imported, so this
 runs in a second and needs no optional dependency.
 
-Layers and the directions enforced (see ``docs/architecture.md``):
+Layers and the directions enforced (``docs/architecture.md`` draws them):
 
 - **core**: the modules directly in ``geoml_hub/`` (``balancing``, ``training``, ``scene``,
   ``params``, ``paramdoc``, ...) except ``cli`` and ``client``: they import no other layer;

@@ -392,8 +392,8 @@ class Dispatcher(threading.Thread):
         env = dict(os.environ)
         env.setdefault("MPLBACKEND", "Agg")
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "geoml_hub.wps.jobs.worker", str(self.settings.settings_file),
-                                     job.uuid], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen([sys.executable, "-m", "geoml_hub.wps.jobs.worker",
+                                     str(self.settings.settings_file), job.uuid], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, env=env, close_fds=True)
         except OSError as exc:
             self._fail(job, f"failed: could not start a worker: {exc}")

@@ -2,9 +2,10 @@
 
 A process handler parses its inputs, resolves dataset names to paths
 (:meth:`GeomlProcess.dataset`), calls one function here and sets the returned outputs.
-These functions import the core (and with it rasterio, torch and PyCM) only when
-called, so the server answers GetCapabilities without loading them, and ``processes/``
-never imports them.
+The core modules are imported at module level: they load rasterio, torch and PyCM only inside
+the functions that need them, so the server still answers GetCapabilities without loading
+those. ``processes/`` reaches the core only through this module (also for the parameter classes,
+:class:`BalanceParams`, :class:`TrainConfig`, :class:`EvaluateParams`, :class:`ClassifyParams`).
 
 Every function takes the job's :class:`~geoml_hub.wps.ogc.process.JobContext` and returns a
 dict ``{output identifier: value}`` where files are :class:`pathlib.Path` objects. Files
@@ -18,8 +19,9 @@ a TIFF file (GDAL would otherwise also open, say, a VRT that reads files outside
 roots), and every file a training-sample tree or manifest lists must lie inside the roots
 the job may read (:func:`open_samples`).
 
-The small parsers (:func:`parse_class_names`, :func:`check_version_names`) need no core module: process modules call them from
-``check()`` to refuse a bad literal before a job is accepted.
+The small parsers (:func:`parse_class_names`, :func:`check_version_names`) need no core
+module: process modules call them from ``check()`` to refuse a bad literal before a job is
+accepted.
 """
 
 from __future__ import annotations
@@ -275,8 +277,6 @@ def extract_samples(job, scene: Sequence[Path], reference: Path, patch_size: int
     ``test_regions``, ``skipped_nodata``, ``class_counts`` (JSON: class name -> samples),
     ``regions`` (CSV of the extracted regions) and ``split_regions`` (CSV of the split).
     """
-
-
     scene = [Path(p) for p in scene]
     require_tiff(scene, "scene file")
     names = parse_class_names(class_names)
@@ -305,8 +305,8 @@ def extract_samples(job, scene: Sequence[Path], reference: Path, patch_size: int
                       test_regions=len(split.test_regions),
                       split_regions=_move(job.workdir / "split" / "regions.csv", job.workdir / "split_regions.csv"))
         extract_progress = scaled(progress, 0.1, 1.0)
-    res = extraction.extract_samples(scene, train_reference, job.outputs / "samples", patch_size, reference_nodata, names,
-              ignore_crs_name, progress=extract_progress)
+    res = extraction.extract_samples(scene, train_reference, job.outputs / "samples", patch_size, reference_nodata,
+                                     names, ignore_crs_name, progress=extract_progress)
     counts = {name: int(n) for name, n in res.counts.items()}
     regions = job.workdir / "regions.csv"
     shutil.copyfile(res.root / "regions.csv", regions)
@@ -417,8 +417,8 @@ def compare_classifications(job, classification_a: Path, classification_b: Path,
     require_tiff([classification_a, classification_b], "classification")
     require_tiff([reference], "reference")
     out = job.workdir / "compare"
-    s = validation.compare_classifications(classification_a, classification_b, reference, out, (name_a, name_b), reference_nodata,
-            ignore_crs_name, progress=progress)
+    s = validation.compare_classifications(classification_a, classification_b, reference, out, (name_a, name_b),
+                                           reference_nodata, ignore_crs_name, progress=progress)
     result = {"better": s["better"] or "tie", "pycm_best": s["pycm_best"] or "none",
               "summary": scrub_server_paths(job, out / "summary.json"), "comparison": out / "comparison.csv"}
     table = s["table"]
@@ -448,7 +448,8 @@ def validate_classification(job, classification: Path, reference: Path, referenc
     require_tiff([classification], "classification")
     require_tiff([reference], "reference")
     out = job.workdir / "qc"
-    s = validation.validate_classification(classification, reference, out, reference_nodata, ignore_crs_name=ignore_crs_name, progress=progress)
+    s = validation.validate_classification(classification, reference, out, reference_nodata,
+                                           ignore_crs_name=ignore_crs_name, progress=progress)
     return {"overall_accuracy": s["overall_accuracy"], "kappa": s["kappa"], "n": s["n"],
             "summary": scrub_server_paths(job, out / "summary.json"), "report": out / "report.html",
             "matrix": out / "report_matrix.csv",

@@ -98,12 +98,25 @@ def _imports(name: str, path: Path, is_package: bool):
             yield node, [base] + [f"{base}.{a.name}" for a in node.names], id(node) in inner
 
 
+def _imported(targets: List[str], node) -> List[str]:
+    """The modules an import statement depends on: ``import a.b.c`` on ``a.b.c`` (its parents are
+    imported too, but only the module named counts); ``from p import m, n`` on the submodules
+    ``p.m`` and ``p.n``, and on ``p`` itself only for a name that is not a submodule (``from .
+    import sibling`` in a package's module reads no name of the package's ``__init__``)."""
+    if isinstance(node, ast.Import):
+        return targets
+    base, names = targets[0], targets[1:]
+    out = [t for t in names if t in MODULES]
+    if len(out) < len(names):
+        out.append(base)
+    return out
+
+
 def _graph() -> List[Edge]:
     edges = []
     for name, (path, is_package) in MODULES.items():
         for node, targets, inside in _imports(name, path, is_package):
-            for target in targets:
-                # an import of a.b.c imports a and a.b too; only the named module counts here
+            for target in _imported(targets, node):
                 if target in MODULES and target != name:
                     edges.append((name, target, inside, node.lineno))
     return edges

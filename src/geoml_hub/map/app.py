@@ -56,7 +56,7 @@ import requests
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from ..errors import DataError, GeomlError, ParameterError
+from ..errors import DataError, ParameterError
 from ..fileio import atomic_path
 from .. import __version__
 from ..web.auth import JupyterHubAuth, StandaloneAuth, changes_state, cross_site_refusal

@@ -36,10 +36,11 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 from ... import balancing, classification, extraction, training, validation
 from ... import polygons as polygons_mod
-from ...balancing import BalanceParams
-from ...classification import ClassifyParams
-from ...training import TrainConfig
-from ...validation import EvaluateParams
+# the parameter classes of the processes (processes/ reaches the core only through this module)
+from ...balancing import BalanceParams  # noqa: F401
+from ...classification import ClassifyParams  # noqa: F401
+from ...training import TrainConfig  # noqa: F401
+from ...validation import EvaluateParams  # noqa: F401
 from ...errors import DataError, GeomlError, ParameterError
 from ...fileio import write_json
 from ...progress import ProgressCallback, report, scaled

@@ -19,7 +19,7 @@ import shutil
 import sys
 import types
 import uuid
-from typing import List, Sequence
+from typing import Sequence
 
 from pywps import Service, xml_util
 from pywps.exceptions import InvalidParameterValue, MissingParameterValue, NoApplicableCode

@@ -4,7 +4,7 @@
 **Overhead.** One trivial process, ``echo`` (a literal string input ``text``, a literal
 string output ``text``, the handler copies one to the other), in two versions with the
 same inputs, outputs, flags and handler: a plain ``pywps.Process`` and a
-``geoml_hub.wps.process.GeomlProcess`` subclass. Two long-lived child processes serve it:
+``geoml_hub.wps.ogc.process.GeomlProcess`` subclass. Two long-lived child processes serve it:
 
 * ``bare``: ``pywps.Service(processes=[plain], cfgfiles=[cfg])`` with a hand-written PyWPS
   configuration equal to the one geoml-hub generates (same ``[server]``, ``[processing]``,
@@ -153,9 +153,9 @@ prefix = pywps_
 
 
 def _ours_app(state: Path):
-    from geoml_hub.wps.app import make_app
-    from geoml_hub.wps.process import GeomlProcess
-    from geoml_hub.wps.service import build_service
+    from geoml_hub.wps.http.app import make_app
+    from geoml_hub.wps.ogc.process import GeomlProcess
+    from geoml_hub.wps.ogc.service import build_service
     from geoml_hub.wps.settings import Settings
 
     class Echo(GeomlProcess):
@@ -214,7 +214,7 @@ def case_side(args) -> dict:
         httpd.shutdown()
     result = {"side": args.side, "response_bytes": sizes}
     if args.side == "ours":  # the job table saw every sync Execute
-        from geoml_hub.wps.jobs import store_for
+        from geoml_hub.wps.jobs.store import store_for
         from geoml_hub.wps.settings import current_settings
 
         result["job_table_counts"] = store_for(current_settings().database).counts()

@@ -2,15 +2,21 @@
 
 :data:`PROCESSES` lists every process class, in the order GetCapabilities lists them (as
 bird-house's finch does). Each class carries its own attributes
-(:class:`geoml_hub.wps.process.GeomlProcess`): its parameters (``param_class``), whether it may
-run as a Kubernetes Job (``kubernetes``), whether its outputs are a quality-control report
+(:class:`geoml_hub.wps.ogc.process.GeomlProcess`): its parameters (``param_class``), whether it
+may run as a Kubernetes Job (``kubernetes``), whether its outputs are a quality-control report
 (``qc``) and how the web map fills its inputs from earlier jobs (``chain``). The WPS service
-(:func:`geoml_hub.wps.service.build_service`), the ``kubernetes_processes`` setting, the chart's
-schema and the web map read them from here.
+(:func:`build_service` here, :func:`geoml_hub.wps.ogc.service.build_service` below it), the check
+of the ``kubernetes_processes`` setting, the chart's schema and the web map read them from here.
+
+The process modules import only the WPS's OGC layer (:mod:`geoml_hub.wps.ogc`: the process base
+class, the input/output helpers and :mod:`~geoml_hub.wps.ogc.operations`, which runs the core);
+the job system and the HTTP app import this registry (``tests/test_architecture.py``).
 """
 
 import json
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple
+
+from geoml_hub.wps.ogc import service as _service
 
 from .balance_samples import BalanceSamples
 from .classify_scene import ClassifyScene
@@ -38,6 +44,17 @@ def kubernetes_capable() -> Tuple[str, ...]:
 def load() -> List:
     """One new instance of every process (PyWPS deep-copies it per request)."""
     return [cls() for cls in PROCESSES]
+
+
+def build_service(settings, processes: Optional[Sequence] = None):
+    """The :class:`pywps.Service` for ``settings`` with the registry's processes (or ``processes``):
+    :func:`geoml_hub.wps.ogc.service.build_service`."""
+    return _service.build_service(settings, load() if processes is None else processes)
+
+
+def build_service_light(settings, processes: Optional[Sequence] = None):
+    """Like :func:`build_service` for already prepared settings (job workers: nothing is written)."""
+    return _service.build_service_light(settings, load() if processes is None else processes)
 
 
 #: Where the chart's schema lists the processes that may run as Kubernetes Jobs.

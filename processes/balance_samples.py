@@ -1,21 +1,20 @@
 """WPS process ``balance_samples``: cluster-based balancing of a training sample."""
 
-from geoml_hub.balancing import BalanceParams
-from geoml_hub.wps import tasks
-from geoml_hub.wps import wpsio
-from geoml_hub.wps.process import FORMATS, GeomlProcess
+from geoml_hub.wps.ogc import operations
+from geoml_hub.wps.ogc import wpsio
+from geoml_hub.wps.ogc.process import FORMATS, GeomlProcess
 
 
 class BalanceSamples(GeomlProcess):
     identifier = "balance_samples"
-    param_class = BalanceParams
+    param_class = operations.BalanceParams
     chain = {"samples": (("extract_samples", "samples"),)}
 
     def __init__(self):
         inputs = [
             wpsio.samples_input("The files a manifest lists must lie inside the data roots, the workspace or your "
                                 "jobs' outputs."),
-            *wpsio.param_inputs(BalanceParams),
+            *wpsio.param_inputs(operations.BalanceParams),
         ]
         outputs = [
             wpsio.file_output("manifest", "Balanced manifest", FORMATS.CSV,
@@ -47,7 +46,7 @@ class BalanceSamples(GeomlProcess):
             inputs=inputs, outputs=outputs, datasets={"samples": "any"})
 
     def _handler(self, request, response):
-        result = tasks.balance_samples(self.job, self.dataset(request, "samples"), roots=self.allowed_roots(),
+        result = operations.balance_samples(self.job, self.dataset(request, "samples"), roots=self.allowed_roots(),
                                        progress=self.progress(response), **self.param_values(request))
         self.set_outputs(response, result)
         return response

@@ -1,14 +1,13 @@
 """WPS process ``classify_scene``: classify a scene into a GeoTIFF."""
 
-from geoml_hub.classification import ClassifyParams
-from geoml_hub.wps import tasks
-from geoml_hub.wps import wpsio
-from geoml_hub.wps.process import FORMATS, GeomlProcess
+from geoml_hub.wps.ogc import operations
+from geoml_hub.wps.ogc import wpsio
+from geoml_hub.wps.ogc.process import FORMATS, GeomlProcess
 
 
 class ClassifyScene(GeomlProcess):
     identifier = "classify_scene"
-    param_class = ClassifyParams
+    param_class = operations.ClassifyParams
     kubernetes = True
     chain = {"model": (("train_model", "model"),),
              "scene": (("extract_samples", "scene"), ("map", "scene"))}
@@ -17,7 +16,7 @@ class ClassifyScene(GeomlProcess):
         inputs = [
             wpsio.model_input(),
             wpsio.scene_input("Its bands must be those of the training samples unless band_map says which to use."),
-            *wpsio.param_inputs(ClassifyParams),
+            *wpsio.param_inputs(operations.ClassifyParams),
         ]
         outputs = [
             wpsio.file_output("classification", "Classification", FORMATS.GEOTIFF,
@@ -40,7 +39,7 @@ class ClassifyScene(GeomlProcess):
             inputs=inputs, outputs=outputs, datasets={"model": "file", "scene": "file"})
 
     def _handler(self, request, response):
-        result = tasks.classify_scene(self.job, self.dataset(request, "model"), self.datasets_of(request, "scene"),
+        result = operations.classify_scene(self.job, self.dataset(request, "model"), self.datasets_of(request, "scene"),
                                       progress=self.progress(response), **self.param_values(request))
         self.set_outputs(response, result)
         return response

@@ -1,8 +1,8 @@
 """WPS process ``compare_classifications``: two classifications against one reference."""
 
-from geoml_hub.wps import tasks
-from geoml_hub.wps import wpsio
-from geoml_hub.wps.process import FORMATS, GeomlProcess
+from geoml_hub.wps.ogc import operations
+from geoml_hub.wps.ogc import wpsio
+from geoml_hub.wps.ogc.process import FORMATS, GeomlProcess
 
 
 def _side_outputs(suffix: str, which: str):
@@ -65,10 +65,10 @@ class CompareClassifications(GeomlProcess):
             datasets={"classification_a": "file", "classification_b": "file", "reference": "file"})
 
     def check(self, wps_request):
-        tasks.check_version_names(self.value(wps_request, "name_a", "A"), self.value(wps_request, "name_b", "B"))
+        operations.check_version_names(self.value(wps_request, "name_a", "A"), self.value(wps_request, "name_b", "B"))
 
     def _handler(self, request, response):
-        result = tasks.compare_classifications(
+        result = operations.compare_classifications(
             self.job, self.dataset(request, "classification_a"), self.dataset(request, "classification_b"),
             self.dataset(request, "reference"),
             name_a=self.value(request, "name_a", "A"), name_b=self.value(request, "name_b", "B"),

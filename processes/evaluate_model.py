@@ -1,14 +1,13 @@
 """WPS process ``evaluate_model``: patch-level quality control of a model."""
 
-from geoml_hub.validation import EvaluateParams
-from geoml_hub.wps import tasks
-from geoml_hub.wps import wpsio
-from geoml_hub.wps.process import FORMATS, GeomlProcess
+from geoml_hub.wps.ogc import operations
+from geoml_hub.wps.ogc import wpsio
+from geoml_hub.wps.ogc.process import FORMATS, GeomlProcess
 
 
 class EvaluateModel(GeomlProcess):
     identifier = "evaluate_model"
-    param_class = EvaluateParams
+    param_class = operations.EvaluateParams
     kubernetes = True
     qc = True
     chain = {"model": (("train_model", "model"),)}
@@ -18,7 +17,7 @@ class EvaluateModel(GeomlProcess):
             wpsio.model_input(),
             wpsio.samples_input("Their class directories (or manifest classes) are the reference labels; the bands "
                                 "and patch size must be those the model was trained on."),
-            *wpsio.param_inputs(EvaluateParams),
+            *wpsio.param_inputs(operations.EvaluateParams),
         ]
         outputs = wpsio.qc_outputs() + [
             wpsio.file_output("predictions", "Predictions", FORMATS.CSV,
@@ -34,7 +33,7 @@ class EvaluateModel(GeomlProcess):
             inputs=inputs, outputs=outputs, datasets={"model": "file", "samples": "any"})
 
     def _handler(self, request, response):
-        result = tasks.evaluate_model(
+        result = operations.evaluate_model(
             self.job, self.dataset(request, "model"), self.dataset(request, "samples"),
             roots=self.allowed_roots(), progress=self.progress(response), **self.param_values(request))
         self.set_outputs(response, result)

@@ -1,8 +1,8 @@
 """WPS process ``extract_samples``: training samples from the labelled pixels of a scene."""
 
-from geoml_hub.wps import tasks
-from geoml_hub.wps import wpsio
-from geoml_hub.wps.process import FORMATS, GeomlProcess
+from geoml_hub.wps.ogc import operations
+from geoml_hub.wps.ogc import wpsio
+from geoml_hub.wps.ogc.process import FORMATS, GeomlProcess
 
 
 class ExtractSamples(GeomlProcess):
@@ -76,10 +76,10 @@ class ExtractSamples(GeomlProcess):
             inputs=inputs, outputs=outputs, datasets={"scene": "file", "reference": "file"})
 
     def check(self, wps_request):
-        tasks.parse_class_names(self.value(wps_request, "class_names"))
+        operations.parse_class_names(self.value(wps_request, "class_names"))
 
     def _handler(self, request, response):
-        result = tasks.extract_samples(
+        result = operations.extract_samples(
             self.job, self.datasets_of(request, "scene"), self.dataset(request, "reference"),
             patch_size=self.value(request, "patch_size", 1),
             reference_nodata=self.value(request, "reference_nodata", 0.0),

@@ -1,14 +1,13 @@
 """WPS process ``train_model``: train a CNN (or per-pixel network) on a training sample."""
 
-from geoml_hub.training import TrainConfig
-from geoml_hub.wps import tasks
-from geoml_hub.wps import wpsio
-from geoml_hub.wps.process import FORMATS, GeomlProcess
+from geoml_hub.wps.ogc import operations
+from geoml_hub.wps.ogc import wpsio
+from geoml_hub.wps.ogc.process import FORMATS, GeomlProcess
 
 
 class TrainModel(GeomlProcess):
     identifier = "train_model"
-    param_class = TrainConfig
+    param_class = operations.TrainConfig
     kubernetes = True
     chain = {"samples": (("balance_samples", "manifest"), ("extract_samples", "samples"))}
 
@@ -16,7 +15,7 @@ class TrainModel(GeomlProcess):
         inputs = [
             wpsio.samples_input("The files a manifest lists must lie inside the data roots, the workspace or your "
                                 "jobs' outputs."),
-            *wpsio.param_inputs(TrainConfig),
+            *wpsio.param_inputs(operations.TrainConfig),
         ]
         outputs = [
             wpsio.file_output("model", "Model", wpsio.MODEL_FORMAT,
@@ -48,7 +47,7 @@ class TrainModel(GeomlProcess):
             inputs=inputs, outputs=outputs, datasets={"samples": "any"})
 
     def _handler(self, request, response):
-        result = tasks.train_model(self.job, self.dataset(request, "samples"), roots=self.allowed_roots(),
+        result = operations.train_model(self.job, self.dataset(request, "samples"), roots=self.allowed_roots(),
                                    progress=self.progress(response), **self.param_values(request))
         self.set_outputs(response, result)
         wpsio.drop_unset_outputs(request, response, result)

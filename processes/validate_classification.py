@@ -1,8 +1,8 @@
 """WPS process ``validate_classification``: PyCM quality control of a classified scene."""
 
-from geoml_hub.wps import wpsio
-from geoml_hub.wps import tasks
-from geoml_hub.wps.process import GeomlProcess
+from geoml_hub.wps.ogc import wpsio
+from geoml_hub.wps.ogc import operations
+from geoml_hub.wps.ogc.process import GeomlProcess
 
 
 class ValidateClassification(GeomlProcess):
@@ -35,7 +35,7 @@ class ValidateClassification(GeomlProcess):
             inputs=inputs, outputs=outputs, datasets={"classification": "file", "reference": "file"})
 
     def _handler(self, request, response):
-        result = tasks.validate_classification(
+        result = operations.validate_classification(
             self.job, self.dataset(request, "classification"), self.dataset(request, "reference"),
             reference_nodata=self.value(request, "reference_nodata", 0.0),
             ignore_crs_name=self.value(request, "ignore_crs_name", False),

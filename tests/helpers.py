@@ -119,7 +119,7 @@ def hostile_labels(source, path, codes=(1, 2, 3, 4, 5)) -> Path:
 class TokenIdentity:
     """The authenticator hook's contract (``identify(environ) -> Identity | None``) with hub-like
     tokens: ``Authorization: token <t>`` is user ``tokens[t]`` (``admin`` is an admin), and
-    ``token_of`` hands the token on, as :class:`geoml_hub.wps.auth.JupyterHubAuth` does, so the
+    ``token_of`` hands the token on, as :class:`geoml_hub.web.auth.JupyterHubAuth` does, so the
     map calls the WPS as its user."""
 
     def __init__(self, tokens: Mapping[str, str]):
@@ -130,7 +130,7 @@ class TokenIdentity:
         return value.strip() if kind.lower() in ("token", "bearer") and value.strip() else None
 
     def identify(self, environ):
-        from geoml_hub.wps.auth import Identity
+        from geoml_hub.web.auth import Identity
 
         name = self.tokens.get(self.token_of(environ) or "")
         return Identity(name, admin=(name == "admin")) if name else None

@@ -475,7 +475,7 @@ def test_job_backend_off_by_default(rendered):
 def test_job_backend_renders_a_job_spec_the_wps_accepts(rendered, tmp_path, monkeypatch):
     """The rendered wps.ini and job-spec.json load into the WPS settings; the Jobs they make
     validate strictly, run like the profiles (placement) and use only what the chart creates."""
-    from geoml_hub.wps import k8s
+    from geoml_hub.wps.jobs import kubernetes as k8s
     from geoml_hub.wps.settings import load_settings
 
     docs = rendered["all-on"]

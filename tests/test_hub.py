@@ -61,16 +61,17 @@ def down(state_dir: Path) -> subprocess.CompletedProcess:
 
 
 def hub_tree(state_dir: Path):
-    from geoml_hub.hub.up import descendants, running
+    from geoml_hub.hub.up import running
+    from geoml_hub.web.proctree import descendants
 
     pid, ticks = running(state_dir)
     return [(pid, ticks)] + descendants(pid)
 
 
 def alive(pid, ticks):
-    from geoml_hub.wps.jobs import worker_alive
+    from geoml_hub.web.proctree import alive as process_alive
 
-    return worker_alive(pid, ticks)
+    return process_alive(pid, ticks)
 
 
 @pytest.fixture(scope="module")

@@ -276,7 +276,7 @@ def test_wps_through_the_map_and_polygons_saved_in_the_workspace(stack, tmp_path
     assert m.get("/api/layer-info", params={"dataset": "jobs/00000000-0000-0000-0000-000000000000/x.tif"}
                  ).status_code == 404
     # the retention policy removes the job's outputs: the map's cached copy is not shown any more
-    from geoml_hub.wps.jobs import JobStore
+    from geoml_hub.wps.jobs.store import JobStore
 
     store = JobStore(f"sqlite:///{wps.state_dir.resolve() / 'log.sqlite'}")
     store.mark_outputs_removed(job_id)
@@ -299,8 +299,8 @@ def two_users(tmp_path_factory):
     from werkzeug.test import Client
 
     from geoml_hub.map.app import MapApp, MapSettings
-    from geoml_hub.wps.app import make_app
-    from geoml_hub.wps.service import build_service
+    from geoml_hub.wps.http.app import make_app
+    from geoml_hub.processes import build_service
     from geoml_hub.wps.settings import Settings
 
     tmp = tmp_path_factory.mktemp("two-users")
@@ -332,7 +332,7 @@ def test_job_outputs_on_the_map_are_cached_per_user_and_checked_every_time(two_u
     """Alice views her job's raster; bob then gets 404 for its info, preview, legend and tiles,
     exactly as for an unknown job, although alice's copy is cached; every cached answer is checked
     with the WPS first (publishing, withdrawing and retention take effect at once)."""
-    from geoml_hub.wps.jobs import JobStore
+    from geoml_hub.wps.jobs.store import JobStore
 
     m, settings, cache = two_users
     job = execute_sync(m, ALICE, "extract_samples", {"scene": SCENE, "reference": REFERENCE, "test_fraction": 0.3})

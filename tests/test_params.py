@@ -41,7 +41,7 @@ class Toy:
 
 
 def test_a_declared_field_becomes_an_option_an_input_and_a_pass_through():
-    from geoml_hub.wps import wpsio
+    from geoml_hub.wps.ogc import wpsio
 
     parser = cli.argparse.ArgumentParser()
     params.add_cli_options(parser, Toy)

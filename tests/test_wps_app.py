@@ -21,12 +21,12 @@ from werkzeug.test import Client
 from conftest import DATA, LABELS as LABELS_PATH
 from helpers import XSS_NAME, hostile_labels
 from geoml_hub.errors import ParameterError
-from geoml_hub.wps import datasets as ds
-from geoml_hub.wps.app import make_app
-from geoml_hub.wps.auth import Identity
-from geoml_hub.wps.jobs import JobStore, process_start_ticks, worker_alive
-from geoml_hub.wps.process import wps_message
-from geoml_hub.wps.service import build_service
+from geoml_hub.wps.ogc import inputs as ds
+from geoml_hub.wps.http.app import make_app
+from geoml_hub.web.auth import Identity
+from geoml_hub.wps.jobs.store import JobStore, process_start_ticks, worker_alive
+from geoml_hub.wps.ogc.process import wps_message
+from geoml_hub.processes import build_service
 from geoml_hub.wps.settings import Settings, load_settings
 
 LABELS = "data/landsat7_chiapas/training_data.gtif"
@@ -325,10 +325,11 @@ def test_worker_identity_survives_pid_reuse():
 
 def test_docs_process_reference_is_current():
     """docs/wps.md holds the output of ``geoml-hub wps describe`` (regenerate it after changing a process)."""
-    from geoml_hub.wps.describe import docs_section, render_markdown
+    from geoml_hub.processes import load
+    from geoml_hub.wps.ogc.describe import docs_section, render_markdown
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "wps.md").read_text(encoding="utf-8")
-    assert docs_section(text) == render_markdown()
+    assert docs_section(text) == render_markdown(load())
 
 
 def test_core_never_imports_pywps():

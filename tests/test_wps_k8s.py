@@ -1,4 +1,4 @@
-"""The Kubernetes Job backend of the WPS (geoml_hub.wps.k8s), without a cluster.
+"""The Kubernetes Job backend of the WPS (geoml_hub.wps.jobs.kubernetes), without a cluster.
 
 The Job manifests are validated strictly with kubernetes-validate; the status mapping is
 tested on Job and Pod objects as the ``kubernetes`` client returns them (deserialized from
@@ -19,7 +19,7 @@ import kubernetes_validate
 from kubernetes import client
 from urllib3.response import HTTPResponse
 
-from geoml_hub.wps import k8s
+from geoml_hub.wps.jobs import kubernetes as k8s
 from kube_standin import ApiHandler, serve
 
 SETTINGS = "/var/lib/geoml-hub/wps/settings.json"
@@ -78,7 +78,7 @@ def test_cpu_manifest():
         assert labels["app.kubernetes.io/instance"] == "geoml"
     c = container(m)
     assert c["image"] == "docker.io/geoml-hub/notebook-cpu:1.0.0"
-    assert c["command"] == ["python", "-m", "geoml_hub.wps.worker", SETTINGS, job_id]
+    assert c["command"] == ["python", "-m", "geoml_hub.wps.jobs.worker", SETTINGS, job_id]
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["GEOML_DEVICE"] == "cpu" and env["CUDA_VISIBLE_DEVICES"] == ""
     assert "nvidia.com/gpu" not in c["resources"].get("limits", {})
@@ -430,15 +430,18 @@ def test_load_job_spec_errors_name_the_file(tmp_path):
 
 def test_backend_settings_are_checked(tmp_path, monkeypatch):
     from geoml_hub.errors import ParameterError
+    from geoml_hub.processes import build_service
     from geoml_hub.wps.settings import Settings
 
     with pytest.raises(ParameterError, match="backend must be local or kubernetes"):
         Settings(state_dir=tmp_path, backend="slurm")
     with pytest.raises(ParameterError, match="needs kubernetes_job_spec"):
         Settings(state_dir=tmp_path, backend="kubernetes")
+    # which processes may run as Kubernetes Jobs is the registry's to say: the service refuses the rest
+    bad = Settings(state_dir=tmp_path, backend="kubernetes", kubernetes_job_spec=tmp_path / "s.json",
+                   kubernetes_processes="train_model, extract_samples")
     with pytest.raises(ParameterError, match="extract_samples cannot run as Kubernetes Jobs"):
-        Settings(state_dir=tmp_path, backend="kubernetes", kubernetes_job_spec=tmp_path / "s.json",
-                 kubernetes_processes="train_model, extract_samples")
+        build_service(bad)
     monkeypatch.delenv("GEOML_NO_SUCH_DB", raising=False)
     with pytest.raises(ParameterError, match="GEOML_NO_SUCH_DB is not set"):
         Settings(state_dir=tmp_path, database="env:GEOML_NO_SUCH_DB")

@@ -33,7 +33,7 @@ from pywps.tests import client_for  # noqa: E402  (it turns logging off for the 
 logging.disable(logging.NOTSET)
 
 from geoml_hub.processes import PROCESSES, identifiers  # noqa: E402
-from geoml_hub.wps.service import build_service  # noqa: E402
+from geoml_hub.processes import build_service  # noqa: E402
 
 PROCESS_IDENTIFIERS = identifiers()
 from geoml_hub.wps.settings import Settings  # noqa: E402
@@ -529,10 +529,10 @@ def test_compare_classifications_by_post(wps, chiapas_extract, classified_1999, 
 def test_progress_is_reported_per_window_and_per_epoch(wps, chiapas_train, chiapas_balance, tmp_path):
     """The tasks hand the core's progress callback through: one report per classified window,
     one per epoch (the process maps them onto the WPS status)."""
-    from geoml_hub.wps import tasks
-    from geoml_hub.wps.datasets import Access
-    from geoml_hub.wps.jobs import store_for
-    from geoml_hub.wps.process import JobContext
+    from geoml_hub.wps.ogc import operations as tasks
+    from geoml_hub.wps.ogc.inputs import Access
+    from geoml_hub.wps.jobs.store import store_for
+    from geoml_hub.wps.ogc.process import JobContext
 
     job = JobContext("0" * 32, Access("local", True), wps.settings, store_for(wps.settings.database), tmp_path)
     calls: List[Tuple[float, str]] = []
@@ -652,7 +652,7 @@ EXCEPTION_CASES = [
 @pytest.mark.parametrize("identifier,inputs,code,locator,text", EXCEPTION_CASES,
                          ids=[f"{c[0]}-{c[3]}-{i}" for i, c in enumerate(EXCEPTION_CASES)])
 def test_bad_inputs_give_an_exception_report(wps, workspace, identifier, inputs, code, locator, text):
-    from geoml_hub.wps.jobs import store_for
+    from geoml_hub.wps.jobs.store import store_for
 
     before = len(store_for(wps.settings.database).list())
     res = execute(wps, identifier, inputs)
@@ -686,7 +686,7 @@ FAILURE_CASES = [
 @pytest.mark.parametrize("identifier,inputs,text", FAILURE_CASES,
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(FAILURE_CASES)])
 def test_bad_data_fails_the_job_with_a_clear_message(wps, workspace, identifier, inputs, text):
-    from geoml_hub.wps.jobs import FAILED, store_for
+    from geoml_hub.wps.jobs.store import FAILED, store_for
 
     res = execute(wps, identifier, inputs)
     assert res.status_code == 200 and res.failed
@@ -749,7 +749,7 @@ report = {{}}
 for name in {PROCESS_MODULES!r}:
     mod = importlib.import_module("geoml_hub.processes." + name)
     report[name] = [h for h in heavy if h in sys.modules]
-from geoml_hub.wps.service import build_service, load_processes
+from geoml_hub.processes import build_service, load as load_processes
 from geoml_hub.wps.settings import Settings
 from pywps.tests import client_for
 procs = load_processes()
@@ -778,7 +778,7 @@ def test_refused_request_leaves_no_working_directory(wps):
 def test_zz_nothing_written_outside_the_job_directories(wps, data_snapshot, data_dir, workspace):
     """Runs last (file order): the data root is unchanged, the workspace holds only what the
     tests put there, the working directories are gone and outputs/ holds only jobs."""
-    from geoml_hub.wps.jobs import store_for
+    from geoml_hub.wps.jobs.store import store_for
 
     assert snapshot(data_dir) == data_snapshot
     assert sorted(p.name for p in workspace.iterdir()) == sorted(

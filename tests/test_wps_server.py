@@ -94,7 +94,7 @@ def wait_for(predicate, timeout=60.0, what="condition"):
 
 
 def db_job(state_dir, database, job_id):
-    from geoml_hub.wps.jobs import JobStore
+    from geoml_hub.wps.jobs.store import JobStore
 
     store = JobStore(database or f"sqlite:///{Path(state_dir).resolve() / 'log.sqlite'}")
     try:
@@ -104,7 +104,7 @@ def db_job(state_dir, database, job_id):
 
 
 def alive(pid):
-    from geoml_hub.wps.jobs import process_start_ticks
+    from geoml_hub.wps.jobs.store import process_start_ticks
 
     return process_start_ticks(pid) is not None
 

@@ -26,7 +26,7 @@ from .models import Model, load_model
 from .params import device_param, param, tta_param
 from .progress import ProgressCallback, report
 from .samples import SampleSet, load_samples
-from .scene import Scene
+from .scene import GDAL_CACHE_MB, Scene
 
 NODATA = 255
 PREDICTIONS_HEADER = ("file", "index", "reference", "predicted", "predicted_code", "probability")
@@ -237,7 +237,6 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
     codes = np.array(model.class_codes, dtype=np.uint8)
     counts = np.zeros(len(codes), dtype=np.int64)
     nodata_pixels = 0
-    from .validation import GDAL_CACHE_MB
 
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), Scene(scene) as sc:
         bands = resolve_band_map(model, sc.count, band_map, str(sc.paths[0]))

@@ -8,16 +8,23 @@ Expected errors print one line, ``geoml-hub: error: ...``, and exit with status 
 from __future__ import annotations
 
 import argparse
+import configparser
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
+from tqdm import tqdm
+
 from . import __version__, params
-from .balancing import BalanceParams
-from .classification import ClassifyParams
+from .balancing import BalanceParams, balance_samples
+from .classification import ClassifyParams, classify_scene
 from .errors import GeomlError
-from .training import TrainConfig
-from .validation import EvaluateParams
+from .extraction import extract_samples
+from .pipeline import run_patch_pipeline, run_scene_pipeline
+from .samples import load_samples
+from .training import TrainConfig, train_model
+from .validation import EvaluateParams, compare_classifications, evaluate_model, validate_classification
 
 
 @contextmanager
@@ -27,8 +34,6 @@ def progress_bar(enabled: bool, desc: str) -> Iterator:
     if not enabled:
         yield None
         return
-    from tqdm import tqdm
-
     bar = tqdm(total=1000, desc=desc, unit="‰", leave=False, file=sys.stderr, disable=None,  # off when not a TTY
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
 
@@ -239,8 +244,6 @@ def run(args) -> int:
     quiet = args.quiet
     cmd = args.command
     if cmd == "extract":
-        from .extraction import extract_samples
-
         with progress_bar(not quiet, "extract") as cb:
             res = extract_samples(args.scene, args.reference, args.out, args.patch_size,
                                   _floats(args.reference_nodata), _class_names(args.class_names),
@@ -248,9 +251,6 @@ def run(args) -> int:
         print(f"wrote {sum(res.counts.values())} samples from {len(res.regions)} regions to {res.root}: "
               + ", ".join(f"{k} {v}" for k, v in res.counts.items()))
     elif cmd == "balance":
-        from .balancing import balance_samples
-        from .samples import load_samples
-
         with progress_bar(not quiet, "balance") as cb:
             res = balance_samples(load_samples(args.samples), progress=cb, **params.cli_values(args, BalanceParams))
             res.write(args.out)
@@ -260,8 +260,6 @@ def run(args) -> int:
         for name, c in s["classes"].items():
             print(f"  {name}: {c['before']} -> {c['after']} (step {c['step']}, threshold {c['threshold']})")
     elif cmd == "train":
-        from .training import train_model
-
         with progress_bar(not quiet, "train") as cb:
             res = train_model(args.samples, args.out, progress=cb, **params.cli_values(args, TrainConfig))
         acc = res.val_overall_accuracy
@@ -269,28 +267,20 @@ def run(args) -> int:
               f"best epoch {res.best_epoch}" + (f", validation overall accuracy {acc:.3f}" if acc is not None else ""))
         print(f"wrote {res.model_path}, {res.history_path}, {res.curves_path}")
     elif cmd == "evaluate":
-        from .validation import evaluate_model
-
         with progress_bar(not quiet, "evaluate") as cb:
             s = evaluate_model(args.model, args.samples, args.out, progress=cb, **params.cli_values(args, EvaluateParams))
         print(format_qc(s))
     elif cmd == "classify":
-        from .classification import classify_scene
-
         with progress_bar(not quiet, "classify") as cb:
             res = classify_scene(args.model, args.scene, args.out, progress=cb, **params.cli_values(args, ClassifyParams))
         print(f"wrote {res.path} ({res.pixels} pixels, {res.nodata_pixels} nodata, stride {res.stride}): "
               + ", ".join(f"{k} {v}" for k, v in res.counts.items()))
     elif cmd == "validate":
-        from .validation import validate_classification
-
         with progress_bar(not quiet, "validate") as cb:
             s = validate_classification(args.classification, args.reference, args.out, _floats(args.reference_nodata),
                                         ignore_crs_name=args.ignore_crs_name, progress=cb)
         print(format_qc(s))
     elif cmd == "compare":
-        from .validation import compare_classifications
-
         names = tuple(n.strip() for n in args.names.split(","))
         if len(names) != 2:
             raise GeomlError(f"--names takes two names separated by a comma, got {args.names!r}")
@@ -306,8 +296,8 @@ def run(args) -> int:
     elif cmd == "map":
         return run_map(args)
     elif cmd == "up":
-        from pathlib import Path
-
+        # imported here: each layer needs its own extras (the hub: jupyterhub; the WPS: PyWPS; the
+        # map: rio-tiler), and an image installs only its own
         from .hub.up import DEFAULT_STATE, up
 
         return up(Path(args.state_dir) if args.state_dir else DEFAULT_STATE, foreground=not args.detach,
@@ -316,14 +306,10 @@ def run(args) -> int:
                   profiles_file=args.profiles, extra_config=args.config, wps_parallel=args.wps_parallel,
                   single_account=args.single_account, homes_dir=args.homes_dir, public_dir=args.public_dir)
     elif cmd == "down":
-        from pathlib import Path
-
-        from .hub.up import DEFAULT_STATE, down
+        from .hub.up import DEFAULT_STATE, down  # imported here: see `up`
 
         return down(Path(args.state_dir) if args.state_dir else DEFAULT_STATE)
     elif cmd == "pipeline":
-        from .pipeline import run_patch_pipeline, run_scene_pipeline
-
         train = params.cli_values(args, TrainConfig, skip=("seed",))
         balance = params.cli_values(args, BalanceParams, skip=("seed",))
         if args.scene:
@@ -353,12 +339,13 @@ def run(args) -> int:
 
 def run_map(args) -> int:
     """``geoml-hub map serve``."""
+    # imported here: the map's extras (rio-tiler, werkzeug) are not in every image
     from .map.app import MapSettings
     from .map.server import serve
-    from .wps.settings import _parse_roots
+    from .wps.settings import parse_roots
 
     host = args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    settings = MapSettings(data_roots=_parse_roots(",".join(args.data_root or [])), wps_url=args.wps_url,
+    settings = MapSettings(data_roots=parse_roots(",".join(args.data_root or [])), wps_url=args.wps_url,
                            wps_public_url=args.wps_public_url or "", url=args.url or f"http://{host}:{args.port}",
                            auth=args.auth, cache_dir=args.cache_dir, revalidate_seconds=args.revalidate_seconds,
                            basemap_url=args.basemap_url,
@@ -369,11 +356,13 @@ def run_map(args) -> int:
 def run_wps(args) -> int:
     """``geoml-hub wps serve`` and ``geoml-hub wps describe``."""
     if args.wps_command == "describe":
-        from .wps.describe import render_markdown
+        # imported here (and serve below): PyWPS is in the WPS's extras, not in every image
+        from .processes import load
+        from .wps.ogc.describe import render_markdown
 
-        sys.stdout.write(render_markdown())
+        sys.stdout.write(render_markdown(load()))
         return 0
-    from .wps.server import serve
+    from .wps.http.serve import serve  # imported here: PyWPS is in the WPS's extras (see above)
     from .wps.settings import load_settings
 
     roots = None
@@ -393,8 +382,6 @@ def run_wps(args) -> int:
 def _config_sets_url(config: Optional[str]) -> bool:
     if not config:
         return False
-    import configparser
-
     cfg = configparser.ConfigParser(interpolation=None)
     cfg.read(config)
     return cfg.has_option("geoml", "url")

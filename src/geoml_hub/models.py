@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from . import __version__
 from .errors import ModelError, ParameterError
 from .fileio import PathLike, atomic_path
 
@@ -34,6 +35,7 @@ _REQUIRED = ("format", "format_version", "state_dict", "architecture", "hyperpar
 
 
 def _torch():
+    # imported here: torch takes seconds to load; reading a model's metadata, the WPS and the hub need none
     import torch
 
     return torch
@@ -54,7 +56,7 @@ def build_network(architecture: Dict) -> "torch.nn.Module":
     name = architecture.get("name")
     if name != "patch_cnn":
         raise ModelError(f"unknown architecture {name!r}")
-    from .networks import PatchCNN
+    from .networks import PatchCNN  # imported here: networks imports torch (see _torch)
 
     rows, cols = (int(v) for v in architecture["patch_size"])
     return PatchCNN(int(architecture["in_bands"]), int(architecture["n_classes"]), min(rows, cols),
@@ -74,8 +76,6 @@ def manifest_hash(samples: Sequence) -> str:
 
 def library_versions() -> Dict[str, str]:
     """Versions of the libraries a model file depends on."""
-    from . import __version__
-
     torch = _torch()
     return {"geoml_hub": __version__, "torch": str(torch.__version__), "numpy": str(np.__version__),
             "python": platform.python_version()}

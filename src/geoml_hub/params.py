@@ -9,7 +9,7 @@ From these declarations come
 
 * the command-line options (:func:`add_cli_options`, :func:`cli_values`; ``geoml_hub.cli``),
 * the WPS literal inputs with their DescribeProcess metadata
-  (:func:`geoml_hub.wps.wpsio.param_inputs`; ``processes/``),
+  (:func:`geoml_hub.wps.ogc.wpsio.param_inputs`; ``processes/``),
 * the pipeline's pass-through (:func:`names`; ``geoml_hub.pipeline``),
 * the parameter tables of ``docs/parameters.md`` (:mod:`geoml_hub.paramdoc`).
 

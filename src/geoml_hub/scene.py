@@ -15,6 +15,10 @@ import numpy as np
 from .errors import DataError, GridMismatchError
 from .fileio import PathLike
 
+#: GDAL's block cache (MB) while classifying and validating: GDAL's default is 5 % of RAM; capped
+#: so memory stays flat.
+GDAL_CACHE_MB = 64
+
 
 def _open(path: PathLike):
     import rasterio

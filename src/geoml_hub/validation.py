@@ -20,19 +20,21 @@ import math
 import os
 import tempfile
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .classification import as_model, class_names_from_raster, predict_samples
 from .errors import DataError, ParameterError
 from .fileio import PathLike, save_figure, write_csv, write_json
 from .params import device_param, tta_param
-from .progress import ProgressCallback, report
+from .progress import ProgressCallback, report, scaled
+from .scene import GDAL_CACHE_MB, _open, check_same_grid
 
 ROW_BLOCK = 1024  # rows per window; bounded memory whatever the raster width
-GDAL_CACHE_MB = 64  # GDAL's block cache defaults to 5 % of RAM: cap it so memory stays flat
 
 
 def gdal_env():
@@ -114,7 +116,6 @@ def confusion_counts(classification: PathLike, reference: PathLike, reference_no
     """
     from rasterio.windows import Window
 
-    from .scene import _open, check_same_grid
 
     with gdal_env(), _open(classification) as cls_src, _open(reference) as ref_src:
         for src, what in ((cls_src, f"classification {classification}"), (ref_src, f"reference {reference}")):
@@ -153,8 +154,6 @@ def _read_pairs(ref_src, cls_src, windows):
     """Yield ``(window, reference, classification)`` arrays, reading the next window in a
     background thread while the caller counts the current one (GDAL releases the GIL).
     Only the reader thread touches the datasets."""
-    from concurrent.futures import ThreadPoolExecutor
-
     def read(win):
         return ref_src.read(1, window=win), cls_src.read(1, window=win)
 
@@ -175,8 +174,6 @@ def _byte_counts(ref_src, cls_src, windows, unlabelled, cls_nodata, progress) ->
     accumulated, then the unlabelled row is dropped and the classification-nodata column
     becomes the ``unclassified`` count.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     r_off = 128 if ref_src.dtypes[0] == "int8" else 0
     p_off = 128 if cls_src.dtypes[0] == "int8" else 0
 
@@ -362,7 +359,6 @@ def validate_classification(classification: PathLike, reference: PathLike, out_d
     ------
     GridMismatchError, DataError
     """
-    from .classification import class_names_from_raster
 
     counts = confusion_counts(classification, reference, reference_nodata, ignore_crs_name, progress)
     names = dict(class_names) if class_names else class_names_from_raster(classification)
@@ -404,7 +400,6 @@ def evaluate_model(model, samples, out_dir: Optional[PathLike] = None, device: s
         The summary (``overall_accuracy``, ``kappa``, ``ppv``, ``tpr``, ``f1``, ``n``,
         ``classes``, ...).
     """
-    from .classification import as_model, predict_samples
 
     model = as_model(model, device)
     out = Path(out_dir) if out_dir is not None else None
@@ -438,7 +433,6 @@ def compare_classifications(classification_a: PathLike, classification_b: PathLi
     ParameterError
         If the two names are equal.
     """
-    from .progress import scaled
 
     if names[0] == names[1]:
         raise ParameterError(f"the two classifications need different names, got {names}")

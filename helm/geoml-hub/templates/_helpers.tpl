@@ -141,7 +141,7 @@ the WPS pod and its job pods get the same list. */}}
 {{- include "geoml-hub.component" (dict "root" . "component" "wps-job") -}}
 {{- end -}}
 
-{{/* geoml_hub.wps.k8s.JobSpec of the WPS Job backend, as JSON: images, placement and limits
+{{/* geoml_hub.wps.jobs.kubernetes.JobSpec of the WPS Job backend, as JSON: images, placement and limits
 from wps.jobs; the WPS's volumes at the same paths (outputs read-write, shared data and
 results read-only); the pod security context of the WPS. */}}
 {{- define "geoml-hub.wpsJobSpec" -}}

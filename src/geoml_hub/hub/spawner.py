@@ -50,6 +50,7 @@ import os
 import pwd
 from typing import Any, Dict, List, Optional
 
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jupyterhub.spawner import SimpleLocalProcessSpawner, set_user_setuid
 from traitlets import Bool, Dict as DictTrait, Integer, List as ListTrait, Unicode, default, validate
 
@@ -84,8 +85,6 @@ _LOCAL_TRAITS = ("environment", "mem_limit", "mem_guarantee", "cpu_limit", "cpu_
 
 
 def _render(template: str, **context: Any) -> str:
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
-
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True),
                       keep_trailing_newline=True)
     return env.get_template(template).render(**context)

@@ -22,6 +22,7 @@ Two modes, chosen by the account that runs it (docs/security.md):
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import secrets
@@ -34,11 +35,16 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
+
+import requests
 
 from ..errors import GeomlError, ParameterError
+from ..web.proctree import alive, process_start_ticks, stop_tree
+from ..web.vendor import find_vendor
 from . import accounts
 from .config import public_url
+from .profiles import ProfileError, load_profiles
 
 DEFAULT_STATE = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "geoml-hub" / "hub"
 #: as root: where the users' accounts get their homes, and what they share (results, data)
@@ -50,13 +56,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def find_vendor() -> Path:
-    """``node_modules`` with Leaflet for the map service (see :func:`geoml_hub.map.app.find_vendor`)."""
-    from ..map.app import find_vendor as find
-
-    return find()
 
 
 def find_chp() -> str:
@@ -88,73 +87,6 @@ def _write_secret(path: Path, value: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
     os.chmod(path, 0o600)
-
-
-# -- process tree ---------------------------------------------------------------------------------
-def _proc_table() -> Dict[int, Tuple[int, int]]:
-    """pid -> (parent pid, start ticks) of every live process."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        rest = raw[raw.rfind(")") + 2:].split()
-        if rest[0] in ("Z", "X"):
-            continue
-        out[int(entry)] = (int(rest[1]), int(rest[19]))
-    return out
-
-
-def descendants(pid: int) -> List[Tuple[int, int]]:
-    """``(pid, start ticks)`` of every live descendant of ``pid``."""
-    table = _proc_table()
-    children: Dict[int, List[int]] = {}
-    for p, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(p)
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append((child, table[child][1]))
-            todo.append(child)
-    return out
-
-
-def _alive(pid: int, ticks: Optional[int]) -> bool:
-    from ..wps.jobs import worker_alive
-
-    return worker_alive(pid, ticks)
-
-
-def stop_tree(pid: int, ticks: Optional[int], timeout: float = 45.0) -> List[int]:
-    """SIGTERM ``pid`` (JupyterHub stops its servers and services), wait, then stop whatever of
-    its process tree is left. Returns the pids that had to be killed."""
-    tree = descendants(pid)
-    if _alive(pid, ticks):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid, ticks):
-            time.sleep(0.2)
-        if _alive(pid, ticks):
-            os.kill(pid, signal.SIGKILL)
-    tree += [d for d in descendants(pid) if d not in tree]
-    left = [(p, t) for p, t in tree if _alive(p, t)]
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        for p, t in left:
-            if _alive(p, t):
-                try:
-                    os.kill(p, sig)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(_alive(p, t) for p, t in left):
-            time.sleep(0.1)
-        left = [(p, t) for p, t in left if _alive(p, t)]
-        if not left:
-            break
-    return [p for p, _ in left]
 
 
 # -- up ----------------------------------------------------------------------------------------------
@@ -202,8 +134,6 @@ def prepare(state_dir: Path, port: int = 8000, ip: str = "127.0.0.1", data_root:
     for what, path in (("--profiles", profiles_file), ("--config", extra_config)):
         if path is not None and not Path(path).is_file():
             raise ParameterError(f"{what}: no such file {path}")
-    from .profiles import ProfileError, load_profiles
-
     try:
         load_profiles(profiles_file)  # a bad file fails here, not when the first user opens the form
     except ProfileError as exc:
@@ -257,8 +187,6 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.
 def create_admin(url: str, state: Path, admin_user: str) -> Optional[str]:
     """On the first start: sign the admin up (NativeAuthenticator authorizes admin users at
     sign-up) with a generated password, stored in ``STATE/admin_password`` (0600)."""
-    import requests
-
     pw_file = state / "admin_password"
     if pw_file.exists():
         return None
@@ -284,8 +212,6 @@ def mode_line(s: Dict) -> str:
     if s.get("system_users"):
         return (f"multi-user: each user's server runs as their own account jupyter-<name> (homes in "
                 f"{s['homes_dir']}, mode 0700); shared results in {s['public_dir']}/results")
-    import getpass
-
     return (f"single-account: every user's server runs as {getpass.getuser()!r} and can read the others' "
             "files and the hub's secrets; for one person or trusted colleagues (run as root for one "
             "account per user, docs/security.md)")
@@ -309,13 +235,11 @@ def running(state: Path) -> Optional[Tuple[int, int]]:
         pid, ticks = (int(v) for v in f.read_text().split())
     except ValueError:
         return None
-    return (pid, ticks) if _alive(pid, ticks) else None
+    return (pid, ticks) if alive(pid, ticks) else None
 
 
 def up(state_dir: Path = DEFAULT_STATE, foreground: bool = True, **options) -> int:
     """Start the platform (see the module docstring); with ``foreground`` wait until Ctrl-C."""
-    from ..wps.jobs import process_start_ticks
-
     state = Path(state_dir).expanduser().resolve()
     if state.exists() and running(state):
         raise GeomlError(f"geoml-hub is already running with state {state}: geoml-hub down --state-dir {state}")

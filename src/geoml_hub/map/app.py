@@ -24,7 +24,7 @@ standalone):
     user's hub token, so the WPS sees the map user and only their jobs.
 
 With ``auth = jupyterhub`` every route except ``/health`` and the static files needs the hub
-login (:class:`geoml_hub.wps.auth.JupyterHubAuth`: a browser is sent through the hub's OAuth
+login (:class:`geoml_hub.web.auth.JupyterHubAuth`: a browser is sent through the hub's OAuth
 login, and the resulting token is kept in a signed cookie).
 
 Every answer is sent with ``X-Content-Type-Options: nosniff``, and every ``/api/`` answer (job
@@ -34,7 +34,7 @@ the hub's origin. Only the map's own page and its static files run as pages.
 
 The proxy sends the WPS the user's
 token, so it checks cross-site requests itself, by the WPS's rules
-(:func:`geoml_hub.wps.auth.cross_site_refusal`): a state change through ``/api/wps/`` with the
+(:func:`geoml_hub.web.auth.cross_site_refusal`): a state change through ``/api/wps/`` with the
 login cookie must come from the map's own pages, and an Execute by GET with the cookie is
 refused (403).
 """
@@ -56,10 +56,13 @@ import requests
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from ..errors import DataError, GeomlError, ParameterError
+from ..errors import DataError, ParameterError
 from ..fileio import atomic_path
-from ..wps.auth import JupyterHubAuth, StandaloneAuth, changes_state, cross_site_refusal
-from ..wps.headers import SECURITY_HEADERS, with_headers
+from .. import __version__
+from ..web.auth import JupyterHubAuth, StandaloneAuth, changes_state, cross_site_refusal
+from ..web.headers import SECURITY_HEADERS, with_headers
+from ..web.routing import Rule, match, url_map
+from ..web.vendor import find_vendor
 from . import tiles
 
 LOGGER = logging.getLogger("geoml_hub.map")
@@ -71,25 +74,6 @@ _RESULT_FILE = re.compile(r"^results/([^/]+)/([0-9a-fA-F-]{8,64})/([A-Za-z0-9][A
 _FORWARD = ("Content-Type", "Accept")
 #: Headers of the map's own page and static files (which must run their scripts).
 _PAGE_HEADERS = (("X-Content-Type-Options", "nosniff"),)
-
-
-def find_vendor() -> Path:
-    """``node_modules`` with Leaflet and Leaflet.draw: ``$GEOML_MAP_VENDOR``, the repository's
-    (``npm ci``, see the README) or the current directory's.
-
-    Raises
-    ------
-    GeomlError
-        If Leaflet is not installed.
-    """
-    env = os.environ.get("GEOML_MAP_VENDOR")
-    candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[3] / "node_modules", Path.cwd() / "node_modules"]
-    for c in candidates:
-        if (c / "leaflet" / "dist" / "leaflet.js").is_file() and (c / "leaflet-draw" / "dist").is_dir():
-            return c
-    raise GeomlError("Leaflet not found: run `npm ci` in the repository (see the README) or set GEOML_MAP_VENDOR "
-                     "to a node_modules directory with leaflet and leaflet-draw")
 
 
 @dataclass
@@ -209,21 +193,41 @@ class MapApp:
         return "/" + path.lstrip("/")
 
     # -- routing --------------------------------------------------------------------------------
+    #: The routes, by endpoint; those before the login (static files, vendor files, health, OAuth)
+    #: answer without authentication.
+    URLS = url_map([
+        Rule("/health", endpoint="health"),
+        Rule("/static/<rest:rel>", endpoint="static"),
+        Rule("/vendor/leaflet-draw/<rest:rel>", endpoint="vendor", defaults={"dist": "leaflet-draw/dist"}),
+        Rule("/vendor/leaflet/<rest:rel>", endpoint="vendor", defaults={"dist": "leaflet/dist"}),
+        Rule("/oauth_callback", endpoint="oauth_callback"),
+        Rule("/", endpoint="index"),
+        Rule("/index.html", endpoint="index"),
+        Rule("/api/config", endpoint="config"),
+        Rule("/api/layers", endpoint="layers"),
+        Rule("/api/wps", endpoint="wps", defaults={"rest": ""}),
+        Rule("/api/wps/<rest:rest>", endpoint="wps_rest"),
+        Rule("/api/layer-info", endpoint="raster", defaults={"kind": "layer-info"}),
+        Rule("/api/legend", endpoint="raster", defaults={"kind": "legend"}),
+        Rule("/api/preview.png", endpoint="raster", defaults={"kind": "preview"}),
+        Rule("/api/tiles/<int:z>/<int:x>/<int:y>.png", endpoint="raster", defaults={"kind": "tile"}),
+        Rule("/api/tiles/<rest:other>", endpoint="raster", defaults={"kind": "bad-tile"}),
+    ])
+
     def dispatch(self, request: Request, environ):
         if request.path == self.base and self.base:
             return Response(status=302, headers={"Location": self.base + "/"})
         path = self._inner_path(request.path)
-        if path == "/health":
+        endpoint, args = match(self.URLS, path)
+        if endpoint == "health":
             return _json({"status": "ok"})
-        if path.startswith("/static/"):
-            found = _inside(STATIC, path[len("/static/"):])
+        if endpoint == "static":
+            found = _inside(STATIC, args["rel"])
             return _file(found, "no-cache") if found else _error(404, "not found")
-        for name, dist in (("leaflet-draw", "leaflet-draw/dist"), ("leaflet", "leaflet/dist")):
-            prefix = f"/vendor/{name}/"
-            if path.startswith(prefix):
-                found = _inside(self.settings.vendor / dist, path[len(prefix):])
-                return _file(found) if found else _error(404, "not found")
-        if path == "/oauth_callback" and hasattr(self.auth, "oauth_callback"):
+        if endpoint == "vendor":
+            found = _inside(self.settings.vendor / args["dist"], args["rel"])
+            return _file(found) if found else _error(404, "not found")
+        if endpoint == "oauth_callback" and hasattr(self.auth, "oauth_callback"):
             return self.auth.oauth_callback(request)
         identity = self.auth.identify(environ)
         environ["geoml.identity"] = identity  # the output cache is per identity (resolve)
@@ -233,18 +237,18 @@ class MapApp:
                     and not path.startswith("/api/")):
                 return self.auth.login_redirect(request)  # a browser: log in through the hub
             return _error(403 if forbidden else 401, forbidden or "authentication required")
-        if path in ("/", "/index.html"):
+        if endpoint == "index":
             return _file(STATIC / "index.html", "no-cache")
-        if path == "/api/config":
+        if endpoint == "config":
             return _json({"user": identity.name, "admin": identity.admin, "wps_url": self.settings.wps_public_url,
                           "basemap": ({"url": self.settings.basemap_url,
                                        "attribution": self.settings.basemap_attribution}
                                       if self.settings.basemap_url else None),
                           "version": _version()})
-        if path == "/api/layers":
+        if endpoint == "layers":
             return _json({"layers": self.layers()})
-        if path.startswith("/api/wps/") or path == "/api/wps":
-            rest = path[len("/api/wps"):]
+        if endpoint in ("wps", "wps_rest"):
+            rest = "/" + args["rest"] if endpoint == "wps_rest" else ""
             wps_endpoint = rest.strip("/") == "wps"
             if changes_state(request.method, environ.get("QUERY_STRING", ""), wps_endpoint):
                 refusal = cross_site_refusal(environ, identity, [self.settings.url], wps_endpoint)
@@ -253,37 +257,41 @@ class MapApp:
                                    identity.name, refusal)
                     return _error(403, refusal)
             return self.proxy(rest, request, environ)
-        dataset = request.args.get("dataset", "")
-        if path in ("/api/layer-info", "/api/legend", "/api/preview.png") or path.startswith("/api/tiles/"):
-            raster = self.resolve(dataset, request, environ)
-            if isinstance(raster, Response):
-                return raster
-            info = tiles.layer_info(raster, dataset)
-            if path == "/api/layer-info":
-                return _json(info)
-            if path == "/api/legend":
-                if info["kind"] != "labels":
-                    return _error(400, f"{dataset} is a scene, not a label raster: it has no legend")
-                return _json({"classes": tiles.legend(raster)})
-            bands = (1, 1, 1)
-            stretch = tiles.parse_stretch(request.args.get("stretch"))
-            if info["kind"] == "scene":
-                default = next(iter(info["presets"].values()))
-                bands = tiles.parse_bands(request.args.get("bands") or ",".join(map(str, default)), info["bands"])
-            if path == "/api/preview.png":
-                png = tiles.render_preview(raster, info["kind"], bands, stretch)
-                return Response(png, mimetype="image/png")
-            m = re.match(r"^/api/tiles/(\d+)/(\d+)/(\d+)\.png$", path)
-            if not m:
-                return _error(404, "tiles are /api/tiles/Z/X/Y.png")
-            z, x, y = (int(v) for v in m.groups())
-            png = tiles.render_tile(raster, z, x, y, info["kind"], bands, stretch)
-            if png is None:
-                return Response(status=204)
-            resp = Response(png, mimetype="image/png")
-            resp.headers["Cache-Control"] = "private, max-age=300"
-            return resp
+        if endpoint == "raster":
+            return self.raster(args, request, environ)
         return _error(404, f"no such resource: {path}")
+
+    def raster(self, args, request: Request, environ) -> Response:
+        """``/api/layer-info``, ``/api/legend``, ``/api/preview.png`` and ``/api/tiles/Z/X/Y.png`` of
+        the raster named by the ``dataset`` argument."""
+        dataset = request.args.get("dataset", "")
+        kind = args["kind"]
+        raster = self.resolve(dataset, request, environ)
+        if isinstance(raster, Response):
+            return raster
+        info = tiles.layer_info(raster, dataset)
+        if kind == "layer-info":
+            return _json(info)
+        if kind == "legend":
+            if info["kind"] != "labels":
+                return _error(400, f"{dataset} is a scene, not a label raster: it has no legend")
+            return _json({"classes": tiles.legend(raster)})
+        bands = (1, 1, 1)
+        stretch = tiles.parse_stretch(request.args.get("stretch"))
+        if info["kind"] == "scene":
+            default = next(iter(info["presets"].values()))
+            bands = tiles.parse_bands(request.args.get("bands") or ",".join(map(str, default)), info["bands"])
+        if kind == "preview":
+            png = tiles.render_preview(raster, info["kind"], bands, stretch)
+            return Response(png, mimetype="image/png")
+        if kind != "tile":
+            return _error(404, "tiles are /api/tiles/Z/X/Y.png")
+        png = tiles.render_tile(raster, args["z"], args["x"], args["y"], info["kind"], bands, stretch)
+        if png is None:
+            return Response(status=204)
+        resp = Response(png, mimetype="image/png")
+        resp.headers["Cache-Control"] = "private, max-age=300"
+        return resp
 
     # -- datasets ---------------------------------------------------------------------------------
     def layers(self, max_age: float = 60.0):
@@ -389,8 +397,6 @@ def _wps_refused(status: int, job: str, name: str) -> Response:
 
 
 def _version() -> str:
-    from .. import __version__
-
     return __version__
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from ..wps.server import run_wsgi
+from ..web.serving import run_wsgi
+from .app import make_app
 
 LOGGER = logging.getLogger("geoml_hub.map")
 
@@ -24,8 +25,6 @@ def serve(settings, host: str = "127.0.0.1", port: int = 5100, server: str = "gu
     ready_file : str, optional
         Written once the server accepts requests (tests, ``geoml-hub up``).
     """
-    from .app import make_app
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
     app = make_app(settings)
     LOGGER.info("geoml-hub map %s on http://%s:%s (WPS %s, data roots %s)", settings.url, host, port,

@@ -30,8 +30,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from pywps import configuration
+
 from ..errors import ParameterError
 from ..fileio import write_text
+from .jobs.store import install_request_log
+from .ogc.inputs import UrlPolicy
 
 #: Names that data-root names may not take: they are dataset prefixes with their own meaning.
 RESERVED_ROOTS = ("jobs", "workspace", "results", "http", "https", "file")
@@ -71,7 +75,7 @@ class Settings:
         ``.example.org`` for a domain) and IP networks or addresses (``10.1.0.0/16``,
         ``127.0.0.1``). Without an entry, loopback, link-local, private, shared, reserved and
         cluster-internal addresses are refused, on every redirect too
-        (:class:`geoml_hub.wps.datasets.UrlPolicy`).
+        (:class:`geoml_hub.wps.ogc.inputs.UrlPolicy`).
     retention_hours : float
         Outputs of finished jobs older than this are removed (0: keep forever).
     max_job_output_mb : float
@@ -106,7 +110,7 @@ class Settings:
         Process identifiers that run as Kubernetes Jobs with ``backend = kubernetes``
         (INI: comma-separated; default ``train_model, classify_scene``).
     kubernetes_job_spec : Path, optional
-        JSON file with the fields of :class:`geoml_hub.wps.k8s.JobSpec` (images, namespace,
+        JSON file with the fields of :class:`geoml_hub.wps.jobs.kubernetes.JobSpec` (images, namespace,
         volumes, placement, limits); required with ``backend = kubernetes``.
     kubernetes_config : str
         ``""``: the in-cluster ServiceAccount when running in a pod, else ``$KUBECONFIG`` /
@@ -190,21 +194,12 @@ class Settings:
         if isinstance(self.url_allow, str):
             self.url_allow = [p.strip() for p in self.url_allow.replace("\n", ",").split(",") if p.strip()]
         self.url_allow = [str(p).strip() for p in self.url_allow if str(p).strip()]
-        from .datasets import UrlPolicy
-
         self.url_policy = UrlPolicy(self.url_allow)
         if self.backend not in ("local", "kubernetes"):
             raise ParameterError(f"backend must be local or kubernetes, got {self.backend!r}")
         if isinstance(self.kubernetes_processes, str):
             self.kubernetes_processes = [p.strip() for p in self.kubernetes_processes.split(",") if p.strip()]
-        # imported here: the registry imports the process modules, which import this module
-        from geoml_hub.processes import kubernetes_capable
-
-        capable = kubernetes_capable()
-        bad = sorted(set(self.kubernetes_processes) - set(capable))
-        if bad:
-            raise ParameterError(f"kubernetes_processes: {', '.join(bad)} cannot run as Kubernetes Jobs; "
-                                 f"allowed: {', '.join(capable)}")
+        # which processes may run as Kubernetes Jobs is the registry's to say: build_service checks it
         if self.kubernetes_max_jobs < 1:
             raise ParameterError(f"kubernetes_max_jobs must be at least 1, got {self.kubernetes_max_jobs}")
         if self.kubernetes_job_spec:
@@ -219,7 +214,7 @@ class Settings:
     def path_aliases(self) -> Dict[str, str]:
         """``{path as given: real path}`` for the state directory, data roots and shared results
         given through a symbolic link (messages hide both, see
-        :func:`geoml_hub.wps.datasets.server_path_names`). Only in the process that read the
+        :func:`geoml_hub.wps.ogc.inputs.server_path_names`). Only in the process that read the
         settings as given: ``settings.json`` keeps the real paths."""
         return dict(getattr(self, "_aliases", {}))
 
@@ -290,11 +285,7 @@ class Settings:
 
     def activate(self) -> None:
         """Load ``pywps.cfg`` into PyWPS's configuration of this process, and give PyWPS's request
-        log the job store's engine (:func:`geoml_hub.wps.jobs.install_request_log`)."""
-        from pywps import configuration
-
-        from .jobs import install_request_log
-
+        log the job store's engine (:func:`geoml_hub.wps.jobs.store.install_request_log`)."""
         os.environ["PYWPS_CFG"] = str(self.pywps_cfg)
         os.environ[ENV_SETTINGS] = str(self.settings_file)
         configuration.load_configuration([str(self.pywps_cfg)])
@@ -380,7 +371,7 @@ def load_settings_json(path) -> Settings:
     return Settings(**data)
 
 
-def _parse_roots(text: str) -> Dict[str, Path]:
+def parse_roots(text: str) -> Dict[str, Path]:
     roots = {}
     for item in text.replace("\n", ",").split(","):
         item = item.strip()
@@ -428,7 +419,7 @@ def load_settings(config: Optional[os.PathLike] = None, **overrides) -> Settings
                 pywps_sections[section] = dict(cfg[section])
     values.update({k: v for k, v in overrides.items() if v is not None})
     if isinstance(values.get("data_roots"), str):
-        values["data_roots"] = _parse_roots(values["data_roots"])
+        values["data_roots"] = parse_roots(values["data_roots"])
     if "state_dir" not in values:
         values["state_dir"] = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "geoml-hub" / "wps"
     casts = {"parallelprocesses": int, "maxprocesses": int, "max_download_mb": float, "retention_hours": float,

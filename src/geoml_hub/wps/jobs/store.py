@@ -3,7 +3,7 @@
 PyWPS 4.8 keeps async jobs in its logging database, but only starts a queued job when
 another one finishes and never notices a worker that died. geoml-hub keeps its own
 table, ``geoml_jobs``, in the same database (a SQLite file or PostgreSQL) and drives
-it from :mod:`geoml_hub.wps.dispatcher`.
+it from :mod:`geoml_hub.wps.jobs.dispatcher`.
 
 States (``state`` column)::
 
@@ -20,12 +20,17 @@ import datetime as dt
 import logging
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import sqlalchemy as sa
+from pywps import configuration, dblog
+from pywps.exceptions import NoApplicableCode
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
+
+from ...web.proctree import alive, process_start_ticks
 
 LOGGER = logging.getLogger("geoml_hub.wps")
 
@@ -55,38 +60,28 @@ jobs_table = sa.Table(
 )
 
 HOST = socket.gethostname()
-#: ``host`` of a job that runs as a Kubernetes Job (see geoml_hub.wps.k8s): any server may watch it.
+#: ``host`` of a job that runs as a Kubernetes Job (see geoml_hub.wps.jobs.kubernetes): any server may watch it.
 CLUSTER_HOST = "kubernetes-job"
+
+
+#: Set when a job was queued: the dispatcher of this process (if any) looks at the queue at once.
+_WAKE = threading.Event()
+
+
+def wake() -> None:
+    """Ask the dispatcher of this process (if any) to look at the queue now."""
+    _WAKE.set()
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
-def process_start_ticks(pid: int) -> Optional[int]:
-    """Start time of process ``pid`` (clock ticks since boot, ``/proc/PID/stat`` field 22), or
-    ``None`` if no such live process exists (zombies count as dead).
-
-    Together with the pid it identifies a process even after the pid is reused.
-    """
-    try:
-        with open(f"/proc/{int(pid)}/stat", "rb") as f:
-            raw = f.read().decode("ascii", "replace")
-    except (OSError, ValueError):
-        return None
-    # the command name (field 2) is in parentheses and may contain spaces
-    rest = raw[raw.rfind(")") + 2:].split()
-    if not rest or rest[0] in ("Z", "X"):
-        return None
-    return int(rest[19])
-
-
 def worker_alive(pid: Optional[int], pid_start: Optional[int]) -> bool:
-    """Whether the worker ``pid`` started at ``pid_start`` ticks is still running."""
-    if not pid:
-        return False
-    ticks = process_start_ticks(pid)
-    return ticks is not None and (pid_start is None or ticks == pid_start)
+    """Whether the worker ``pid`` started at ``pid_start`` ticks is still running
+    (:func:`geoml_hub.web.proctree.alive`)."""
+    return alive(pid, pid_start)
+
 
 #: How long a SQLite connection waits for another writer's lock (SQLite's default in Python: 5 s).
 SQLITE_BUSY_TIMEOUT_MS = 60000
@@ -369,8 +364,6 @@ def database_unavailable(exc: BaseException):
     """Log a database error with its detail and return the generic
     :class:`pywps.exceptions.NoApplicableCode` (HTTP 503) that clients get instead: SQL statements
     and driver messages never reach them."""
-    from pywps.exceptions import NoApplicableCode
-
     LOGGER.error("database error (the client was told only that the database is unavailable): %s", exc)
     return NoApplicableCode(DATABASE_UNAVAILABLE, code=503)
 
@@ -412,8 +405,6 @@ def install_request_log(url: str) -> None:
     session factory is replaced here (for the database PyWPS's configuration names now); call
     after the configuration is loaded.
     """
-    from pywps import configuration, dblog
-
     configured = configuration.get_config_value("logging", "database")
     engine = store_for(url).engine
     dblog.ProcessInstance.metadata.create_all(engine)

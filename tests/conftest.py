@@ -17,22 +17,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import inspect  # noqa: E402
 import re  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers import DATA  # noqa: E402
-EUROSAT = DATA / "eurosat_ms"
-CHIAPAS = DATA / "landsat7_chiapas"
-SCENE_1999 = CHIAPAS / "LE70220491999322EDC01_stack.gtif"
-SCENE_2002 = CHIAPAS / "LE70220492002106EDC00_stack.gtif"
-LABELS = CHIAPAS / "training_data.gtif"
-
-EUROSAT_COUNTS = {"AnnualCrop": 30, "Forest": 30, "HerbaceousVegetation": 30, "Highway": 24, "Industrial": 25,
-                  "Pasture": 20, "PermanentCrop": 25, "Residential": 30, "River": 25, "SeaLake": 30}
-CHIAPAS_NAMES = {1: "forest", 2: "water", 3: "herbaceous", 4: "barren", 5: "urban"}
-CHIAPAS_COUNTS = {"forest": 383, "water": 16, "herbaceous": 145, "barren": 106, "urban": 68}
+from helpers import (ACCOUNT_PREFIX, CHIAPAS, CHIAPAS_COUNTS, CHIAPAS_NAMES, DATA, EUROSAT,  # noqa: E402,F401
+                     EUROSAT_COUNTS, LABELS, SCENE_1999, SCENE_2002)
 
 
 def pytest_configure(config):
@@ -77,10 +69,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.browser)
 
 
-#: The hubs of a test session name the users' system accounts ``jt<pid>-<name>`` instead of
-#: ``jupyter-<name>`` (``GeomlLocalSpawner.system_user_prefix``): never a real account, and never
-#: one that a concurrent test session would remove.
-ACCOUNT_PREFIX = f"jt{os.getpid() % 100000}-"
 
 
 @pytest.fixture(scope="session")
@@ -182,3 +170,71 @@ def patch_scene(tmp_path_factory) -> Path:
     levels[20:, 36:] = 180.0
     data = levels[None] + np.arange(4.0).reshape(4, 1, 1) + rng.normal(0, 2.0, (4, rows, cols))
     return write_raster(tmp_path_factory.mktemp("patch_scene") / "scene.tif", data.astype(np.float32))
+
+
+# -- job databases: SQLite and a real PostgreSQL (tests/pg.py) -------------------------------
+@pytest.fixture(scope="module")
+def postgres():
+    from pg import Postgres
+
+    with Postgres() as pg:
+        yield pg
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request):
+    """``None`` (the default SQLite file) or the URL of a fresh database on a real PostgreSQL."""
+    if request.param == "sqlite":
+        yield None
+        return
+    pg = request.getfixturevalue("postgres")
+    import sqlalchemy as sa
+
+    name = f"wps_{os.getpid()}_{int(time.time() * 1000) % 10**9}"
+    eng = sa.create_engine(pg.url, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(sa.text(f"CREATE DATABASE {name}"))
+    eng.dispose()
+    yield pg.url.rsplit("/", 1)[0] + "/" + name
+
+
+# -- a hub's users and a kube config, without a hub (tests/test_profiles.py, test_helm.py) ------
+@pytest.fixture
+def hub_users():
+    """A JupyterHub database in memory with bob (no group), gina (gpu-users) and ada (admin)."""
+    from jupyterhub import orm
+    from jupyterhub.user import User
+
+    db = orm.new_session_factory("sqlite:///:memory:")()
+    group = orm.Group(name="gpu-users")
+    db.add(group)
+    users = {}
+    for name in ("bob", "gina", "ada"):
+        u = orm.User(name=name)
+        db.add(u)
+        users[name] = u
+    users["gina"].groups.append(group)
+    users["ada"].admin = True
+    db.commit()
+    yield {name: User(u, {}) for name, u in users.items()}
+    db.close()
+
+
+@pytest.fixture
+def kube_config(tmp_path, monkeypatch):
+    """A throw-away kube config (its server is never contacted), as KubeSpawner's constructor
+    always loads one. kubernetes_asyncio reads $KUBECONFIG at import: patch both."""
+    pytest.importorskip("kubespawner")
+    from kubernetes_asyncio.config import kube_config as kc
+
+    cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "fake",
+           "clusters": [{"name": "fake", "cluster": {"server": "https://127.0.0.1:9"}}],
+           "users": [{"name": "fake", "user": {"token": "fake"}}],
+           "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": "geoml"}}]}
+    path = tmp_path / "kubeconfig"
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.setattr(kc, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+    return path

@@ -17,6 +17,23 @@ CONSOLE_SCRIPT = Path(sys.executable).parent / "geoml-hub"
 #: The real data (``<repo>/../shared/data``, or ``$GEOML_TEST_DATA``); tests that need it are
 #: marked ``data`` (tests/conftest.py) and skip with a reason where it is missing.
 DATA = Path(os.environ.get("GEOML_TEST_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+#: The hubs of a test session name the users' system accounts ``jt<pid>-<name>`` instead of
+#: ``jupyter-<name>`` (``GeomlLocalSpawner.system_user_prefix``): never a real account, and never
+#: one that a concurrent test session would remove.
+ACCOUNT_PREFIX = f"jt{os.getpid() % 100000}-"
+
+#: Debian's Chromium, driven by Playwright in the browser tests
+CHROMIUM = "/usr/bin/chromium"
+EUROSAT = DATA / "eurosat_ms"
+CHIAPAS = DATA / "landsat7_chiapas"
+SCENE_1999 = CHIAPAS / "LE70220491999322EDC01_stack.gtif"
+SCENE_2002 = CHIAPAS / "LE70220492002106EDC00_stack.gtif"
+LABELS = CHIAPAS / "training_data.gtif"
+
+EUROSAT_COUNTS = {"AnnualCrop": 30, "Forest": 30, "HerbaceousVegetation": 30, "Highway": 24, "Industrial": 25,
+                  "Pasture": 20, "PermanentCrop": 25, "Residential": 30, "River": 25, "SeaLake": 30}
+CHIAPAS_NAMES = {1: "forest", 2: "water", 3: "herbaceous", 4: "barren", 5: "urban"}
+CHIAPAS_COUNTS = {"forest": 383, "water": 16, "herbaceous": 145, "barren": 106, "urban": 68}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DEFAULT_CRS = "EPSG:32615"
 #: A class name that is markup: a stored cross-site scripting attempt through a raster's tags.
@@ -152,3 +169,23 @@ def script(*args, check_rc=None):
     if check_rc is not None:
         assert proc.returncode == check_rc, proc.stderr
     return proc
+
+
+def chiapas_polygons(path, with_codes=True):
+    """The Chiapas reference labels as GeoJSON polygons in longitude/latitude (what a user
+    digitising them on the map would save)."""
+    import rasterio
+    from rasterio.features import shapes
+    from rasterio.warp import transform_geom
+
+    with rasterio.open(LABELS) as src:
+        labels = src.read(1)
+        features = []
+        for geom, value in shapes(labels, mask=labels > 0, transform=src.transform):
+            props = {"class": CHIAPAS_NAMES[int(value)]}
+            if with_codes:
+                props["code"] = int(value)
+            features.append({"type": "Feature", "properties": props,
+                             "geometry": transform_geom(src.crs, "EPSG:4326", geom)})
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return labels, len(features)

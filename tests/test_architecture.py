@@ -291,3 +291,17 @@ def test_function_level_imports_say_why():
 def test_old_module_paths_still_exist(module):
     """The chart, the images and users' code name these (deprecated aliases where moved)."""
     assert module in MODULES
+
+
+def test_no_test_module_imports_another():
+    """Shared fixtures live in conftest.py and helpers in support modules (helpers, wps_server,
+    hubtools, pg, kube_standin), so each test module can be read, moved or run on its own."""
+    tests = Path(__file__).resolve().parent
+    wrong = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            wrong += [f"{path.relative_to(tests)}:{node.lineno} imports {n}" for n in names
+                      if n.split(".")[0].startswith("test_")]
+    assert not wrong, "\n".join(wrong)

@@ -17,7 +17,7 @@ import urllib.parse
 import pytest
 import requests
 
-from test_hub import PASSWORDS, down, login, sign_up, up, user_token
+from hubtools import PASSWORDS, down, login, sign_up, up, user_token
 from wps_server import free_port
 
 pytestmark = pytest.mark.slow
@@ -161,7 +161,7 @@ def test_strict_cookie_login_works_from_a_link_on_another_site(hub, tmp_path):
 
     from playwright import sync_api as playwright_api
 
-    from test_map_browser import CHROMIUM
+    from helpers import CHROMIUM
 
     page_html = f'<html><body><a id="go" href="{hub["url"]}/services/map/">the map</a></body></html>'.encode()
 

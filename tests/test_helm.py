@@ -571,7 +571,7 @@ def test_job_placement_defaults_to_placement_yaml_and_values_override_it(helm_en
 
 
 # -- KubeSpawner on the rendered hub configuration -----------------------------------------------
-from test_profiles import _http_error, _pod, hub_users, kube_config, run  # noqa: E402,F401  (fixtures)
+from hubtools import _http_error, _pod, run  # noqa: E402
 
 
 @pytest.mark.parametrize("values", sorted(VALUES))

@@ -32,9 +32,8 @@ from rasterio.warp import transform_bounds
 
 from conftest import CHIAPAS_NAMES, LABELS, SCENE_1999
 from helpers import CONSOLE_SCRIPT, XSS_NAME, TokenIdentity, hostile_labels
-from test_polygons import chiapas_polygons
-from test_wps_server import NS, wait_final
-from wps_server import DATA, WpsServer, free_port
+from helpers import chiapas_polygons
+from wps_server import DATA, NS, WpsServer, free_port, wait_final
 
 pytestmark = pytest.mark.slow
 

@@ -26,13 +26,12 @@ from rasterio.warp import transform as warp_transform
 from scipy import ndimage
 
 from conftest import CHIAPAS_NAMES, LABELS
-from test_hub import PASSWORDS, admin_token, api, down, login, sign_up, up, user_token
-from test_wps_server import NS
-from wps_server import free_port
+from helpers import CHROMIUM
+from hubtools import PASSWORDS, admin_token, api, down, login, sign_up, up, user_token
+from wps_server import NS, free_port
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
 SCENE = "data/landsat7_chiapas/LE70220491999322EDC01_stack.gtif"
 REFERENCE = "data/landsat7_chiapas/training_data.gtif"
 STEP_TIMEOUT_MS = 240_000

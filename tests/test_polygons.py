@@ -7,29 +7,12 @@ import json
 import numpy as np
 import pytest
 import rasterio
-from rasterio.features import shapes
-from rasterio.warp import transform_geom
 
-from conftest import CHIAPAS_COUNTS, CHIAPAS_NAMES, LABELS, SCENE_1999
+from conftest import CHIAPAS_COUNTS, CHIAPAS_NAMES, SCENE_1999
 from geoml_hub.errors import DataError
 from geoml_hub.extraction import extract_samples
 from geoml_hub.polygons import class_codes, rasterize_polygons
-
-
-def chiapas_polygons(path, with_codes=True):
-    """The Chiapas reference labels as GeoJSON polygons in longitude/latitude (what a user
-    digitising them on the map would save)."""
-    with rasterio.open(LABELS) as src:
-        labels = src.read(1)
-        features = []
-        for geom, value in shapes(labels, mask=labels > 0, transform=src.transform):
-            props = {"class": CHIAPAS_NAMES[int(value)]}
-            if with_codes:
-                props["code"] = int(value)
-            features.append({"type": "Feature", "properties": props,
-                             "geometry": transform_geom(src.crs, "EPSG:4326", geom)})
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
-    return labels, len(features)
+from helpers import chiapas_polygons
 
 
 def test_polygons_reproduce_the_reference_labels(tmp_path):

@@ -7,7 +7,6 @@ contacted). The last test runs a real JupyterHub with GeomlLocalSpawner.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -22,12 +21,9 @@ import yaml
 
 import geoml_hub
 from geoml_hub.hub import profiles as P
+from hubtools import _http_error, _pod, run
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 @pytest.fixture(scope="module")
@@ -561,27 +557,6 @@ class FormParser(HTMLParser):
             self.text.append(" ".join(data.split()))
 
 
-@pytest.fixture
-def hub_users():
-    """A JupyterHub database in memory with bob (no group), gina (gpu-users) and ada (admin)."""
-    from jupyterhub import orm
-    from jupyterhub.user import User
-
-    db = orm.new_session_factory("sqlite:///:memory:")()
-    group = orm.Group(name="gpu-users")
-    db.add(group)
-    users = {}
-    for name in ("bob", "gina", "ada"):
-        u = orm.User(name=name)
-        db.add(u)
-        users[name] = u
-    users["gina"].groups.append(group)
-    users["ada"].admin = True
-    db.commit()
-    yield {name: User(u, {}) for name, u in users.items()}
-    db.close()
-
-
 def local_spawner(user, **kw):
     from jupyterhub.objects import Hub
 
@@ -649,14 +624,6 @@ def test_form_submission_and_user_options(hub_users):
     opts = sp.run_options_from_form({"profile": ["cpu"], "profile-option-cpu--resources": ["large"]})
     assert opts == {"profile": "cpu", "resources": "large"}
     assert sp.options_from_query({"profile": ["cpu"]}) == {"profile": "cpu"}
-
-
-def _http_error(coro):
-    from tornado import web
-
-    with pytest.raises(web.HTTPError) as err:
-        run(coro)
-    return err.value.status_code, err.value.jupyterhub_message
 
 
 def test_submitted_disallowed_or_unavailable_profile_is_refused(hub_users):
@@ -761,36 +728,6 @@ def test_start_runs_the_process_with_the_profile_environment(hub_users, tmp_path
 
 
 # ---------------------------------------------------------------------------- KubeSpawner
-
-
-@pytest.fixture
-def kube_config(tmp_path, monkeypatch):
-    """A throw-away kube config (its server is never contacted), as KubeSpawner's constructor
-    always loads one. kubernetes_asyncio reads $KUBECONFIG at import: patch both."""
-    pytest.importorskip("kubespawner")
-    from kubernetes_asyncio.config import kube_config as kc
-
-    cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "fake",
-           "clusters": [{"name": "fake", "cluster": {"server": "https://127.0.0.1:9"}}],
-           "users": [{"name": "fake", "user": {"token": "fake"}}],
-           "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": "geoml"}}]}
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump(cfg))
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    monkeypatch.setattr(kc, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
-    return path
-
-
-async def _pod(spawner_class, user, user_options, config=None):
-    from jupyterhub.objects import Hub
-    from traitlets.config import Config
-
-    sp = spawner_class(config=config or Config(), hub=Hub(), user=user, api_token="x", oauth_client_id="y",
-                       _mock=True)
-    sp.user_options = user_options
-    await sp.load_user_options()
-    pod = await sp.get_pod_manifest()
-    return sp, sp.api.api_client.sanitize_for_serialization(pod)
 
 
 def test_kubespawner_accepts_the_profile_list_and_builds_the_cuda_pod(kube_config, hub_users, default_profiles):

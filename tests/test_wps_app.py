@@ -106,7 +106,7 @@ def test_jobs_and_outputs_belong_to_their_owner(app_client):
 
 def test_workspace_files_belong_to_their_owner(app_client, tmp_path):
     """The workspace API (what the web map saves polygons with): each user's own folder."""
-    from test_polygons import chiapas_polygons
+    from helpers import chiapas_polygons
 
     settings, c = app_client
     chiapas_polygons(tmp_path / "p.geojson")

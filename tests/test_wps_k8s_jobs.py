@@ -17,8 +17,7 @@ import pytest
 import requests
 
 from kube_standin import KubeStandIn
-from test_wps_server import EUROSAT, execute, status_of, wait_final, wait_for
-from wps_server import WpsServer
+from wps_server import EUROSAT, WpsServer, execute, status_of, wait_final, wait_for
 
 pytestmark = pytest.mark.slow
 

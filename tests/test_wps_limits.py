@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from test_wps_server import NS, execute, status_of
-from wps_server import DATA, WpsServer
+from wps_server import DATA, NS, WpsServer, execute, status_of
 
 pytestmark = pytest.mark.slow
 

@@ -806,7 +806,7 @@ def test_unknown_input_is_refused(wps):
 def test_extract_samples_from_geojson_polygons_in_the_workspace(wps):
     """Polygons as the web map saves them (GeoJSON in the workspace) give the same samples as the
     label raster they were drawn from, and a reference_labels output."""
-    from test_polygons import chiapas_polygons
+    from helpers import chiapas_polygons
 
     wps.settings.workspace_dir.mkdir(parents=True, exist_ok=True)
     chiapas_polygons(wps.settings.workspace_dir / "chiapas_polygons.geojson")

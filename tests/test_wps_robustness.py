@@ -22,9 +22,8 @@ import pytest
 import requests
 
 from helpers import write_raster
-from test_wps_server import (CHIAPAS_LABELS, EUROSAT, NS, alive, database, db_job, execute, job,  # noqa: F401
-                             postgres, status_of, wait_final, wait_for)
-from wps_server import WpsServer
+from wps_server import (CHIAPAS_LABELS, EUROSAT, NS, WpsServer, alive, db_job, execute, job, status_of,  # noqa: F401
+                        wait_final, wait_for)
 
 pytestmark = pytest.mark.slow
 

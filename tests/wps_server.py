@@ -13,9 +13,13 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import List, Optional
+
+import requests
 
 from helpers import CONSOLE_SCRIPT, DATA
 
@@ -127,3 +131,89 @@ class WpsServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+
+# -- helpers of the WPS tests (shared: no test module imports another) -------------------------
+NS = {"wps": "http://www.opengis.net/wps/1.0.0", "ows": "http://www.opengis.net/ows/1.1"}
+CHIAPAS_LABELS = "data/landsat7_chiapas/training_data.gtif"
+EUROSAT = "data/eurosat_ms"
+
+
+# -- helpers --------------------------------------------------------------------------------
+def execute(server, identifier, inputs, async_=True, expect_ok=True):
+    """GET Execute; returns (job id, status location, response)."""
+    parts = []
+    for k, v in inputs.items():
+        for item in (v if isinstance(v, list) else [v]):
+            parts.append(f"{k}={urllib.parse.quote(str(item), safe='/:')}")
+    params = {"service": "WPS", "request": "Execute", "version": "1.0.0", "identifier": identifier}
+    if async_:
+        params.update(storeExecuteResponse="true", status="true")
+    url = server.wps_url + "?" + urllib.parse.urlencode(params) + "&DataInputs=" + ";".join(parts)
+    r = requests.get(url, timeout=60)
+    if not expect_ok:
+        return None, None, r
+    assert r.status_code == 200, r.text[:2000]
+    root = ET.fromstring(r.content)
+    assert root.tag.endswith("ExecuteResponse"), r.text[:2000]
+    loc = root.get("statusLocation")
+    job_id = Path(urllib.parse.urlparse(loc).path).stem if loc else None
+    return job_id, loc, r
+
+
+def status_of(doc: bytes):
+    """(status element name, percent or None, message) of a status document."""
+    root = ET.fromstring(doc)
+    st = root.find("wps:Status", NS)
+    child = list(st)[0]
+    name = child.tag.split("}")[1]
+    pct = child.get("percentCompleted")
+    text = child.text or ""
+    if name == "ProcessFailed":
+        text = root.find(".//ows:ExceptionText", NS).text
+    return name, (int(pct) if pct is not None else None), text
+
+
+def job(server, job_id):
+    r = requests.get(f"{server.url}/jobs/{job_id}", timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def wait_final(server, job_ids, timeout=180.0, watch=None):
+    """Wait until every job is succeeded/failed/dismissed; ``watch(jobs)`` is called each poll."""
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = {j: job(server, j) for j in job_ids}
+        if watch:
+            watch(jobs)
+        if all(v["status"] in ("succeeded", "failed", "dismissed") for v in jobs.values()):
+            return jobs
+        if time.monotonic() > deadline:
+            raise AssertionError(f"jobs not finished after {timeout} s: {jobs}\n{server.log_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def wait_for(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def db_job(state_dir, database, job_id):
+    from geoml_hub.wps.jobs.store import JobStore
+
+    store = JobStore(database or f"sqlite:///{Path(state_dir).resolve() / 'log.sqlite'}")
+    try:
+        return store.get(job_id)
+    finally:
+        store.dispose()
+
+
+def alive(pid):
+    from geoml_hub.wps.jobs.store import process_start_ticks
+
+    return process_start_ticks(pid) is not None

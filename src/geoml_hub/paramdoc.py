@@ -64,8 +64,9 @@ def document() -> str:
              "Each operation's parameters are declared once, as the fields of a dataclass in its core module",
              "(`geoml_hub.params`): the command-line options, the WPS inputs (with their DescribeProcess",
              "defaults, ranges and units), the pipelines' pass-through and these tables are generated from",
-             "them. The WPS refuses a value outside the allowed range; the command line passes it on and the",
-             "core checks what it must. `geoml-hub pipeline` takes the balancing and training options",
+             "them. The WPS and the command line refuse a value outside the allowed range (the command line",
+             "before it writes anything); the core checks what it must. `geoml-hub pipeline` takes the",
+             "balancing and training options",
              "(its `--seed` seeds the split, the balancing and the training).", "",
              "This file is generated; do not edit it by hand. Change the declarations, then run", "",
              "```sh", REGENERATE, "```", ""]

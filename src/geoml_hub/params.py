@@ -13,9 +13,9 @@ From these declarations come
 * the pipeline's pass-through (:func:`names`; ``geoml_hub.pipeline``),
 * the parameter tables of ``docs/parameters.md`` (:mod:`geoml_hub.paramdoc`).
 
-The range and allowed values are those the WPS refuses values outside; the core functions
-check what they must themselves (e.g. ``epochs`` at least 1) and the command line passes a
-value on to them unchanged.
+The range and allowed values are those the WPS and the command line refuse values outside
+(:func:`check_values`; the command line checks before it writes anything); the core
+functions check what they must themselves (e.g. ``epochs`` at least 1).
 
 This module imports nothing heavy: the process modules and the command line read it.
 """
@@ -231,6 +231,41 @@ def parse_integers(text: Optional[str], name: str, minimum: Optional[int] = None
     return values or None
 
 
+def check_value(p: Param, value: Any, label: Optional[str] = None) -> None:
+    """Raise :class:`ParameterError` if ``value`` is outside ``p``'s declared range or choices.
+
+    ``None`` (the core derives the value) and booleans always pass. ``label`` names the
+    parameter in the message (default: its command-line option, else its name).
+    """
+    if value is None or p.kind == "boolean":
+        return
+    label = label or p.cli or p.name
+    if p.choices and value not in p.choices:
+        raise ParameterError(f"{label} must be one of {p.allowed_text()}, got {value!r}")
+    if p.kind == "integers" or p.minimum is None:
+        return
+    if not p.minimum <= value <= p.maximum:
+        unit = f" {p.unit}" if p.unit else ""
+        raise ParameterError(f"{label} must be {p.minimum} to {p.maximum}{unit}, got {value}")
+    if p.spacing and (value - p.minimum) % p.spacing:
+        raise ParameterError(f"{label} must be {p.allowed_text()}, got {value}")
+
+
+def check_values(cls, values: Dict[str, Any], cli: bool = True) -> None:
+    """Check ``{name: value}`` against the declarations of ``cls`` (:func:`check_value`); names
+    that ``cls`` does not declare are left alone. ``cli``: name the option in messages (else the
+    parameter's name).
+
+    Raises
+    ------
+    ParameterError
+        For the first value outside its declared range or choices.
+    """
+    for p in declared(cls):
+        if p.name in values:
+            check_value(p, values[p.name], (p.cli if cli else None) or p.name)
+
+
 # -- the command line --------------------------------------------------------------------------------------
 
 def _cli_help(p: Param) -> str:
@@ -242,8 +277,12 @@ def _cli_help(p: Param) -> str:
         extra = []
         if p.unit:
             extra.append(p.unit)
+        if p.minimum is not None and not p.choices:
+            extra.append(p.allowed_text())
         if p.default is not None:
             extra.append(f"default {p.default}")
+        elif "default" not in p.help.lower():
+            extra.append("default: none")
         if extra:
             text += f" ({'; '.join(extra)})"
     return text.replace("%", "%%")

@@ -20,12 +20,14 @@ from typing import Dict, Mapping, Optional, Sequence
 
 from .balancing import BalanceParams, balance_samples, public_summary
 from .classification import classify_scene
+from .errors import DataError, ParameterError
 from .extraction import extract_samples, split_regions
 from .fileio import PathLike, write_json
-from .params import names
+from .params import check_values, names
 from .progress import ProgressCallback, report, scaled
 from .samples import load_samples, write_manifest
-from .training import stratified_split, train_model
+from .scene import Scene, _open, check_readable, check_same_grid
+from .training import TrainConfig, _replace, stratified_split, train_model
 from .validation import evaluate_model, validate_classification
 
 
@@ -34,6 +36,43 @@ def _balance_kwargs(balance: Optional[Mapping]) -> Dict:
     that are set; other keys are left out."""
     allowed = set(names(BalanceParams))
     return {k: v for k, v in dict(balance or {}).items() if k in allowed and v is not None}
+
+
+def check_parameters(test_fraction: float, seed: int, balance: Optional[Mapping], train: Optional[Mapping],
+                     cli: bool = False) -> None:
+    """Check the pipeline's parameters before anything is written: the test fraction, and the
+    balancing and training parameters against their declarations and the core's own checks.
+
+    ``cli``: name the command-line options in messages (else the parameters' names).
+
+    Raises
+    ------
+    ParameterError
+    """
+    if not 0 < test_fraction < 1:
+        raise ParameterError(f"{'--test-fraction' if cli else 'test fraction'} must be between 0 and 1 "
+                             f"(both excluded), got {test_fraction}")
+    check_values(BalanceParams, {"seed": seed, **dict(balance or {})}, cli=cli)
+    check_values(TrainConfig, {"seed": seed, **dict(train or {})}, cli=cli)
+    _replace(TrainConfig(), {"seed": seed, **dict(train or {})}).check()
+
+
+def check_scene_inputs(scene: Sequence[PathLike], reference: PathLike, patch_size: int = 1) -> None:
+    """Check a scene pipeline's rasters before anything is written: every file opens, the scene's
+    files share one grid, the reference is one band on the scene's grid, and every block of the
+    scene and the reference can be read (a truncated or corrupt file fails here).
+
+    Raises
+    ------
+    DataError, GridMismatchError, ParameterError
+    """
+    if patch_size < 1 or patch_size % 2 == 0:
+        raise ParameterError(f"patch size must be a positive odd number of pixels, got {patch_size}")
+    with Scene(scene) as sc, _open(reference) as ref:
+        if ref.count != 1:
+            raise DataError(f"reference {reference}: has {ref.count} bands; a single-band label raster is expected")
+        check_same_grid(sc.dataset, ref, f"scene {sc.paths[0]}", f"reference {reference}")
+    check_readable(list(scene) + [reference])
 
 
 def _balance_and_train(sample_set, out: Path, seed: int, balance: Optional[Mapping], train: Optional[Mapping],
@@ -82,6 +121,7 @@ def run_patch_pipeline(samples: PathLike, out: PathLike, test_fraction: float = 
     """
     out = Path(out)
     started = time.perf_counter()
+    check_parameters(test_fraction, seed, balance, train)
     sample_set = load_samples(samples)
     report(progress, 0.0, f"{len(sample_set)} samples in {len(sample_set.classes)} classes")
     tr, te = stratified_split(sample_set.labels(), test_fraction, seed)
@@ -136,6 +176,10 @@ def run_scene_pipeline(scene: Sequence[PathLike], reference: PathLike, out: Path
     out = Path(out)
     started = time.perf_counter()
     scene = [scene] if isinstance(scene, (str, Path)) else list(scene)
+    check_parameters(test_fraction, seed, balance, train)
+    if stride is not None and stride < 1:
+        raise ParameterError(f"stride must be at least 1, got {stride}")
+    check_scene_inputs(scene, reference, patch_size)
     split = split_regions(reference, out / "split", test_fraction, seed, reference_nodata)
     report(progress, 0.02, f"{len(split.train_regions)} training and {len(split.test_regions)} test regions")
     ext = extract_samples(scene, split.train_reference, out / "samples", patch_size, reference_nodata, class_names,

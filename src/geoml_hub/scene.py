@@ -33,6 +33,36 @@ def _open(path: PathLike):
         raise DataError(f"{path}: cannot read raster ({str(exc).splitlines()[0]})") from None
 
 
+def read_window(ds, band: Optional[int] = None, window=None) -> np.ndarray:
+    """``ds.read(band, window=window)`` (``band`` None: all bands); a GDAL read error (a truncated or
+    corrupt file) becomes a :class:`DataError` naming the file (and the band)."""
+    from rasterio.errors import RasterioError
+
+    try:
+        return ds.read(band, window=window)
+    except RasterioError:
+        where = f" band {band}" if band is not None else ""
+        raise DataError(f"{ds.name}: cannot read{where} pixels (the file is truncated or corrupt)") from None
+
+
+def check_readable(paths: Sequence[PathLike]) -> None:
+    """Read every block of every band of the rasters ``paths`` (nothing is kept), so that a
+    truncated or corrupt file fails before anything is written.
+
+    Raises
+    ------
+    DataError
+        Naming the file and band that cannot be read.
+    """
+    import rasterio
+
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        for path in paths:
+            with _open(path) as ds:
+                for _, win in ds.block_windows(1):
+                    read_window(ds, None, win)
+
+
 def crs_equal(a, b, ignore_name: bool = False) -> bool:
     """True if two CRSs are equal (rasterio's comparison, GDAL ``IsSame``, which ignores names).
 
@@ -58,7 +88,8 @@ def check_same_grid(a, b, name_a: str, name_b: str, ignore_crs_name: bool = Fals
     if not a.transform.almost_equals(b.transform, precision=1e-6 * max(abs(a.transform.a), 1e-12)):
         raise GridMismatchError(f"{name_a} and {name_b} differ in transform: {tuple(a.transform)[:6]} vs {tuple(b.transform)[:6]}")
     if not crs_equal(a.crs, b.crs, ignore_crs_name):
-        hint = "" if ignore_crs_name else " (use the CRS override if they differ only in name)"
+        hint = "" if ignore_crs_name else (" (if they are the same projection under different names, use "
+                                           "--ignore-crs-name, or the WPS input ignore_crs_name=true)")
         raise GridMismatchError(f"{name_a} and {name_b} differ in CRS: {a.crs} vs {b.crs}{hint}")
 
 
@@ -179,7 +210,7 @@ class Scene:
             if b < 1 or b > self.count:
                 raise DataError(f"band {b} outside 1..{self.count} of scene {self.paths[0]}")
             ds, idx = self._bands[b - 1]
-            arr = ds.read(idx, window=win)
+            arr = read_window(ds, idx, win)
             nd = ds.nodata
             if nd is not None:
                 valid &= ~((arr == nd) | (np.isnan(arr) if np.isnan(nd) else False))

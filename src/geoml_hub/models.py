@@ -193,6 +193,35 @@ def save_model(path: PathLike, network, *, architecture: Dict, hyperparameters: 
     return Path(path)
 
 
+def _load_problem(path: Path, exc: BaseException) -> str:
+    """What is wrong with a model file that ``torch.load`` refused, in words."""
+    import zipfile
+
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head[:2] == b"PK":
+            return "the file is truncated"
+        return "not a PyTorch model archive"
+    if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        return "it holds Python objects that are not loaded for safety; not a geoml-hub model"
+    return "the archive is incomplete or corrupt"
+
+
+def _first_words(exc: BaseException) -> str:
+    """What a torch error about loading weights says, in words (e.g. 'weights are missing')."""
+    text = str(exc)
+    if "Missing key" in text:
+        return "weights are missing"
+    if "Unexpected key" in text:
+        return "unexpected weights"
+    if "size mismatch" in text:
+        return "weight shapes differ"
+    return "weights differ"
+
+
 def load_model(path: PathLike, device: str = "auto") -> Model:
     """Load and check a model file.
 
@@ -217,8 +246,8 @@ def load_model(path: PathLike, device: str = "auto") -> Model:
         raise ModelError(f"{path}: model file not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise ModelError(f"{path}: not a readable model file ({str(exc).splitlines()[0][:120]})") from None
+    except Exception as exc:  # torch raises many types for corrupt files; their texts are torch's internals
+        raise ModelError(f"{path}: not a readable model file ({_load_problem(path, exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"{path}: not a geoml-hub model file")
     missing = [k for k in _REQUIRED if k not in payload]
@@ -243,7 +272,8 @@ def load_model(path: PathLike, device: str = "auto") -> Model:
     try:
         network.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:
-        raise ModelError(f"{path}: weights do not fit the architecture ({str(exc).splitlines()[0][:160]})") from None
+        raise ModelError(f"{path}: the weights do not fit the network the file describes (a corrupt or edited "
+                         f"model file; {_first_words(exc)})") from None
     stored_mean = network.norm.mean.flatten().tolist()
     if not np.allclose(stored_mean, norm["mean"], rtol=1e-5):
         raise ModelError(f"{path}: normalisation statistics disagree with the network's")

@@ -299,6 +299,17 @@ def iter_chunks(path: PathLike, chunk: int = 256) -> Iterator[np.ndarray]:
         yield np.asarray(arr[start:start + chunk])
 
 
+def _int_cell(row: Dict, column: str, where: str, default: Optional[int] = None) -> int:
+    """The integer in a manifest row's ``column`` (``default`` when empty and allowed)."""
+    value = row.get(column)
+    if value in (None, "") and default is not None:
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: column {column} must be an integer, got {value if value else 'nothing'!r}") from None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -331,8 +342,9 @@ def read_class_codes(root: PathLike, names: Sequence[str]) -> "OrderedDict[str, 
     try:
         mapping = json.loads(spec.read_text(encoding="utf-8"))
         mapping = {str(k): int(v) for k, v in mapping.items()}
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise DataError(f"{spec}: must map class names to integer codes ({exc})") from None
+    except (ValueError, TypeError, AttributeError):
+        raise DataError(f"{spec}: must be a JSON object mapping class names to integer codes, e.g. "
+                        '{"forest": 1, "water": 2}') from None
     missing = [n for n in names if n not in mapping]
     if missing:
         raise DataError(f"{spec}: no code for class directories {missing}")
@@ -426,18 +438,20 @@ def read_manifest(path: PathLike, check: bool = True) -> SampleSet:
         if missing:
             raise DataError(f"{path}: manifest lacks column(s) {missing}")
         for line, row in enumerate(reader, start=2):
-            try:
-                file = Path(row["file"])
-                file = (file if file.is_absolute() else base / file).resolve()
-                name = row["class"]
-                cluster = int(row.get("cluster") or -1)
-                samples.append(Sample(file, int(row["index"]), name, cluster))
-                if row.get("code") not in (None, ""):
-                    code = int(row["code"])
-                    if codes.setdefault(name, code) != code:
-                        raise ValueError(f"class {name} has two codes")
-            except (ValueError, TypeError) as exc:
-                raise DataError(f"{path}: bad row at line {line} ({exc})") from None
+            where = f"{path}: line {line}"
+            if not row.get("file") or not row.get("class"):
+                empty = [c for c in ("file", "class") if not row.get(c)]
+                raise DataError(f"{where}: column(s) {', '.join(empty)} empty or missing")
+            file = Path(row["file"])
+            file = (file if file.is_absolute() else base / file).resolve()
+            name = row["class"]
+            index = _int_cell(row, "index", where)
+            cluster = _int_cell(row, "cluster", where, -1)
+            samples.append(Sample(file, index, name, cluster))
+            if row.get("code") not in (None, ""):
+                code = _int_cell(row, "code", where)
+                if codes.setdefault(name, code) != code:
+                    raise DataError(f"{where}: class {name} has two codes ({codes[name]} and {code})")
     if not samples:
         raise DataError(f"{path}: manifest lists no samples")
     names = sorted({s.class_name for s in samples})

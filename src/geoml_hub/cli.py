@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import os
+import shutil
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +23,10 @@ from .balancing import BalanceParams, balance_samples
 from .classification import ClassifyParams, classify_scene
 from .errors import GeomlError
 from .extraction import extract_samples
-from .pipeline import run_patch_pipeline, run_scene_pipeline
+from .pipeline import check_parameters, run_patch_pipeline, run_scene_pipeline
 from .samples import load_samples
-from .training import TrainConfig, train_model
+from .scene import _open, check_readable, check_same_grid
+from .training import TrainConfig, _replace, train_model
 from .validation import EvaluateParams, compare_classifications, evaluate_model, validate_classification
 
 
@@ -87,6 +90,61 @@ def _class_names(text: Optional[str]) -> Optional[Dict[int, str]]:
     return out
 
 
+def _plain(text: str) -> str:
+    """Docstring text without its reST markup (````code````), for help pages."""
+    return text.replace("``", "")
+
+
+#: The page of each sub-command (``geoml-hub COMMAND -h``).
+DESCRIPTIONS = {
+    "extract": "Extract the labelled pixels (or patches around them) of a scene into a training-sample tree: one "
+               "folder per class, one .npy file per labelled region, classes.json and regions.csv. The label "
+               "raster must be on the scene's grid.",
+    "balance": "Cluster-based balancing of a training sample (the ISDCT Geoportal algorithm): k-means clusters "
+               "per class, rare clusters kept whole, every step-th sample of the others. Writes manifest.csv, "
+               "summary.json and clusters.png into --out.",
+    "train": "Train a CNN (pixel or patch classifier) on a training-sample tree or manifest. Writes the model "
+             "file, MODEL.history.csv and MODEL.curves.png.",
+    "evaluate": "Patch-level quality control of a model: predict every sample of a tree or manifest and compare "
+                "with its class (PyCM). Writes summary.json, report.html, report.csv, predictions.csv and "
+                "confusion_matrix.png into --out.",
+    "classify": "Classify a scene window by window into a uint8 classification GeoTIFF (255: nodata).",
+    "validate": "PyCM quality control of a classification raster on the labelled pixels of a reference raster "
+                "on the same grid. Writes summary.json, report.html, report.csv and confusion_matrix.png into --out.",
+    "compare": "Compare two classifications (two versions of a method) against one reference: each is validated "
+               "into --out/NAME/, and comparison.csv and summary.json name the better one (higher overall "
+               "accuracy, then kappa).",
+    "pipeline": "End to end. With a training-sample tree: held-out split, balance, train, evaluate. With --scene "
+                "and --reference: spatial split of the labelled regions, extract, balance, train, classify, "
+                "validate. Every parameter and input is checked before anything is written.",
+    "up": "Start JupyterHub, the WPS service, the web map and the idle culler on this machine (docs/user.md).",
+    "down": "Stop everything geoml-hub up started.",
+    "wps": "The OGC WPS server (docs/wps.md).",
+    "map": "The web map service (docs/map.md).",
+}
+
+#: What each sub-command's --out names: a directory or a file.
+OUT_KINDS = {"extract": "dir", "balance": "dir", "train": "file", "evaluate": "dir", "classify": "file",
+             "validate": "dir", "compare": "dir", "pipeline": "dir"}
+
+_FLAG_ACTIONS = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction,
+                 argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append ``(default X)`` to the help of every option of ``parser`` and its sub-commands whose
+    help does not give its default already (flags and options without a default excepted)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                _show_defaults(sub)
+            continue
+        if isinstance(action, _FLAG_ACTIONS) or action.help in (None, argparse.SUPPRESS):
+            continue
+        if action.default not in (None, argparse.SUPPRESS) and "default" not in action.help.lower():
+            action.help += " (default %(default)s)"
+
+
 def _add_train_options(p: argparse.ArgumentParser, skip=()) -> None:
     g = p.add_argument_group("training (defaults: the recommended settings, docs/training.md)")
     params.add_cli_options(g, TrainConfig, skip=skip)
@@ -97,10 +155,26 @@ def _add_balance_options(p: argparse.ArgumentParser, skip=()) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="geoml-hub", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="geoml-hub", description=_plain(__doc__))
     parser.add_argument("--version", action="version", version=f"geoml-hub {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars (before or after COMMAND)")
+    # -q after the sub-command too: the same option in every sub-command (SUPPRESS: absent unless given,
+    # so it never overrides a -q given before the sub-command)
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+
+    class Sub:
+        """``add_subparsers`` whose sub-commands take -q and show a description."""
+
+        def __init__(self, action, prefix=""):
+            self.action, self.prefix = action, prefix
+
+        def add_parser(self, name, help, description=None, **kw):
+            return self.action.add_parser(name, help=help, parents=[quiet],
+                                          description=description or DESCRIPTIONS.get(self.prefix + name)
+                                          or help[:1].upper() + help[1:] + ".", **kw)
+
+    sub = Sub(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
 
     p = sub.add_parser("extract", help="labelled pixels of a scene -> training-sample tree")
     p.add_argument("scene", nargs="+", help="one multi-band GeoTIFF or single-band files on one grid")
@@ -122,43 +196,44 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p)
 
     p = sub.add_parser("evaluate", help="patch-level QC of a model on a tree or manifest")
-    p.add_argument("model")
-    p.add_argument("samples")
-    p.add_argument("--out", required=True)
+    p.add_argument("model", help="model file written by geoml-hub train")
+    p.add_argument("samples", help="training-sample tree or manifest.csv (samples with their classes)")
+    p.add_argument("--out", required=True, help="directory for the QC reports (created if missing)")
     params.add_cli_options(p, EvaluateParams)
 
     p = sub.add_parser("classify", help="classify a scene into a uint8 GeoTIFF")
-    p.add_argument("model")
-    p.add_argument("scene", nargs="+")
+    p.add_argument("model", help="model file written by geoml-hub train")
+    p.add_argument("scene", nargs="+", help="one multi-band GeoTIFF or single-band files on one grid")
     p.add_argument("--out", required=True, help="classification GeoTIFF to write")
     params.add_cli_options(p, ClassifyParams)
 
     p = sub.add_parser("validate", help="PyCM QC of a classification on labelled reference pixels")
-    p.add_argument("classification")
-    p.add_argument("reference")
-    p.add_argument("--out", required=True)
+    p.add_argument("classification", help="single-band classification GeoTIFF (class codes)")
+    p.add_argument("reference", help="single-band label raster on the classification's grid")
+    p.add_argument("--out", required=True, help="directory for the QC reports (created if missing)")
     p.add_argument("--reference-nodata", default="0", help="unlabelled value (default 0; 'none': file nodata)")
-    p.add_argument("--ignore-crs-name", action="store_true")
+    p.add_argument("--ignore-crs-name", action="store_true", help="accept CRSs that differ only in name")
 
     p = sub.add_parser("compare", help="compare two classifications against one reference")
-    p.add_argument("a")
-    p.add_argument("b")
-    p.add_argument("--reference", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("a", help="first classification GeoTIFF")
+    p.add_argument("b", help="second classification GeoTIFF, on the grid of the first")
+    p.add_argument("--reference", required=True, help="single-band label raster on the classifications' grid")
+    p.add_argument("--out", required=True, help="directory for the reports (created if missing)")
     p.add_argument("--names", default="A,B", help="names of the two versions (default A,B)")
-    p.add_argument("--reference-nodata", default="0")
-    p.add_argument("--ignore-crs-name", action="store_true")
+    p.add_argument("--reference-nodata", default="0", help="unlabelled value (default 0; 'none': file nodata)")
+    p.add_argument("--ignore-crs-name", action="store_true", help="accept CRSs that differ only in name")
 
     p = sub.add_parser("pipeline", help="balance -> train -> evaluate (tree) or extract -> ... -> validate (scene)")
     p.add_argument("samples", nargs="?", help="training-sample tree (patch pipeline)")
     p.add_argument("--scene", nargs="+", help="scene files (scene pipeline)")
     p.add_argument("--reference", help="label raster (scene pipeline)")
-    p.add_argument("--reference-nodata", default="0")
-    p.add_argument("--class-names", help="CODE=NAME,... for the scene's labels")
+    p.add_argument("--reference-nodata", default="0", help="unlabelled value of the labels (default 0)")
+    p.add_argument("--class-names", help="CODE=NAME,... for the scene's labels (default: the codes)")
     p.add_argument("--patch-size", type=int, default=1, help="scene pipeline sample window (default 1: pixels)")
-    p.add_argument("--stride", type=int)
+    p.add_argument("--stride", type=int, help="scene pipeline, patch models: classification stride in pixels "
+                                             "(default: half the patch size)")
     p.add_argument("--test-fraction", type=float, help="held-out share (default 0.2 patches, 0.3 scene regions)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output directory (created if missing)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the balancing and the training (default 0)")
     _add_balance_options(p, skip=("seed",))
     _add_train_options(p, skip=("seed",))
@@ -187,15 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="as root: what users share read-only, outside the state directory: published results, "
                         "a read-only mount of the data root if needed (default /srv/geoml-hub)")
     p = sub.add_parser("down", help="stop everything geoml-hub up started")
-    p.add_argument("--state-dir", help="as given to geoml-hub up")
+    p.add_argument("--state-dir", help="as given to geoml-hub up (default ~/.local/state/geoml-hub/hub)")
 
     p = sub.add_parser("wps", help="the OGC WPS server (docs/wps.md)")
-    wsub = p.add_subparsers(dest="wps_command", required=True, metavar="WPS_COMMAND")
+    wsub = Sub(p.add_subparsers(dest="wps_command", required=True, metavar="WPS_COMMAND"), "wps ")
     w = wsub.add_parser("serve", help="serve the WPS processes (standalone: loopback, no authentication)")
     w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     w.add_argument("--port", type=int, default=5000, help="port (default 5000)")
-    w.add_argument("--config", help="INI file: a [geoml] section plus optional PyWPS sections")
-    w.add_argument("--state-dir", help="directory for the database, outputs and job directories")
+    w.add_argument("--config", help="INI file: a [geoml] section plus optional PyWPS sections (default: none)")
+    w.add_argument("--state-dir", help="directory for the database, outputs and job directories "
+                                       "(default: the config's, else a per-user state directory)")
     w.add_argument("--data-root", action="append", metavar="NAME=DIR",
                    help="a read-only data root, e.g. data=../shared/data (repeatable)")
     w.add_argument("--database", help="SQLAlchemy URL of the job/logging database (default: SQLite file)")
@@ -215,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     wsub.add_parser("describe", help="print the process reference (Markdown, as in docs/wps.md)")
 
     p = sub.add_parser("map", help="the web map service (docs/map.md)")
-    msub = p.add_subparsers(dest="map_command", required=True, metavar="MAP_COMMAND")
+    msub = Sub(p.add_subparsers(dest="map_command", required=True, metavar="MAP_COMMAND"), "map ")
     m = msub.add_parser("serve", help="serve the web map (standalone: loopback, no authentication)")
     m.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     m.add_argument("--port", type=int, default=5100, help="port (default 5100)")
@@ -237,11 +313,181 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gunicorn (default) or the werkzeug development server")
     m.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     m.add_argument("--ready-file", help=argparse.SUPPRESS)
+    _show_defaults(parser)
     return parser
 
 
+def check_out(path: str, kind: str) -> None:
+    """Refuse an ``--out`` that cannot be written: a file where a directory is expected (or the
+    other way round), a path under a file, or a directory without write permission.
+
+    Raises
+    ------
+    GeomlError
+    """
+    p = Path(path)
+    if kind == "dir" and p.exists() and not p.is_dir():
+        raise GeomlError(f"--out {path}: exists and is not a directory (name a new or an existing directory)")
+    if kind == "file" and p.is_dir():
+        raise GeomlError(f"--out {path}: is a directory (name the file to write, e.g. {p / 'model.pt'})")
+    existing = p.absolute() if kind == "dir" else p.absolute().parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise GeomlError(f"--out {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise GeomlError(f"--out {path}: no permission to write in {existing}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+@contextmanager
+def out_unchanged_on_failure(path: str, kind: str) -> Iterator[None]:
+    """On any failure, remove what the command created at ``--out``: the directories it created on
+    the way to it, or (``--out`` an existing directory) its new entries, or (a file in an existing
+    directory) new files named after it (``model.pt``, ``model.history.csv``, ...). Files are
+    written atomically, so what existed before is left as it was."""
+    p = Path(path).absolute()
+    created = None  # the top-most path on the way to --out that does not exist yet
+    q = p
+    while not q.exists() and q != q.parent:
+        created, q = q, q.parent
+    watched, prefix = None, ""
+    if kind == "file" and created in (None, p):
+        watched, prefix = p.parent, p.stem  # model.pt, model.history.csv, .model.pt.tmp...
+    elif kind == "dir" and created is None:
+        watched = p
+    before = set(os.listdir(watched)) if watched is not None else set()
+    try:
+        yield
+    except BaseException:
+        if watched is None:
+            _remove(created)
+        elif watched.is_dir():
+            for name in set(os.listdir(watched)) - before:
+                if name.startswith(prefix) or name.startswith("." + prefix):
+                    _remove(watched / name)
+        raise
+
+
+def _check_qc_rasters(classifications: Sequence[tuple], reference: str, ignore_crs_name: bool) -> None:
+    """Open the classifications and the reference (headers only): single band each, every
+    classification on the reference's grid."""
+    with _open(reference) as ref:
+        if ref.count != 1:
+            raise GeomlError(f"reference {reference}: has {ref.count} bands; a single-band label raster is expected")
+        for what, path in classifications:
+            with _open(path) as cls:
+                if cls.count != 1:
+                    raise GeomlError(f"{what} {path}: has {cls.count} bands; a single-band raster of class codes "
+                                     "is expected")
+                check_same_grid(cls, ref, f"{what} {path}", f"reference {reference}", ignore_crs_name)
+
+
+def preflight(args) -> None:
+    """Check every parameter and input of a sub-command (ranges from the declarations, files,
+    raster headers, grids) before anything is written.
+
+    Raises
+    ------
+    GeomlError
+    """
+    cmd = args.command
+    if cmd in OUT_KINDS:
+        check_out(args.out, OUT_KINDS[cmd])
+    if getattr(args, "reference_nodata", None) is not None:
+        _floats(args.reference_nodata)
+    if getattr(args, "class_names", None):
+        _class_names(args.class_names)
+    if cmd == "balance":
+        params.check_values(BalanceParams, params.cli_values(args, BalanceParams))
+    elif cmd == "train":
+        values = params.cli_values(args, TrainConfig)
+        params.check_values(TrainConfig, values)
+        _replace(TrainConfig(), values).check()
+    elif cmd == "evaluate":
+        params.check_values(EvaluateParams, params.cli_values(args, EvaluateParams))
+    elif cmd == "classify":
+        params.check_values(ClassifyParams, params.cli_values(args, ClassifyParams))
+    elif cmd == "validate":
+        _check_qc_rasters([("classification", args.classification)], args.reference, args.ignore_crs_name)
+    elif cmd == "compare":
+        names = _compare_names(args.names)
+        _check_qc_rasters([(f"classification {names[0]}", args.a), (f"classification {names[1]}", args.b)],
+                          args.reference, args.ignore_crs_name)
+    elif cmd == "pipeline":
+        if args.scene and not args.reference:
+            raise GeomlError("pipeline --scene needs --reference LABELS.tif")
+        if not args.scene and not args.samples:
+            raise GeomlError("pipeline needs SAMPLES_DIR, or --scene SCENE... --reference LABELS.tif")
+        if args.scene and args.samples:
+            raise GeomlError("pipeline takes SAMPLES_DIR or --scene, not both")
+        train = params.cli_values(args, TrainConfig, skip=("seed",))
+        balance = params.cli_values(args, BalanceParams, skip=("seed",))
+        fraction = args.test_fraction if args.test_fraction is not None else (0.3 if args.scene else 0.2)
+        check_parameters(fraction, args.seed, balance, train, cli=True)
+        if args.stride is not None:
+            params.check_value(params.field_param("stride", ClassifyParams.__dataclass_fields__["stride"]),
+                               args.stride, "--stride")
+        if args.scene:
+            if args.patch_size < 1 or args.patch_size % 2 == 0:
+                raise GeomlError(f"--patch-size must be a positive odd number of pixels, got {args.patch_size}")
+            # the rasters (headers, grid, every pixel block): run_scene_pipeline checks them first thing
+        elif not Path(args.samples).exists():
+            raise GeomlError(f"{args.samples}: training-sample tree or manifest not found")
+
+
+def _compare_names(text: str) -> tuple:
+    names = tuple(n.strip() for n in text.split(","))
+    if len(names) != 2 or not all(names):
+        raise GeomlError(f"--names takes two names separated by a comma, got {text!r}")
+    if names[0] == names[1]:
+        raise GeomlError(f"--names takes two different names, got {text!r}")
+    return names
+
+
 def run(args) -> int:
-    quiet = args.quiet
+    quiet = getattr(args, "quiet", False)
+    cmd = args.command
+    if cmd in OUT_KINDS:
+        preflight(args)
+        with out_unchanged_on_failure(args.out, OUT_KINDS[cmd]):
+            try:
+                return _run(args, quiet)
+            except Exception as exc:
+                _name_unreadable_raster(args, exc)
+                raise
+    return _run(args, quiet)
+
+
+def _name_unreadable_raster(args, exc: Exception) -> None:
+    """After a GDAL read error (whose message need not name the file), raise a :class:`DataError`
+    naming the input raster that cannot be read, if one of the command's inputs is that raster."""
+    from rasterio.errors import RasterioError
+
+    if not isinstance(exc, RasterioError):
+        return
+    paths = []
+    for name in ("scene", "reference", "classification", "a", "b"):
+        value = getattr(args, name, None)
+        paths += value if isinstance(value, list) else [value] if value else []
+    for path in paths:
+        if Path(path).is_file():
+            try:
+                check_readable([path])
+            except GeomlError as found:
+                raise found from None
+
+
+def _run(args, quiet: bool) -> int:
     cmd = args.command
     if cmd == "extract":
         with progress_bar(not quiet, "extract") as cb:
@@ -281,9 +527,7 @@ def run(args) -> int:
                                         ignore_crs_name=args.ignore_crs_name, progress=cb)
         print(format_qc(s))
     elif cmd == "compare":
-        names = tuple(n.strip() for n in args.names.split(","))
-        if len(names) != 2:
-            raise GeomlError(f"--names takes two names separated by a comma, got {args.names!r}")
+        names = _compare_names(args.names)
         with progress_bar(not quiet, "compare") as cb:
             s = compare_classifications(args.a, args.b, args.reference, args.out, names,
                                         _floats(args.reference_nodata), args.ignore_crs_name, progress=cb)
@@ -317,7 +561,8 @@ def run(args) -> int:
                 raise GeomlError("pipeline --scene needs --reference LABELS.tif")
             with progress_bar(not quiet, "pipeline") as cb:
                 s = run_scene_pipeline(args.scene, args.reference, args.out, _floats(args.reference_nodata),
-                                       args.patch_size, args.test_fraction or 0.3, args.seed,
+                                       args.patch_size,
+                                       args.test_fraction if args.test_fraction is not None else 0.3, args.seed,
                                        _class_names(args.class_names), args.stride, balance, train,
                                        progress=cb)
             print(f"scene pipeline: {s['regions']['train']} training / {s['regions']['test']} test regions, "
@@ -325,7 +570,8 @@ def run(args) -> int:
                   f"{s['training']['epochs_run']} epochs; {s['seconds']:.0f} s")
         elif args.samples:
             with progress_bar(not quiet, "pipeline") as cb:
-                s = run_patch_pipeline(args.samples, args.out, args.test_fraction or 0.2, args.seed,
+                s = run_patch_pipeline(args.samples, args.out,
+                                   args.test_fraction if args.test_fraction is not None else 0.2, args.seed,
                                        balance, train, progress=cb)
             print(f"patch pipeline: {s['n_train']} training / {s['n_test']} held-out samples; balanced "
                   f"{s['balance']['total_before']} -> {s['balance']['total_after']}; "
@@ -387,6 +633,21 @@ def _config_sets_url(config: Optional[str]) -> bool:
     return cfg.has_option("geoml", "url")
 
 
+def _raster_problem(exc: BaseException) -> str:
+    """One line for a rasterio error: GDAL's messages (down the exception's causes) name the file
+    and band it could not read (``corrupt.tif, band 1: IReadBlock failed ...``)."""
+    import re
+
+    seen = exc
+    while seen is not None:
+        m = re.match(r"(.+?), band (\d+): ", str(seen))
+        if m:
+            return f"{m.group(1)}: cannot read band {m.group(2)} (the file is truncated or corrupt)"
+        seen = seen.__cause__ or seen.__context__
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"a raster could not be read or written ({text})"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``geoml-hub`` console script."""
     parser = build_parser()
@@ -396,9 +657,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except GeomlError as exc:
         print(f"geoml-hub: error: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        print(f"geoml-hub: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        from rasterio.errors import RasterioError
+
+        if isinstance(exc, RasterioError):  # a truncated or corrupt raster (RasterioIOError is an OSError too)
+            print(f"geoml-hub: error: {_raster_problem(exc)}", file=sys.stderr)
+            return 2
+        if isinstance(exc, OSError):  # FileExistsError, NotADirectoryError, PermissionError, a full disk, ...
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"geoml-hub: error: {where}{exc.strerror or exc}", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         print("geoml-hub: interrupted", file=sys.stderr)
         return 130

@@ -482,7 +482,13 @@ def test_messages_do_not_leak_internals(tmp_path, capsys, small_files):
     short_manifest.write_text(f"file,index,class\n{next(tree.glob('a/*'))},,a\n")
     bad_classes = make_unbalanced_tree(tmp_path / "tree", {"a": 3, "b": 3})
     (bad_classes / "classes.json").write_text('{"a": 1, "b": [2]}')
+    bad_npy = make_unbalanced_tree(tmp_path / "npytree", {"a": 3, "b": 3})
+    (bad_npy / "b" / "zz.npy").write_bytes(b"\x93NUMPY\x01\x00" + b"garbage" * 3)
+    not_npy = make_unbalanced_tree(tmp_path / "npytree2", {"a": 3, "b": 3})
+    (not_npy / "b" / "zz.npy").write_bytes(b"garbage" * 30)
     cases = [
+        (["balance", bad_npy, "--out", tmp_path / "o6"], ("zz.npy", "truncated")),
+        (["balance", not_npy, "--out", tmp_path / "o7"], ("zz.npy", "not a NumPy .npy file")),
         (["evaluate", empty, tree, "--out", tmp_path / "o1"], ("empty.pt", "empty")),
         (["evaluate", truncated, tree, "--out", tmp_path / "o2"], ("truncated.pt", "truncated")),
         (["evaluate", small_files["notmodel"], tree, "--out", tmp_path / "o3"], ("notmodel.pt", "not a PyTorch")),
@@ -493,5 +499,5 @@ def test_messages_do_not_leak_internals(tmp_path, capsys, small_files):
         rc, _, err = run_main(["-q"] + argv, capsys)
         assert_one_line_error(rc, err, *fragments)
         for leak in ("list index out of range", "NoneType", "int()", "PytorchStreamReader", "enforce fail",
-                     "weights_only", "Traceback"):
+                     "weights_only", "Traceback", "EOF", "magic string"):
             assert leak not in err, (argv, err)

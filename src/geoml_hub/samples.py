@@ -180,7 +180,7 @@ def _npz_member(path: Path) -> str:
         with zipfile.ZipFile(path) as zf:
             names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
     except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"{path}: corrupt .npz file ({exc})") from None
+        raise DataError(f"{path}: corrupt .npz file ({_first_line(exc)})") from None
     if "samples" in names:
         return "samples"
     if len(names) == 1:
@@ -311,8 +311,23 @@ def _int_cell(row: Dict, column: str, where: str, default: Optional[int] = None)
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    """What is wrong with a sample file, in words: the exception texts of NumPy, zipfile and
+    GDAL describe their internals ("EOF: reading array header", "cannot reshape array ...")."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    low = text.lower()
+    if isinstance(exc, EOFError) or "eof" in low or "reshape" in low or "mmap length" in low or "truncat" in low:
+        return "the file is truncated"
+    if "magic string" in low or "unsupported .npy format" in low:
+        return "not a NumPy .npy file"
+    if isinstance(exc, zipfile.BadZipFile) or "zip" in low:
+        return "not a complete zip archive"
+    if "allow_pickle" in low or "pickle" in low:
+        return "it holds Python objects, which are not loaded for safety"
+    if "not recognized as being in a supported file format" in low:
+        return "not a format GDAL can read"
+    if len(text.split()) < 3:  # a bare key or number ("101") says nothing
+        return "unreadable"
+    return text
 
 
 def _check_shape(path: Path, shape: Sequence[int], bands: int, patch: Tuple[int, int]) -> None:

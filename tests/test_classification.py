@@ -316,7 +316,7 @@ def test_dense_pixel_model_is_exact_on_the_real_scene(tmp_path, pixel_model, chi
     assert np.abs(dense.predict(x, proba=True) - ref).max() < 1e-5
     assert np.array_equal(dense.predict(x), ref.argmax(1))
     assert np.array_equal(dense.predict(x, batch=1000), ref.argmax(1))
-    a = classify_scene(model, SCENE_1999, tmp_path / "dense.tif", device="cpu", method="dense")
+    a = classify_scene(model, SCENE_1999, tmp_path / "dense.tif", device="cpu")  # auto: dense for pixel models
     b = classify_scene(model, SCENE_1999, tmp_path / "patch.tif", device="cpu", method="patch")
     assert np.array_equal(read_raster(a.path)[0], read_raster(b.path)[0])
     assert a.counts == b.counts and a.nodata_pixels == b.nodata_pixels
@@ -371,16 +371,19 @@ def test_dense_patch_single_window_equals_the_network():
 
 @pytest.mark.parametrize("stride", [None, 2, 4, 6])
 def test_dense_patch_model_agrees_with_per_patch(tmp_path, patch_model, patch_scene, stride):
-    """Dense (default) vs per-patch on the synthetic scene: near-total agreement, and the dense result
-    does not depend on the tile size (the window margin covers the receptive field)."""
-    a = classify_scene(patch_model.model_path, patch_scene, tmp_path / "a.tif", stride=stride, device="cpu")
+    """Dense vs per-patch (the patch models' default) on the synthetic scene: near-total agreement, and the
+    dense result does not depend on the tile size (the window margin covers the receptive field)."""
+    a = classify_scene(patch_model.model_path, patch_scene, tmp_path / "a.tif", stride=stride, device="cpu",
+                       method="dense")
     b = classify_scene(patch_model.model_path, patch_scene, tmp_path / "b.tif", stride=stride, device="cpu",
                        method="patch")
     c = classify_scene(patch_model.model_path, patch_scene, tmp_path / "c.tif", stride=stride, device="cpu",
-                       tile_size=12)
-    da, db, dc = (read_raster(r.path)[0][0] for r in (a, b, c))
+                       tile_size=12, method="dense")
+    d = classify_scene(patch_model.model_path, patch_scene, tmp_path / "d.tif", stride=stride, device="cpu")
+    da, db, dc, dd = (read_raster(r.path)[0][0] for r in (a, b, c, d))
     assert np.mean(da == db) > 0.9
     assert np.array_equal(da, dc)
+    assert np.array_equal(dd, db)  # auto: per-patch for patch models
 
 
 def test_unknown_method(tmp_path, patch_model, patch_scene):

@@ -9,6 +9,10 @@ class names in the ``CLASS_NAMES`` tag, and nodata (255) where the input is noda
   ``stride``×``stride`` blocks; each block gets the class predicted for the patch
   centred on it (edges padded by repeating edge pixels). ``stride=1`` is a dense
   per-pixel sliding window.
+* ``method``: ``dense`` runs the network fully convolutionally (:mod:`geoml_hub.dense`),
+  ``patch`` runs every patch (pixel) on its own, ``auto`` (default) is ``dense`` for
+  pixel models (identical classes) and ``patch`` for patch models (dense lost held-out
+  accuracy on real data; ``docs/algorithms.md``).
 """
 
 from __future__ import annotations
@@ -189,7 +193,7 @@ class ClassifyParams:
         "auto", "string", "Inference method",
         "dense: the network runs fully convolutionally over whole windows (pixel models: BatchNorm folded into one "
         "matrix-product chain, same classes; patch models: convolutions once per window, features pooled per "
-        "patch, 3-20x faster but not identical with patch-by-patch, because patches see their real neighbours "
+        "patch, 2-70x faster but not identical with patch-by-patch, because patches see their real neighbours "
         "instead of zero padding). patch: every patch through the network on its own (used anyway with "
         "test-time augmentation, and for strides that are not a multiple of the network's down-sampling). auto "
         "(default): dense for pixel models, patch for patch models, whose held-out accuracy dropped with dense.",

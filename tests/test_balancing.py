@@ -276,3 +276,29 @@ def test_parameters_below_one(tmp_path, name):
     root = make_unbalanced_tree(tmp_path / "t", {"a": 5, "b": 5}, seed=0)
     with pytest.raises(ParameterError):
         balance_samples(open_tree(root), **{name: 0})
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.uint8, np.int8])
+def test_compute_features_integer_sums_equal_two_pass_float64(tmp_path, dtype):
+    """The integer sum / sum-of-squares path gives the two-pass float64 mean and std (1e-9 relative),
+    over several read chunks, a shuffled subset (copies) and a contiguous one (views), including
+    constant patches at the dtype's extremes (std exactly 0)."""
+    from geoml_hub import balancing
+    from helpers import write_npy_tree
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(11)
+    n = balancing.FEATURE_CHUNK + 77
+    big = rng.integers(info.min, info.max, size=(n, 3, 16, 16), endpoint=True).astype(dtype)
+    big[5] = info.max
+    big[6] = info.min
+    big[7, 1] = info.max
+    root = write_npy_tree(tmp_path / "t", {"a": [big]})
+    tree = open_tree(root)
+    x = big.astype(np.float64).reshape(n, 3, -1)
+    expected = np.concatenate([x.mean(axis=2), x.std(axis=2)], axis=1)
+    for sub, rows in ((tree, np.arange(n)), (tree.subset(rng.permutation(n)), None)):
+        rows = np.array([s.index for s in sub.samples]) if rows is None else rows
+        feats = compute_features(sub)
+        assert np.allclose(feats, expected[rows], rtol=1e-9, atol=0)
+        assert np.all(feats[rows == 5][:, 3:] == 0) and np.all(feats[rows == 6][:, 3:] == 0)

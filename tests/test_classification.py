@@ -224,7 +224,7 @@ def expected_patch_classes(model, scene, stride):
 @pytest.mark.parametrize("stride", [None, 1, 3, 5, 12])
 def test_patch_model_with_stride(tmp_path, patch_model, patch_scene, stride):
     model = load_model(patch_model.model_path, device="cpu")
-    res = classify_scene(model, patch_scene, tmp_path / "out.tif", stride=stride, device="cpu")
+    res = classify_scene(model, patch_scene, tmp_path / "out.tif", stride=stride, device="cpu", method="patch")
     s = 4 if stride is None else stride  # default: half the 9-pixel patch
     assert res.stride == s
     cls, prof = read_raster(res.path)
@@ -299,3 +299,93 @@ def test_tta_is_the_mean_over_the_eight_dihedral_views(patch_model, patch_tree):
     assert np.allclose(got, expected, atol=1e-5)
     assert not np.allclose(got, model.predict_proba(x), atol=1e-4)  # the views do change the answer
     assert np.allclose(got.sum(1), 1.0, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# dense (fully convolutional) inference
+
+
+def test_dense_pixel_model_is_exact_on_the_real_scene(tmp_path, pixel_model, chiapas_scene):
+    """Folded 1x1 convolutions: same classes and probabilities within 1e-5 of the per-pixel path."""
+    from geoml_hub.dense import DensePixel
+
+    model = load_model(pixel_model.model_path, device="cpu")
+    x = chiapas_scene.reshape(8, -1).astype(np.float32)
+    dense = DensePixel(model.network)
+    ref = model.predict_proba(x.T[:, :, None, None], batch_size=65536)
+    assert np.abs(dense.predict(x, proba=True) - ref).max() < 1e-5
+    assert np.array_equal(dense.predict(x), ref.argmax(1))
+    assert np.array_equal(dense.predict(x, batch=1000), ref.argmax(1))
+    a = classify_scene(model, SCENE_1999, tmp_path / "dense.tif", device="cpu")  # auto: dense for pixel models
+    b = classify_scene(model, SCENE_1999, tmp_path / "patch.tif", device="cpu", method="patch")
+    assert np.array_equal(read_raster(a.path)[0], read_raster(b.path)[0])
+    assert a.counts == b.counts and a.nodata_pixels == b.nodata_pixels
+
+
+@pytest.mark.parametrize("log_input, band_statistics", [(True, False), (False, True)])
+def test_dense_pixel_folding_variants(log_input, band_statistics):
+    """log-input and band statistics (the head sees z and a zero std) fold too."""
+    import torch
+
+    from geoml_hub.dense import DensePixel
+    from geoml_hub.networks import PatchCNN
+
+    torch.manual_seed(0)
+    net = PatchCNN(5, 4, 1, [6, 7], 0.0, band_statistics, log_input)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    net.norm.mean.uniform_(2, 5)
+    net.norm.std.uniform_(0.5, 2)
+    net.eval()
+    x = np.random.default_rng(1).uniform(0, 200, (5, 3000)).astype(np.float32)
+    with torch.inference_mode():
+        ref = torch.softmax(net(torch.from_numpy(x.T.copy())[:, :, None, None]), 1).numpy()
+    got = DensePixel(net).predict(x, proba=True)
+    assert np.abs(got - ref).max() < 1e-5
+
+
+def test_dense_patch_single_window_equals_the_network():
+    """One patch, no margin: the fully convolutional path is the network itself (pooling, band
+    statistics from pooled z and z**2, head)."""
+    import torch
+
+    from geoml_hub.dense import DensePatch
+    from geoml_hub.networks import PatchCNN
+
+    torch.manual_seed(0)
+    net = PatchCNN(4, 3, 16, [8, 8], 0.0, True).eval()
+    net.norm.mean.fill_(10.0)
+    net.norm.std.fill_(3.0)
+    x = np.random.default_rng(0).normal(10, 3, (4, 16, 16)).astype(np.float32)
+    dense = DensePatch(net, (16, 16))
+    assert dense.factor == 4 and dense.cells == (4, 4) and dense.margin % 4 == 0
+    dense.margin = 0
+    with torch.inference_mode():
+        ref = net(torch.from_numpy(x)[None])
+    assert torch.allclose(dense.window_logits(x, 1, 1, 16), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [None, 2, 4, 6])
+def test_dense_patch_model_agrees_with_per_patch(tmp_path, patch_model, patch_scene, stride):
+    """Dense vs per-patch (the patch models' default) on the synthetic scene: near-total agreement, and the
+    dense result does not depend on the tile size (the window margin covers the receptive field)."""
+    a = classify_scene(patch_model.model_path, patch_scene, tmp_path / "a.tif", stride=stride, device="cpu",
+                       method="dense")
+    b = classify_scene(patch_model.model_path, patch_scene, tmp_path / "b.tif", stride=stride, device="cpu",
+                       method="patch")
+    c = classify_scene(patch_model.model_path, patch_scene, tmp_path / "c.tif", stride=stride, device="cpu",
+                       tile_size=12, method="dense")
+    d = classify_scene(patch_model.model_path, patch_scene, tmp_path / "d.tif", stride=stride, device="cpu")
+    da, db, dc, dd = (read_raster(r.path)[0][0] for r in (a, b, c, d))
+    assert np.mean(da == db) > 0.9
+    assert np.array_equal(da, dc)
+    assert np.array_equal(dd, db)  # auto: per-patch for patch models
+
+
+def test_unknown_method(tmp_path, patch_model, patch_scene):
+    with pytest.raises(ParameterError, match="method"):
+        classify_scene(patch_model.model_path, patch_scene, tmp_path / "o.tif", method="fast", device="cpu")

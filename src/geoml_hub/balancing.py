@@ -49,7 +49,6 @@ from .samples import Sample, SampleSet, read_container, write_manifest
 ALGORITHM = "ISDCT Geoportal cluster-based balancing (Avramenko, Popova, Fedorov, ITAMS 2021)"
 MAX_DEFAULT_CLUSTERS = 10
 SAMPLES_PER_DEFAULT_CLUSTER = 5
-FEATURE_CHUNK = 256
 
 
 def compute_features(sample_set: SampleSet, progress: Optional[ProgressCallback] = None) -> np.ndarray:
@@ -70,8 +69,19 @@ def compute_features(sample_set: SampleSet, progress: Optional[ProgressCallback]
 
     Notes
     -----
-    Only one file, and of a ``.npy`` file only a chunk of 256 samples, is in memory at a
-    time: memory does not grow with the number of samples beyond the ``(N, 2B)`` result.
+    Samples of 8- and 16-bit integers (the usual case: Sentinel-2/Landsat digital numbers)
+    are reduced on the stored integers: per sample and band the sum ``S`` and the sum of
+    squares ``Q`` of its ``n`` pixels in ``uint64``/``int64`` (exact), then
+    ``mean = S / n`` and ``std = sqrt(n Q - S**2) / n`` with ``n Q - S**2`` exact in
+    ``int64`` (the variance's numerator; no cancellation), so the features equal the
+    two-pass float64 ``mean``/``std`` to rounding (about 1e-16 relative). Squares are
+    formed in ``uint32``/``int32`` blocks of a few samples that stay in the CPU cache.
+    Other dtypes (floats, wider integers, very large patches) use the two-pass float64
+    ``numpy.mean``/``numpy.std``.
+
+    Memory is flat: one file (a ``.npy`` memory-mapped, read ``FEATURE_CHUNK`` samples
+    at a time; a run of consecutive samples is a view of the map, not a copy) and a few
+    cache-sized blocks are in memory at a time, beyond the ``(N, 2B)`` result.
     """
     n = len(sample_set)
     feats = np.empty((n, 2 * sample_set.bands), dtype=np.float64)
@@ -83,13 +93,46 @@ def compute_features(sample_set: SampleSet, progress: Optional[ProgressCallback]
         order = np.argsort(idx, kind="stable")  # sequential reads of memory-mapped files
         idx, pos = idx[order], pos[order]
         for start in range(0, len(idx), FEATURE_CHUNK):
-            chunk = np.asarray(arr[idx[start:start + FEATURE_CHUNK]], dtype=np.float64)
-            flat = chunk.reshape(chunk.shape[0], chunk.shape[1], -1)
-            feats[pos[start:start + FEATURE_CHUNK], :sample_set.bands] = flat.mean(axis=2)
-            feats[pos[start:start + FEATURE_CHUNK], sample_set.bands:] = flat.std(axis=2)
+            sel = idx[start:start + FEATURE_CHUNK]
+            if len(sel) and sel[-1] - sel[0] + 1 == len(sel) and np.all(np.diff(sel) == 1):
+                chunk = arr[int(sel[0]):int(sel[-1]) + 1]  # a view: no copy
+            else:
+                chunk = arr[sel]
+            feats[pos[start:start + FEATURE_CHUNK]] = _chunk_features(np.asarray(chunk))
         del arr
         report(progress, (k + 1) / len(files), f"features: file {k + 1}/{len(files)}")
     return feats
+
+
+#: Samples read (memory-mapped) at a time by :func:`compute_features`.
+FEATURE_CHUNK = 1024
+#: Rows (sample-bands) squared and summed at a time: about 1 MiB of 16-bit pixels per block for 64×64 patches.
+_BLOCK_ROWS = 128
+
+
+def _chunk_features(chunk: np.ndarray) -> np.ndarray:
+    """``(m, 2B)`` float64 per-band means and population standard deviations of ``chunk`` ``(m, B, ...)``."""
+    m, bands = chunk.shape[:2]
+    flat = chunk.reshape(m * bands, -1)
+    npx = flat.shape[1]
+    kind, size = flat.dtype.kind, flat.dtype.itemsize
+    # exact integer path: n * Q - S**2 must fit in int64 (n**2 * max|x|**2 < 2**63)
+    if kind in "ui" and size <= 2 and npx > 0 and npx * npx * float(1 << (16 * size)) < 2.0 ** 62:
+        acc = np.uint64 if kind == "u" else np.int64
+        sq_t = np.uint32 if kind == "u" else np.int32
+        s = np.empty(m * bands, dtype=np.int64)
+        q = np.empty(m * bands, dtype=np.int64)
+        for r in range(0, m * bands, _BLOCK_ROWS):
+            block = flat[r:r + _BLOCK_ROWS]
+            s[r:r + _BLOCK_ROWS] = block.sum(axis=1, dtype=acc)
+            q[r:r + _BLOCK_ROWS] = np.square(block, dtype=sq_t).sum(axis=1, dtype=acc)
+        num = npx * q - s * s  # n^2 * variance, exact
+        out = np.empty((m, 2 * bands), dtype=np.float64)
+        out[:, :bands] = (s / npx).reshape(m, bands)
+        out[:, bands:] = (np.sqrt(num.astype(np.float64)) / npx).reshape(m, bands)
+        return out
+    values = np.asarray(flat, dtype=np.float64).reshape(m, bands, -1)
+    return np.concatenate([values.mean(axis=2), values.std(axis=2)], axis=1)
 
 
 def cluster_features(features: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarray:

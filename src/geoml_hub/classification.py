@@ -9,6 +9,10 @@ class names in the ``CLASS_NAMES`` tag, and nodata (255) where the input is noda
   ``stride``×``stride`` blocks; each block gets the class predicted for the patch
   centred on it (edges padded by repeating edge pixels). ``stride=1`` is a dense
   per-pixel sliding window.
+* ``method``: ``dense`` runs the network fully convolutionally (:mod:`geoml_hub.dense`),
+  ``patch`` runs every patch (pixel) on its own, ``auto`` (default) is ``dense`` for
+  pixel models (identical classes) and ``patch`` for patch models (dense lost held-out
+  accuracy on real data; ``docs/algorithms.md``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from .samples import SampleSet, load_samples
 from .scene import GDAL_CACHE_MB, Scene
 
 NODATA = 255
+METHODS = ("auto", "dense", "patch")
 PREDICTIONS_HEADER = ("file", "index", "reference", "predicted", "predicted_code", "probability")
 
 
@@ -164,6 +169,10 @@ class ClassifyParams:
     device : {'auto', 'cpu', 'cuda'}
     tta : bool
         Test-time augmentation of patch models.
+    method : {'auto', 'dense', 'patch'}
+        ``dense``: fully convolutional evaluation (:mod:`geoml_hub.dense`); ``patch``: every
+        patch (or pixel) through the network on its own; ``auto``: ``dense`` for pixel
+        models (identical classes), ``patch`` for patch models (see ``docs/algorithms.md``).
     """
 
     stride: Optional[int] = param(
@@ -180,12 +189,22 @@ class ClassifyParams:
         "scene size.", minimum=64, maximum=4096, unit="pixels")
     device: str = device_param()
     tta: bool = tta_param()
+    method: str = param(
+        "auto", "string", "Inference method",
+        "dense: the network runs fully convolutionally over whole windows (pixel models: BatchNorm folded into one "
+        "matrix-product chain, same classes; patch models: convolutions once per window, features pooled per "
+        "patch, 2-70x faster but not identical with patch-by-patch, because patches see their real neighbours "
+        "instead of zero padding). patch: every patch through the network on its own (used anyway with "
+        "test-time augmentation, and for strides that are not a multiple of the network's down-sampling). auto "
+        "(default): dense for pixel models, patch for patch models, whose held-out accuracy dropped with dense.",
+        choices=METHODS)
 
 
 def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike], PathLike], out: PathLike,
                    stride: Optional[int] = None, band_map: Optional[Sequence[int]] = None,
                    tile_size: int = ClassifyParams.tile_size, batch_size: int = 256,
                    device: str = ClassifyParams.device, tta: bool = ClassifyParams.tta,
+                   method: str = ClassifyParams.method,
                    progress: Optional[ProgressCallback] = None) -> SceneClassification:
     """Classify a scene window by window into a ``uint8`` classification GeoTIFF.
 
@@ -208,7 +227,18 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
     batch_size : int
         Patches (or pixels ×256) per forward pass.
     tta : bool
-        Patch models: average over the 8 flips/rotations of each patch (8× the cost).
+        Patch models: average over the 8 flips/rotations of each patch (8× the cost; runs
+        patch by patch whatever ``method``).
+    method : {'auto', 'dense', 'patch'}
+        ``auto`` (default): ``dense`` for pixel models, ``patch`` for patch models (on the
+        real Chiapas data the dense patch path lost held-out accuracy; ``docs/algorithms.md``).
+        ``dense``: fully convolutional inference (:mod:`geoml_hub.dense`): a
+        pixel model as one matrix-product chain with BatchNorm folded (same classes as
+        ``patch``); a patch model with its convolutions run once per window and the
+        features pooled per patch (patches see real neighbours instead of zero padding:
+        close to, not identical with, ``patch``; falls back to ``patch`` when the stride
+        is not a multiple of the network's down-sampling factor). ``patch``: each patch
+        (pixel) through the network on its own.
 
     Returns
     -------
@@ -221,7 +251,7 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
     ModelError
         If the scene's bands do not fit the model, or a class code exceeds 254.
     ParameterError
-        If ``stride`` or ``tile_size`` is below 1.
+        If ``stride`` or ``tile_size`` is below 1, or ``method`` is unknown.
     """
     import rasterio
 
@@ -233,7 +263,18 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
     stride = 1 if pixel else int(stride) if stride is not None else max(1, min(pr, pc) // 2)
     if stride < 1 or tile_size < 1:
         raise ParameterError(f"stride and tile size must be at least 1 (got {stride}, {tile_size})")
+    if method not in METHODS:
+        raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     tile = max(stride, (tile_size // stride) * stride)  # whole blocks per tile
+    dense = None
+    if method == "auto":
+        method = "dense" if pixel else "patch"
+    if method == "dense" and not (tta and not pixel):
+        from .dense import dense_evaluator
+
+        dense = dense_evaluator(model)
+        if dense is not None and not pixel and not dense.supports(stride):
+            dense = None
     codes = np.array(model.class_codes, dtype=np.uint8)
     counts = np.zeros(len(codes), dtype=np.int64)
     nodata_pixels = 0
@@ -250,7 +291,15 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
         with atomic_path(out) as tmp:
             with rasterio.open(tmp, "w", **profile) as dst:
                 for k, (r, c, h, w) in enumerate(tiles):
-                    if pixel:
+                    if pixel and dense is not None:
+                        data, valid = sc.read(bands, r, c, h, w)
+                        cls = codes[dense.predict(data.reshape(len(bands), -1))].reshape(h, w)
+                        cls[~valid] = NODATA
+                    elif dense is not None:
+                        cls, valid = _classify_tile_dense(dense, sc, bands, r, c, h, w, stride, codes,
+                                                          model.patch_size)
+                        cls[~valid] = NODATA
+                    elif pixel:
                         data, valid = sc.read(bands, r, c, h, w)
                         x = data.reshape(len(bands), -1).T[:, :, None, None]
                         cls = np.full(h * w, NODATA, dtype=np.uint8)
@@ -296,6 +345,29 @@ def _classify_tile(model: Model, sc: Scene, bands, r, c, h, w, stride, codes, ba
     if orow >= 0 and ocol >= 0 and orow + h <= rows and ocol + w <= cols:
         valid = pvalid[orow:orow + h, ocol:ocol + w]
     else:  # stride larger than the patch: the patch window does not cover the tile
+        _, valid = sc.read(bands, r, c, h, w)
+    return cls, valid
+
+
+def _classify_tile_dense(dense, sc: Scene, bands, r, c, h, w, stride, codes, patch_size):
+    """Classify output tile ``(r, c, h, w)`` of a patch model in ``stride`` blocks with a
+    :class:`geoml_hub.dense.DensePatch`: one window (the blocks' patches plus the receptive-field
+    margin) through the network."""
+    pr, pc = patch_size
+    m = dense.margin
+    nbr, nbc = -(-h // stride), -(-w // stride)
+    r0 = r + stride // 2 - pr // 2  # first patch's upper-left pixel
+    c0 = c + stride // 2 - pc // 2
+    rows = (nbr - 1) * stride + pr
+    cols = (nbc - 1) * stride + pc
+    data, pvalid = sc.read(bands, r0 - m, c0 - m, rows + 2 * m, cols + 2 * m)
+    pred = dense.window_logits(data, nbr, nbc, stride).argmax(1).cpu().numpy()
+    blocks = codes[pred].reshape(nbr, nbc)
+    cls = np.repeat(np.repeat(blocks, stride, axis=0), stride, axis=1)[:h, :w].copy()
+    orow, ocol = r - r0 + m, c - c0 + m
+    if orow >= 0 and ocol >= 0 and orow + h <= rows + 2 * m and ocol + w <= cols + 2 * m:
+        valid = pvalid[orow:orow + h, ocol:ocol + w]
+    else:  # stride larger than the patch: the window does not cover the tile
         _, valid = sc.read(bands, r, c, h, w)
     return cls, valid
 

@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""Eager PyTorch vs ``torch.compile`` vs ONNX Runtime (CPU) for the two dense inference kernels.
+
+* ``patch``: the fused convolution body of the default patch network (64×64 patches,
+  widths 32/64/128, 13 bands) on one 592×592 window (a 512² tile at stride 32 plus the
+  receptive-field margin), :class:`geoml_hub.dense.DensePatch`'s ``body``;
+* ``pixel``: the folded matrix-product chain of a pixel network (widths 32/64/128, 13 bands)
+  on 16,384 pixels (one batch), :class:`geoml_hub.dense.DensePixel`'s ``logits``.
+
+Untrained networks (random weights, BatchNorm statistics set at random) — speed and
+equality do not depend on training. Each backend: 2 warm-up calls, then ``--repeats``
+timed calls, median; the maximum absolute difference of its output to eager's is
+reported (adopt a backend only if faster *and* its classes are identical). ONNX Runtime and
+``onnx`` are optional (``pip install onnxruntime onnx``); missing ones are reported as such.
+
+    python benchmarks/bench_backends.py --out /tmp/geoml-bench/backends.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+
+def networks():
+    import torch
+
+    from geoml_hub.dense import DensePatch, DensePixel
+    from geoml_hub.networks import PatchCNN
+
+    torch.manual_seed(0)
+    out = {}
+    for kind, size in (("patch", 64), ("pixel", 1)):
+        net = PatchCNN(13, 10, size, [32, 64, 128], 0.0, size > 1)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2)
+        net.norm.mean.fill_(1000.0)
+        net.norm.std.fill_(300.0)
+        net.eval()
+        out[kind] = DensePatch(net, (size, size)) if size > 1 else DensePixel(net)
+    return out
+
+
+def timed(fn, x, repeats):
+    for _ in range(2):
+        fn(x)
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        y = fn(x)
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts)), y
+
+
+def main(argv=None):
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "geoml-bench" / "backends.json")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    nets = networks()
+    rng = np.random.default_rng(0)
+    inputs = {"patch": torch.from_numpy(rng.normal(0, 1, (1, 13, 592, 592)).astype(np.float32)).contiguous(
+                  memory_format=torch.channels_last),
+              "pixel": torch.from_numpy(rng.normal(1000, 300, (16384, 13)).astype(np.float32))}
+    fns = {"patch": nets["patch"].body, "pixel": nets["pixel"].logits}
+    res = {"machine": C.machine_info(), "torch": torch.__version__, "threads": torch.get_num_threads(), "cases": {}}
+    for kind in ("patch", "pixel"):
+        x, fn = inputs[kind], fns[kind]
+        row = {}
+        with torch.inference_mode():
+            t_eager, y_eager = timed(fn, x, args.repeats)
+            row["eager_s"] = t_eager
+            try:
+                compiled = torch.compile(fn)
+                t, y = timed(compiled, x, args.repeats)
+                row["compile_s"], row["compile_max_abs_diff"] = t, float((y - y_eager).abs().max())
+                row["compile_same_argmax"] = kind == "patch" or bool(torch.equal(y.argmax(1), y_eager.argmax(1)))
+            except Exception as exc:  # inductor needs a C++ compiler; report rather than fail
+                row["compile_error"] = str(exc).splitlines()[0][:200]
+        try:
+            import onnxruntime as ort
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, f"{kind}.onnx")
+                module = fn if isinstance(fn, torch.nn.Module) else _Wrap(nets["pixel"])
+                torch.onnx.export(module, (x.contiguous(),), path, dynamo=False, input_names=["x"])
+                so = ort.SessionOptions()
+                so.intra_op_num_threads = torch.get_num_threads()
+                sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+                xn = x.contiguous().numpy()
+                t, y = timed(lambda a: sess.run(None, {"x": a})[0], xn, args.repeats)
+                yt = torch.from_numpy(y)
+                row["onnxruntime_s"], row["onnxruntime_max_abs_diff"] = t, float((yt - y_eager).abs().max())
+                row["onnxruntime_same_argmax"] = kind == "patch" or bool(torch.equal(yt.argmax(1), y_eager.argmax(1)))
+                row["onnxruntime"] = ort.__version__
+        except Exception as exc:
+            row["onnxruntime_error"] = str(exc).splitlines()[0][:200]
+        for key in ("compile_s", "onnxruntime_s"):
+            if key in row:
+                row[key.replace("_s", "_speedup")] = row["eager_s"] / row[key]
+        row["load_average_1min"] = os.getloadavg()[0]
+        res["cases"][kind] = row
+        print(kind, json.dumps(row, indent=1), flush=True)
+    C.write_json(args.out, res)
+    print(f"  results: {args.out}")
+    return res
+
+
+class _Wrap:
+    pass
+
+
+def _wrap_pixel(dense):
+    import torch
+
+    class Pixel(torch.nn.Module):
+        def forward(self, x):
+            return dense.logits(x)
+
+    return Pixel()
+
+
+_Wrap = lambda dense: _wrap_pixel(dense)  # noqa: E731
+
+
+if __name__ == "__main__":
+    main()

@@ -270,7 +270,7 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
     if method == "auto":
         method = "dense" if pixel else "patch"
     if method == "dense" and not (tta and not pixel):
-        from .dense import dense_evaluator
+        from .dense import dense_evaluator  # imports torch: kept off the light path (class names, CSV)
 
         dense = dense_evaluator(model)
         if dense is not None and not pixel and not dense.supports(stride):

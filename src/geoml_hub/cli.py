@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import configparser
 import os
+import re
 import shutil
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence
 
 from tqdm import tqdm
 
@@ -636,8 +637,6 @@ def _config_sets_url(config: Optional[str]) -> bool:
 def _raster_problem(exc: BaseException) -> str:
     """One line for a rasterio error: GDAL's messages (down the exception's causes) name the file
     and band it could not read (``corrupt.tif, band 1: IReadBlock failed ...``)."""
-    import re
-
     seen = exc
     while seen is not None:
         m = re.match(r"(.+?), band (\d+): ", str(seen))

@@ -38,6 +38,7 @@ Segmentation" (CVPR 2015).
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -184,8 +185,6 @@ class DensePixel:
             for s in starts:
                 run(s)
             return out
-        from concurrent.futures import ThreadPoolExecutor
-
         torch.set_num_threads(1)  # process-wide: restored below
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geoml-dense") as pool:

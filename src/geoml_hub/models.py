@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -195,8 +196,6 @@ def save_model(path: PathLike, network, *, architecture: Dict, hyperparameters: 
 
 def _load_problem(path: Path, exc: BaseException) -> str:
     """What is wrong with a model file that ``torch.load`` refused, in words."""
-    import zipfile
-
     if path.stat().st_size == 0:
         return "the file is empty"
     if not zipfile.is_zipfile(path):

@@ -62,7 +62,13 @@ def test_sign_up_approval_and_login(hub):
     url = hub["url"]
     for user, pw in PASSWORDS.items():
         assert sign_up(url, user, pw).status_code == 200
-        assert login(url, user, pw).login_status != 302, "logged in before approval"
+        early = login(url, user, pw)
+        assert early.login_status != 302, "logged in before approval"
+        # the right password before approval: told that approval is pending (issue 16.3) ...
+        assert f"Your account {user} is waiting for an administrator&#39;s approval" in early.login_text
+        # ... a wrong one: only the usual message, which says nothing about the account
+        wrong = login(url, user, pw + "-wrong")
+        assert "Invalid username or password" in wrong.login_text and "approval" not in wrong.login_text
     admin = login(url, "admin", (hub["state"] / "admin_password").read_text().strip())
     for user in PASSWORDS:
         r = admin.get(f"{url}/hub/authorize/{user}", timeout=30)

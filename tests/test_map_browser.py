@@ -36,6 +36,8 @@ SCENE = "data/landsat7_chiapas/LE70220491999322EDC01_stack.gtif"
 REFERENCE = "data/landsat7_chiapas/training_data.gtif"
 STEP_TIMEOUT_MS = 240_000
 SHOTS = os.environ.get("GEOML_SCREENSHOTS")
+#: a page function: is the layer's checkbox (argument: its dataset) there and checked?
+CHECKED = "(d) => [...document.querySelectorAll('input[data-layer]')].some(i => i.dataset.layer === d && i.checked)"
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +181,7 @@ def test_the_whole_loop_in_the_browser(hub, browser):
     try:
         # the map opens on the first scene, zoomed to it (issue 16.3: not an empty grey canvas)
         page.wait_for_selector(f"input[data-layer={SCENE!r}]")
-        page.wait_for_function(f"document.querySelector('input[data-layer={SCENE!r}]').checked")
+        page.wait_for_function(CHECKED, arg=SCENE)
         tiles_loaded(page)
         assert page.evaluate("window.geomlMap.getZoom()") >= 8
         assert page.evaluate("window.geomlMap.getBounds().contains(L.latLng(%r, %r))" % scene_centre())
@@ -247,11 +249,12 @@ def test_the_whole_loop_in_the_browser(hub, browser):
         assert not page.outside_requests, f"requests outside the hub: {page.outside_requests[:5]}"
 
         # the layer choice survives a reload (localStorage): the reference labels, not the scene
-        for box in page.locator("#layers-list input[data-layer]:checked").all():
-            box.uncheck()
+        for dataset in page.evaluate("[...document.querySelectorAll('#layers-list input[data-layer]:checked')]"
+                                     ".map(i => i.dataset.layer)"):
+            page.uncheck(f"#layers-list input[data-layer={dataset!r}]")
         page.check(f"input[data-layer={REFERENCE!r}]")
         page.reload()
-        page.wait_for_function(f"document.querySelector('input[data-layer={REFERENCE!r}]')?.checked")
+        page.wait_for_function(CHECKED, arg=REFERENCE)
         checked = page.evaluate("[...document.querySelectorAll('#layers-list input[data-layer]:checked')]"
                                 ".map(i => i.dataset.layer)")
         assert checked == [REFERENCE]

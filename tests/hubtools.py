@@ -69,6 +69,7 @@ def login(url: str, user: str, password: str) -> requests.Session:
     r = s.post(url + "/hub/login", data={"username": user, "password": password, "_xsrf": s.cookies.get("_xsrf")},
                allow_redirects=False, timeout=30)
     s.login_status = r.status_code
+    s.login_text = r.text
     return s
 
 

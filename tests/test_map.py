@@ -387,3 +387,31 @@ def test_job_outputs_through_the_map_are_sandboxed(two_users):
         r = m.get(path, headers=ALICE)
         assert r.status_code == 200 and r.headers.get("X-Content-Type-Options") == "nosniff", path
         assert "Content-Security-Policy" not in r.headers, path
+
+
+def test_legend_names_come_from_the_raster_tags_or_gdal_category_names(tmp_path):
+    """Issue 16.3: the legend names a label raster's classes where the raster says them: the
+    CLASS_NAMES tag (of the file or its band) or GDAL's category names in ``.aux.xml``."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from geoml_hub.map import tiles
+
+    data = np.array([[0, 1, 2], [2, 3, 3]], dtype=np.uint8)
+    profile = {"driver": "GTiff", "width": 3, "height": 2, "count": 1, "dtype": "uint8", "crs": "EPSG:32615",
+               "transform": from_origin(500000, 1800000, 30, 30), "nodata": 0}
+    plain = tmp_path / "plain.tif"
+    with rasterio.open(plain, "w", **profile) as dst:
+        dst.write(data, 1)
+    assert [(c["code"], c["name"]) for c in tiles.class_table(plain)] == [(1, "1"), (2, "2"), (3, "3")]
+    (tmp_path / "plain.tif.aux.xml").write_text(
+        '<PAMDataset><PAMRasterBand band="1"><CategoryNames><Category></Category><Category>forest</Category>'
+        '<Category>water</Category><Category>herbaceous</Category></CategoryNames></PAMRasterBand></PAMDataset>')
+    assert [(c["code"], c["name"]) for c in tiles.class_table(plain)] == [(1, "forest"), (2, "water"),
+                                                                        (3, "herbaceous")]
+    tagged = tmp_path / "tagged.tif"
+    with rasterio.open(tagged, "w", **profile) as dst:
+        dst.write(data, 1)
+        dst.update_tags(1, CLASS_NAMES=json.dumps({"1": "urban", "3": "barren"}))
+    assert [(c["code"], c["name"]) for c in tiles.class_table(tagged)] == [(1, "urban"), (2, "2"), (3, "barren")]
+

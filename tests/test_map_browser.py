@@ -28,7 +28,7 @@ from scipy import ndimage
 from conftest import CHIAPAS_NAMES, LABELS
 from helpers import CHROMIUM
 from hubtools import PASSWORDS, admin_token, api, down, login, sign_up, up, user_token
-from wps_server import NS, free_port
+from wps_server import DATA, NS, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +36,8 @@ SCENE = "data/landsat7_chiapas/LE70220491999322EDC01_stack.gtif"
 REFERENCE = "data/landsat7_chiapas/training_data.gtif"
 STEP_TIMEOUT_MS = 240_000
 SHOTS = os.environ.get("GEOML_SCREENSHOTS")
+#: a page function: is the layer's checkbox (argument: its dataset) there and checked?
+CHECKED = "(d) => [...document.querySelectorAll('input[data-layer]')].some(i => i.dataset.layer === d && i.checked)"
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +123,14 @@ def class_boxes():
     return boxes
 
 
+def scene_centre():
+    """The scene's centre as (lat, lon)."""
+    with rasterio.open(DATA / SCENE.split("/", 1)[1]) as src:
+        b = src.bounds
+        lons, lats = warp_transform(src.crs, "EPSG:4326", [(b.left + b.right) / 2], [(b.bottom + b.top) / 2])
+    return lats[0], lons[0]
+
+
 def draw_polygon(page, latlngs):
     """Click the corners on the map (Leaflet.draw), then the first corner again to close it."""
     box = page.locator("#map").bounding_box()
@@ -169,8 +179,15 @@ def wps_literal(hub, user, job_id, name):
 def test_the_whole_loop_in_the_browser(hub, browser):
     ctx, page = open_map(browser, hub, "alice")
     try:
-        # the scene layer renders: real pixels, not an empty map
+        # the map opens on the first scene, zoomed to it (issue 16.3: not an empty grey canvas)
         page.wait_for_selector(f"input[data-layer={SCENE!r}]")
+        page.wait_for_function(CHECKED, arg=SCENE)
+        tiles_loaded(page)
+        assert page.evaluate("window.geomlMap.getZoom()") >= 8
+        assert page.evaluate("window.geomlMap.getBounds().contains(L.latLng(%r, %r))" % scene_centre())
+        # the scene layer renders: real pixels, not an empty map
+        page.uncheck(f"input[data-layer={SCENE!r}]")
+        page.wait_for_timeout(500)
         blank = shot(page, "map-empty.png")
         colours, counts = np.unique(blank.reshape(-1, 3), axis=0, return_counts=True)
         background = colours[np.argmax(counts)]   # the empty map's own colour
@@ -210,7 +227,10 @@ def test_the_whole_loop_in_the_browser(hub, browser):
         page.wait_for_selector("#qc-oa")
         oa = wps_literal(hub, "alice", validate, "overall_accuracy")
         assert page.get_attribute("#qc-oa", "data-value") == oa
-        assert page.text_content("#qc-kappa").strip()
+        # shown rounded to 3 decimals, the exact value kept in data-value and the tooltip
+        assert page.text_content("#qc-oa").strip() == f"{float(oa):.3f}"
+        kappa = page.get_attribute("#qc-kappa", "data-value")
+        assert kappa and page.text_content("#qc-kappa").strip() == f"{float(kappa):.3f}"
         assert page.locator("#qc-table tr").count() >= 6   # header + 5 classes
         page.wait_for_function("document.querySelector('#qc-heatmap').naturalWidth > 0")
         shot(page, "map-qc.png", "#qc-panel")
@@ -218,7 +238,31 @@ def test_the_whole_loop_in_the_browser(hub, browser):
         page.click("#refresh-jobs")
         page.click(f"tr[data-job='{validate}'] button[data-action='publish']")
         page.wait_for_selector(f"#results-list tr[data-result='{validate}']")
+        # the Jobs table keeps words whole: each header and status is one line ("Statu/s", "succe/eded")
+        split = page.evaluate("""() => [...document.querySelectorAll(
+              '#jobs-list thead th, #jobs-list tbody td:nth-child(2), #results-list thead th')]
+            .filter(c => c.textContent.trim() && !c.textContent.trim().includes(' '))
+            .filter(c => { const r = document.createRange(); r.selectNodeContents(c);
+                           return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size > 1; })
+            .map(c => c.textContent.trim())""")
+        assert not split, f"words split over lines in the job tables: {split}"
         assert not page.outside_requests, f"requests outside the hub: {page.outside_requests[:5]}"
+
+        # the layer choice survives a reload (localStorage): the reference labels, not the scene
+        for dataset in page.evaluate("[...document.querySelectorAll('#layers-list input[data-layer]:checked')]"
+                                     ".map(i => i.dataset.layer)"):
+            page.uncheck(f"#layers-list input[data-layer={dataset!r}]")
+        page.check(f"input[data-layer={REFERENCE!r}]")
+        page.reload()
+        page.wait_for_function(CHECKED, arg=REFERENCE)
+        checked = page.evaluate("[...document.querySelectorAll('#layers-list input[data-layer]:checked')]"
+                                ".map(i => i.dataset.layer)")
+        assert checked == [REFERENCE]
+        # its legend: one entry per class, each with its name or, where the raster has none, "class N"
+        legend = page.locator(f".legend[data-legend-for={REFERENCE!r}] .legend-item")
+        legend.first.wait_for()
+        assert legend.count() == len(CHIAPAS_NAMES)
+        assert all(t.strip() for t in legend.all_inner_texts())
     finally:
         ctx.close()
     hub["alice_jobs"] = [extract, validate]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -557,6 +558,10 @@ class FormParser(HTMLParser):
             self.text.append(" ".join(data.split()))
 
 
+#: a machine with room for every choice of the packaged profiles (the form disables larger ones)
+BIG_MACHINE = {"machine_cpus": 64, "machine_memory": 1024**4}
+
+
 def local_spawner(user, **kw):
     from jupyterhub.objects import Hub
 
@@ -603,7 +608,7 @@ def test_form_preselects_the_saved_options_and_escapes_the_file(hub_users, tmp_p
                        user_options={"profile": "cuda-gpu"})
     form = FormParser(run(sp.get_options_form()))
     assert form.radios["cuda-gpu"]["checked"] and not form.radios["cpu"]["checked"]
-    sp = local_spawner(hub_users["bob"], user_options={"profile": "cpu", "resources": "large"})
+    sp = local_spawner(hub_users["bob"], user_options={"profile": "cpu", "resources": "large"}, **BIG_MACHINE)
     assert FormParser(run(sp.get_options_form())).selects["profile-option-cpu--resources"]["selected"] == "large"
     # saved options the user may no longer use fall back to the default
     sp = local_spawner(hub_users["bob"], user_options={"profile": "cuda-gpu"})
@@ -617,6 +622,36 @@ def test_form_preselects_the_saved_options_and_escapes_the_file(hub_users, tmp_p
     path = write(tmp_path, [gpu(default=True)], "only-gpu.yaml")
     sp = local_spawner(hub_users["bob"], profiles_file=str(path))
     assert "No notebook profile is available to bob" in " ".join(FormParser(run(sp.get_options_form())).text)
+
+
+def test_form_disables_resource_choices_beyond_the_machine(hub_users):
+    """Issue 16.3: a 2-core machine is not offered "4 cores, 16 GB": the choice is shown
+    disabled with the reason, and a saved one falls back to the default."""
+    small = {"machine_cpus": 2, "machine_memory": 32 * 1024**3}
+    sp = local_spawner(hub_users["bob"], user_options={"profile": "cpu", "resources": "large"}, **small)
+    html = run(sp.get_options_form())
+    form = FormParser(html)
+    assert ("profile-option-cpu--resources", "large") in form.disabled_options
+    assert ("profile-option-cpu--resources", "standard") not in form.disabled_options
+    assert form.selects["profile-option-cpu--resources"]["selected"] == "standard"
+    text = " ".join(form.text)
+    assert "4 cores, 16 GB memory (not available: needs 4 cores, this machine has 2)" in text
+    assert "2 cores and 32.0 GB of memory on this machine: larger choices are not offered." in text
+    # memory counts too
+    form = FormParser(run(local_spawner(hub_users["bob"], machine_cpus=8, machine_memory=12 * 1024**3)
+                          .get_options_form()))
+    assert ("profile-option-cpu--resources", "large") in form.disabled_options
+    assert "(not available: needs 16 GB of memory, this machine has 12 GB)" in " ".join(form.text)
+    # a machine that has them offers every choice
+    form = FormParser(run(local_spawner(hub_users["bob"], **BIG_MACHINE).get_options_form()))
+    assert ("profile-option-cpu--resources", "large") not in form.disabled_options
+    # without settings: this machine's own cores and memory
+    here = P.Machine.here()
+    form = FormParser(run(local_spawner(hub_users["bob"]).get_options_form()))
+    big = here.cpus < 4 or here.memory < 16 * 1024**3
+    assert (("profile-option-cpu--resources", "large") in form.disabled_options) == big
+    assert P.beyond_machine({"cpu_limit": 4, "mem_limit": "16G"}, P.Machine(4, 16 * 1024**3)) is None
+    assert P.parse_bytes("512M") == 512 * 1024**2 and P.parse_bytes("x") is None
 
 
 def test_form_submission_and_user_options(hub_users):
@@ -645,7 +680,7 @@ def test_submitted_disallowed_or_unavailable_profile_is_refused(hub_users):
 
 
 def test_local_spawner_shows_the_custom_image_disabled_and_refuses_it(hub_users):
-    html = run(local_spawner(hub_users["bob"]).get_options_form())
+    html = run(local_spawner(hub_users["bob"], **BIG_MACHINE).get_options_form())
     form = FormParser(html)
     assert form.selects["profile-option-cpu--image"] == {"disabled": False, "selected": "geoml-hub"}
     assert ("profile-option-cpu--image", "unlisted-choice") in form.disabled_options
@@ -654,6 +689,9 @@ def test_local_spawner_shows_the_custom_image_disabled_and_refuses_it(hub_users)
     assert "Custom image... (not available: custom images need the Kubernetes spawner" in text
     assert "Custom image (registry/name:tag): not available here: custom images need the Kubernetes spawner" in text
     assert 'id="profile-option-cpu--image--unlisted-choice"' not in html  # no free-form field
+    # the note is help, not an error (issue 16.3): neutral style, not the red "not available" class
+    note = re.search(r'<p class="([^"]*)" id="profile-option-cpu--image--unavailable">', html)
+    assert note and "geoml-note" in note.group(1).split() and "geoml-unavailable" not in note.group(1).split()
     # submitted anyway (an old form, the REST API): 400 before anything starts
     sp = local_spawner(hub_users["bob"], user_options={"profile": "cpu", "image": "unlisted-choice",
                                                        "image--unlisted-choice": "docker.io/geoml-hub/nb:1"})

@@ -16,7 +16,9 @@ with the settings in ``STATE/up.json``. What it sets up:
   every request with the hub (``geoml-hub wps serve --auth jupyterhub``);
 - the web map as the service ``map`` at ``/services/map/`` (``geoml-hub map serve --auth
   jupyterhub``), whose users' OAuth tokens may call the WPS (``access:services!service=wps``);
-- jupyterhub-idle-culler as the service ``idle-culler`` (off with ``cull_timeout = 0``).
+- jupyterhub-idle-culler as the service ``idle-culler`` (off with ``cull_timeout = 0``);
+- the example notebooks (:func:`find_notebooks`) copied into each user's ``~/notebooks`` before
+  every spawn, only those missing (a user's edits are kept).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Optional
 
 from .services import Culler, Service, hub_services
 
@@ -69,15 +71,86 @@ def user_data(s: Dict):
     return s.get("data_mount") or s.get("data_root")
 
 
+#: the example notebooks a user finds in ``~/notebooks`` (from :func:`find_notebooks`)
+NOTEBOOK_FILES = ("*.ipynb", "wps_quickstart.py")
+
+
+def find_notebooks() -> Optional[Path]:
+    """The example notebooks ``geoml-hub up`` copies into each user's ``~/notebooks``:
+    ``$GEOML_NOTEBOOKS``, else the repository's ``notebooks/`` (a source checkout, an editable
+    install), else ``share/geoml-hub/notebooks`` of the Python environment (where a wheel
+    installs them, pyproject.toml's ``data-files``); ``None`` if there are none."""
+    env = os.environ.get("GEOML_NOTEBOOKS")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(__file__).resolve().parents[3] / "notebooks",
+                   Path(sys.prefix) / "share" / "geoml-hub" / "notebooks"]
+    for c in candidates:
+        if c.is_dir() and any(c.glob("*.ipynb")):
+            return c.resolve()
+    return None
+
+
+def copy_notebooks(source: Path, home: Path, uid: int, gid: int) -> List[str]:
+    """Copy the example notebooks of ``source`` into ``home/notebooks`` (created if missing),
+    owned by ``uid:gid``; only files that are not there: a user's edited copy is never
+    overwritten (a deleted one comes back). Returns the names copied.
+
+    As root the home belongs to the user's account: nothing is followed through a link the
+    user made (``~/notebooks`` a symlink: nothing is copied), and files are created, never
+    opened for writing if they exist (``O_EXCL | O_NOFOLLOW``).
+    """
+    files = sorted({f for pattern in NOTEBOOK_FILES for f in source.glob(pattern) if f.is_file()})
+    if not files:
+        return []
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    home_fd = os.open(home, flags)
+    copied = []
+    try:
+        try:
+            os.mkdir("notebooks", 0o755, dir_fd=home_fd)
+            os.chown("notebooks", uid, gid, dir_fd=home_fd, follow_symlinks=False)
+        except FileExistsError:
+            pass
+        try:
+            dir_fd = os.open("notebooks", flags, dir_fd=home_fd)
+        except OSError:  # a link or a file of the user's: leave it alone
+            return []
+        try:
+            for f in files:
+                try:
+                    fd = os.open(f.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
+                except FileExistsError:
+                    continue
+                with os.fdopen(fd, "wb") as out:
+                    os.fchown(out.fileno(), uid, gid)
+                    out.write(f.read_bytes())
+                copied.append(f.name)
+        finally:
+            os.close(dir_fd)
+    finally:
+        os.close(home_fd)
+    return copied
+
+
 def make_pre_spawn_hook(s: Dict):
     data_root = user_data(s)
     results = shared_results(s)
+    notebooks = s.get("notebooks_dir")
 
     def pre_spawn_hook(spawner):
-        """Create the user's home with ``~/data`` and ``~/results`` links (idempotent)."""
+        """Create the user's home with ``~/data`` and ``~/results`` links and the example
+        notebooks in ``~/notebooks`` (idempotent; see :func:`copy_notebooks`)."""
         home = Path(spawner.home_dir)
         home.mkdir(parents=True, exist_ok=True)
         owner = home.stat()
+        if notebooks and Path(notebooks).is_dir():
+            try:
+                copied = copy_notebooks(Path(notebooks), home, owner.st_uid, owner.st_gid)
+            except OSError as exc:  # a missing notebook must not keep the server from starting
+                spawner.log.warning("Could not copy the example notebooks into %s: %s", home, exc)
+            else:
+                if copied:
+                    spawner.log.info("Copied %d example notebooks into %s/notebooks", len(copied), home)
         for name, target in (("data", data_root), ("results", results)):
             if not target:
                 continue

@@ -783,6 +783,68 @@ def unavailable_reason(profile: Mapping, gpu: Optional[GpuInfo]) -> Optional[str
 
 
 # --------------------------------------------------------------------------------------------
+# local mode: choices beyond this machine
+
+#: JupyterHub's byte suffixes (``mem_limit``: ``K``, ``M``, ``G``, ``T`` are powers of 1024)
+_BYTE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_bytes(value: Any) -> Optional[int]:
+    """A memory size as JupyterHub reads ``mem_limit`` (``8G`` = 8 GiB; ``Gi`` is taken the
+    same), in bytes; ``None`` if it is not one."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)i?B?\s*", str(value or ""))
+    return int(float(m.group(1)) * _BYTE_UNITS[m.group(2)]) if m else None
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What one machine has for the notebook servers: CPU cores and memory (bytes)."""
+
+    cpus: int
+    memory: int
+
+    @classmethod
+    def here(cls) -> "Machine":
+        import psutil
+
+        return cls(cpus=os.cpu_count() or 1, memory=psutil.virtual_memory().total)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1024**3:.0f} GB" if n >= 10 * 1024**3 else f"{n / 1024**3:.1f} GB"
+
+
+def beyond_machine(override: Mapping[str, Any], machine: Machine) -> Optional[str]:
+    """Why the ``cpu_limit``/``mem_limit`` of a ``kubespawner_override`` exceed ``machine``
+    (e.g. "needs 4 cores, this machine has 2"), or ``None`` if they fit (or are not set)."""
+    reasons = []
+    cpu = override.get("cpu_limit")
+    if cpu is not None and float(cpu) > machine.cpus:
+        reasons.append(f"needs {float(cpu):g} cores, this machine has {machine.cpus}")
+    mem = parse_bytes(override.get("mem_limit"))
+    if mem is not None and mem > machine.memory:
+        reasons.append(f"needs {_gb(mem)} of memory, this machine has {_gb(machine.memory)}")
+    return "; ".join(reasons) or None
+
+
+def choices_beyond_machine(profile: Mapping, machine: Machine) -> Dict[str, Dict[str, str]]:
+    """``{option: {choice: reason}}``: the choices of ``profile`` whose own resource limits
+    exceed ``machine`` (what the local spawn form disables). An option's default choice is
+    never listed, so every profile keeps a choice to start with."""
+    out: Dict[str, Dict[str, str]] = {}
+    for name, option in (profile.get("profile_options") or {}).items():
+        choices = option.get("choices") or {}
+        default = next((k for k, c in choices.items() if c.get("default")), next(iter(choices), None))
+        for slug, choice in choices.items():
+            reason = None if slug == default else beyond_machine(choice.get("kubespawner_override") or {}, machine)
+            if reason:
+                out.setdefault(name, {})[slug] = reason
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # local mode: a profile → LocalProcessSpawner settings
 
 

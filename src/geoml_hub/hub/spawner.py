@@ -60,8 +60,10 @@ from .profiles import (
     GpuInfo,
     ProfileListForUser,
     LOCAL_CUSTOM_IMAGE_REASON,
+    Machine,
     ProfileRequestError,
     Selection,
+    choices_beyond_machine,
     default_choices,
     detect_gpu,
     http_error,
@@ -133,6 +135,27 @@ class GeomlLocalSpawner(SimpleLocalProcessSpawner):
         help="""Run each user's server and kernels as their own system account (prefix + name),
         created on first spawn with a 0700 home in system_homes_dir. Needs root.""",
     )
+
+    machine_cpus = Integer(
+        None,
+        allow_none=True,
+        config=True,
+        help="""CPU cores the spawn form assumes (None: os.cpu_count()). A choice whose cpu_limit
+        exceeds them is shown disabled with the reason.""",
+    )
+
+    machine_memory = Integer(
+        None,
+        allow_none=True,
+        config=True,
+        help="""Memory in bytes the spawn form assumes (None: psutil's total). A choice whose
+        mem_limit exceeds it is shown disabled with the reason.""",
+    )
+
+    def machine(self) -> Machine:
+        """This machine's cores and memory, as the spawn form compares choices with them."""
+        here = Machine.here()
+        return Machine(cpus=self.machine_cpus or here.cpus, memory=self.machine_memory or here.memory)
 
     system_user_prefix = Unicode(ACCOUNT_PREFIX, config=True, help="Prefix of the users' system accounts.")
 
@@ -227,6 +250,7 @@ class GeomlLocalSpawner(SimpleLocalProcessSpawner):
             except ProfileRequestError:
                 continue
         entries: List[Dict[str, Any]] = []
+        machine = self.machine()
         for p in visible:
             reason = unavailable_reason(p, gpu)
             if current is not None and current.slug == p["slug"]:
@@ -234,6 +258,10 @@ class GeomlLocalSpawner(SimpleLocalProcessSpawner):
             else:
                 chosen = default_choices(p)
             options = p.get("profile_options") or {}
+            # one machine: resource choices beyond its cores or memory are shown disabled, with why
+            too_big = choices_beyond_machine(p, machine)
+            defaults = default_choices(p)
+            chosen = {k: (defaults.get(k, v) if v in too_big.get(k, {}) else v) for k, v in chosen.items()}
             selected = {k: v for k, v in chosen.items() if v in ((options.get(k) or {}).get("choices") or {})}
             unlisted = {k: v for k, v in chosen.items() if k not in selected}
             # no containers here: a custom image is shown, disabled, with the reason
@@ -244,6 +272,7 @@ class GeomlLocalSpawner(SimpleLocalProcessSpawner):
                 "profile_options": options, "unavailable": reason,
                 "checked": current is not None and current.slug == p["slug"] and reason is None,
                 "selected": selected, "unlisted": unlisted, "unlisted_unavailable": unlisted_unavailable,
+                "choices_unavailable": too_big, "machine": machine,
             })
         return _render(FORM_TEMPLATE, profiles=entries, username=self.user.name)
 

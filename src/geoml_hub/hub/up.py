@@ -4,9 +4,11 @@
 starts configurable-http-proxy, the WPS service and the idle culler), creates the first
 admin on the first start (a generated password in ``STATE/admin_password``, mode 0600),
 prints the URL and how to log in, and waits. Ctrl-C (or ``geoml-hub down`` from another
-shell) stops JupyterHub, which stops the user servers, the services and the proxy; then
-every process still left of the hub's process tree (e.g. a WPS job worker) is stopped,
-so nothing is orphaned.
+shell) stops JupyterHub and, at the same moment, the proxy, the services and the user
+servers (SIGINT, as JupyterHub would send them one after the other); then every process
+still left of the hub's process tree (a kernel, a WPS job worker) gets SIGTERM and finally
+SIGKILL, so nothing is orphaned and stopping takes at most about 8 s
+(:func:`geoml_hub.web.proctree.stop_tree`).
 
 Two modes, chosen by the account that runs it (docs/security.md):
 
@@ -43,7 +45,7 @@ from ..errors import GeomlError, ParameterError
 from ..web.proctree import alive, process_start_ticks, stop_tree
 from ..web.vendor import find_vendor
 from . import accounts
-from .config import public_url
+from .config import find_notebooks, public_url
 from .profiles import ProfileError, load_profiles
 
 DEFAULT_STATE = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "geoml-hub" / "hub"
@@ -154,6 +156,7 @@ def prepare(state_dir: Path, port: int = 8000, ip: str = "127.0.0.1", data_root:
         "wps_parallel": wps_parallel, "map_vendor": str(find_vendor()),
         "system_users": system_users, "homes_dir": str(homes_dir) if system_users else None,
         "public_dir": str(public_dir) if system_users else None, "data_mount": data_mount,
+        "notebooks_dir": str(find_notebooks() or "") or None,
     }
     (state / "up.json").write_text(json.dumps(settings, indent=1) + "\n")
     (state / "jupyterhub_config.py").write_text(

@@ -181,20 +181,43 @@ def parse_stretch(text: Optional[str]) -> Tuple[float, float]:
     return low, high
 
 
+def category_names(path: Path) -> Dict[int, str]:
+    """Code → name from GDAL's category names of band 1 (``<CategoryNames>`` in the raster's
+    ``.aux.xml``, as GDAL and QGIS write them; the n-th name is code n), empty names left out."""
+    import xml.etree.ElementTree as ET
+
+    aux = Path(str(path) + ".aux.xml")
+    if not aux.is_file():
+        return {}
+    try:
+        root = ET.parse(aux).getroot()
+    except (ET.ParseError, OSError):
+        return {}
+    for band in root.iter("PAMRasterBand"):
+        if band.get("band", "1") == "1":
+            cats = band.find("CategoryNames")
+            if cats is not None:
+                return {i: (c.text or "").strip() for i, c in enumerate(cats.findall("Category"))
+                        if (c.text or "").strip()}
+    return {}
+
+
 def class_table(path: Path) -> List[Dict]:
-    """Classes of a label raster: code, name (the CLASS_NAMES tag of a classification, else the
-    code) and colour (the raster's colour table, else :data:`PALETTE`), for the codes present."""
+    """Classes of a label raster: code, name (the CLASS_NAMES tag of a classification, of the
+    raster or its band 1, else GDAL's category names (:func:`category_names`), else the code) and
+    colour (the raster's colour table, else :data:`PALETTE`), for the codes present."""
     with rasterio.open(path) as src:
         data = src.read(1, out_shape=(min(src.height, 2048), min(src.width, 2048)), resampling=Resampling.nearest)
         nodata = src.nodata
-        tags = src.tags()
+        tags = dict(src.tags(1))
+        tags.update(src.tags())
         try:
             cmap = src.colormap(1)
         except ValueError:
             cmap = None
-    names = {}
+    names = category_names(path)
     if tags.get("CLASS_NAMES"):
-        names = {int(k): v for k, v in json.loads(tags["CLASS_NAMES"]).items()}
+        names.update({int(k): v for k, v in json.loads(tags["CLASS_NAMES"]).items()})
     present = {int(c) for c in np.unique(data) if c != nodata and c != 0 and (nodata is not None or c != 255)}
     codes = sorted(present | set(names))
     out = []

@@ -63,31 +63,83 @@ def descendants(pid: int) -> List[Tuple[int, int]]:
     return out
 
 
-def stop_tree(pid: int, ticks: Optional[int], timeout: float = 45.0) -> List[int]:
-    """SIGTERM ``pid`` (JupyterHub stops its servers and services), wait up to ``timeout``
-    seconds, SIGKILL it, then stop whatever of its process tree is left (SIGTERM, 10 s, SIGKILL).
-    Returns the pids that had to be killed and did not end."""
-    tree = descendants(pid)
+def _signal(procs, sig) -> None:
+    for p, t in procs:
+        if alive(p, t):
+            try:
+                os.kill(p, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _children(pid: int) -> List[Tuple[int, int]]:
+    try:
+        kids = psutil.Process(int(pid)).children()
+    except psutil.Error:
+        return []
+    out = []
+    for k in kids:
+        try:
+            t = _ticks(k)
+        except psutil.Error:
+            continue
+        if t is not None:
+            out.append((k.pid, t))
+    return out
+
+
+def stop_tree(pid: int, ticks: Optional[int], grace: float = 4.0, term: float = 2.0, kill: float = 2.0,
+              children_signal: Optional[int] = signal.SIGINT) -> List[int]:
+    """Stop process ``pid`` and its whole process tree, every part at once (JupyterHub with its
+    proxy, services, user servers, kernels and the WPS job workers: ``geoml-hub up``/``down``).
+
+    1. SIGTERM ``pid`` and, at the same moment, ``children_signal`` (SIGINT: what JupyterHub
+       sends its services and servers; ``None``: nothing) to its direct children, so they stop
+       in parallel instead of one after the other (JupyterHub stops its services in turn, each
+       with up to 10 s of grace); then wait up to ``grace`` seconds for the whole tree;
+    2. SIGTERM whatever is left (e.g. a kernel whose server is gone), wait up to ``term`` s;
+    3. SIGKILL what is still left, wait up to ``kill`` s.
+
+    At worst ``grace + term + kill`` seconds (8 by default). Processes the tree starts while
+    it stops (seen on every check) are stopped too. Returns the pids that had to be killed and
+    did not end.
+    """
+    tree = set(descendants(pid))
+    root = (pid, ticks)
     if alive(pid, ticks):
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and alive(pid, ticks):
-            time.sleep(0.2)
-        if alive(pid, ticks):
-            os.kill(pid, signal.SIGKILL)
-    tree += [d for d in descendants(pid) if d not in tree]
-    left = [(p, t) for p, t in tree if alive(p, t)]
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        for p, t in left:
-            if alive(p, t):
-                try:
-                    os.kill(p, sig)
-                except ProcessLookupError:
-                    pass
+        if children_signal is not None:
+            _signal(_children(pid), children_signal)
+    members = {root} | tree
+
+    def live():
+        # new descendants of whatever still runs (e.g. a service the hub restarted) count too:
+        # one scan of the process table finds them
+        running = [m for m in members if alive(*m)]
+        if running:
+            kids: dict = {}
+            for proc in psutil.process_iter(["ppid"]):
+                kids.setdefault(proc.info["ppid"], []).append(proc)
+            todo = [p for p, _ in running]
+            while todo:
+                for child in kids.get(todo.pop(), ()):
+                    try:
+                        t = _ticks(child)
+                    except psutil.Error:
+                        continue
+                    if t is not None and (child.pid, t) not in members:
+                        members.add((child.pid, t))
+                        todo.append(child.pid)
+        return [m for m in members if alive(*m)]
+
+    left = live()
+    for sig, wait in ((None, grace), (signal.SIGTERM, term), (signal.SIGKILL, kill)):
+        if sig is not None:
+            _signal(left, sig)
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(alive(p, t) for p, t in left):
+        while left and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = [(p, t) for p, t in left if alive(p, t)]
+            left = live()
         if not left:
             break
     return [p for p, _ in left]

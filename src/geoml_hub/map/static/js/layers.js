@@ -11,6 +11,26 @@ import {$, el, report, showMessage, uniqueId} from "./util.js";
 const CUSTOM_BANDS = "custom";
 /** Whether the map was zoomed to a layer already (the first layer turned on zooms to itself). */
 let zoomed = false;
+/** localStorage key of the layers turned on (their datasets), restored on the next visit. */
+export const SHOWN_KEY = "geoml-map-layers";
+
+function savedLayers() {
+  try {
+    const saved = JSON.parse(window.localStorage.getItem(SHOWN_KEY));
+    return Array.isArray(saved) ? saved.filter((d) => typeof d === "string") : null;
+  } catch (err) {
+    return null;  // no storage (private mode, a sandboxed frame) or a broken value
+  }
+}
+
+function saveLayers() {
+  const shown = [...state.layers.values()].filter((e) => e.checkbox && e.checkbox.checked).map((e) => e.info.dataset);
+  try {
+    window.localStorage.setItem(SHOWN_KEY, JSON.stringify(shown));
+  } catch (err) {
+    // storage unavailable: the choice is simply not remembered
+  }
+}
 
 function layerLabel(info) {
   const job = /^jobs\/([^/]+)\//.exec(info.dataset);
@@ -24,6 +44,19 @@ export async function loadLayers() {
   status.textContent = data.layers.length ? "" : "No rasters in the data roots.";
   status.hidden = data.layers.length > 0;
   updateDatasets();
+  showInitialLayers(data.layers);
+}
+
+/** The layers of the last visit (localStorage), else the first scene; the map zooms to the first. */
+function showInitialLayers(layers) {
+  const saved = (savedLayers() || []).filter((d) => state.layers.has(d));
+  const firstScene = layers.find((info) => info.kind === "scene");
+  const shown = saved.length ? saved : (firstScene ? [firstScene.dataset] : []);
+  for (const dataset of shown) {
+    const entry = state.layers.get(dataset);
+    entry.checkbox.checked = true;
+    toggleLayer(entry, true, {save: false});
+  }
 }
 
 function addLayerRow(info) {
@@ -108,7 +141,10 @@ async function loadLegend(dataset, box) {
 function legendItem(cls) {
   const swatch = el("span", {class: "swatch", "aria-hidden": "true"});
   swatch.style.backgroundColor = cls.color;  // CSSOM, not a style attribute: allowed by a strict CSP
-  return el("div", {class: "legend-item", "data-code": cls.code, title: `code ${cls.code}`}, swatch, cls.name);
+  // a class without a name in the raster shows its code as "class N"
+  const named = cls.name !== undefined && cls.name !== null && String(cls.name) !== String(cls.code);
+  return el("div", {class: "legend-item", "data-code": cls.code, title: `code ${cls.code}`}, swatch,
+    named ? cls.name : `class ${cls.code}`);
 }
 
 /** The band and stretch query of a scene's tiles; throws on an invalid setting. */
@@ -132,10 +168,11 @@ function tileUrl(entry) {
   return entry.info.kind === "scene" ? url + sceneQuery(entry) : url;
 }
 
-function toggleLayer(entry, on) {
+function toggleLayer(entry, on, {save = true} = {}) {
   if (!on) {
     if (entry.tile) entry.tile.remove();
     entry.tile = null;
+    if (save) saveLayers();
     return;
   }
   let url;
@@ -152,6 +189,7 @@ function toggleLayer(entry, on) {
   entry.tile = L.tileLayer(url, options).addTo(state.map);
   if (entry.info.kind === "scene") remember("map", {scene: entry.info.dataset});
   if (!zoomed) zoomTo(entry);
+  if (save) saveLayers();
 }
 
 function refreshLayer(entry) {

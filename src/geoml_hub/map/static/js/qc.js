@@ -5,11 +5,18 @@
 import {getJSON, viaProxy} from "./api.js";
 import {$, el, formatFraction, report} from "./util.js";
 
+/** A figure as shown: fractions to 3 decimals (0.9628252788104089 -> 0.963), counts as they are. */
+export function roundFigure(value) {
+  const n = Number(value);
+  if (value === "" || value === null || value === undefined || Number.isNaN(n)) return value || "";
+  return Number.isInteger(n) ? String(n) : n.toFixed(3);
+}
+
 function setFigure(selector, value) {
   const node = $(selector);
-  node.textContent = value;
-  node.dataset.value = value;
-  node.title = value && !Number.isNaN(Number(value)) ? Number(value).toFixed(3) : "";
+  node.textContent = roundFigure(value);
+  node.dataset.value = value;  // the exact value, also as the tooltip
+  node.title = value || "";
 }
 
 /** Fills the QC panel; resolves once the per-class table is there too. */

@@ -76,6 +76,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import jsonschema
+import psutil
 import yaml
 
 from .. import placement
@@ -807,8 +808,6 @@ class Machine:
 
     @classmethod
     def here(cls) -> "Machine":
-        import psutil
-
         return cls(cpus=os.cpu_count() or 1, memory=psutil.virtual_memory().total)
 
 

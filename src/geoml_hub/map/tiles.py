@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import xml.etree.ElementTree as ET
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -184,8 +185,6 @@ def parse_stretch(text: Optional[str]) -> Tuple[float, float]:
 def category_names(path: Path) -> Dict[int, str]:
     """Code → name from GDAL's category names of band 1 (``<CategoryNames>`` in the raster's
     ``.aux.xml``, as GDAL and QGIS write them; the n-th name is code n), empty names left out."""
-    import xml.etree.ElementTree as ET
-
     aux = Path(str(path) + ".aux.xml")
     if not aux.is_file():
         return {}

@@ -145,6 +145,12 @@ def draw_polygon(page, latlngs):
 def run_process(page, identifier, values):
     """Choose a process, fill the form (other fields keep their pre-filled values, e.g. the
     previous step's output), run it and wait for its final status; returns the job id."""
+    try:
+        page.wait_for_selector(f"#process-select option[value={identifier!r}]", state="attached", timeout=60_000)
+    except playwright_api.TimeoutError:
+        options = page.eval_on_selector_all("#process-select option", "os => os.map(o => o.value)")
+        raise AssertionError(f"{identifier} is not in the process list {options}; the page says: "
+                             f"{page.text_content('body')[-1500:]}") from None
     page.select_option("#process-select", identifier)
     page.wait_for_selector(f"#process-form[data-process={identifier!r}] [name]")
     for name, value in values.items():

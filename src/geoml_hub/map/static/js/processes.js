@@ -25,8 +25,20 @@ const ACTIVE_STATUS = new Set(["accepted", "running"]);
 /** The descriptions read (id -> description), the one in the form, and the job of the panel. */
 const panel = {descriptions: new Map(), current: null, chooseToken: 0, job: null};
 
+/** Attempts at reading the WPS's capabilities at start-up (a busy WPS may answer 503 once). */
+const CAPABILITIES_ATTEMPTS = 5;
+
 export async function loadProcesses() {
-  const doc = await getXML("api/wps/wps?service=WPS&request=GetCapabilities&version=1.0.0");
+  let doc;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      doc = await getXML("api/wps/wps?service=WPS&request=GetCapabilities&version=1.0.0");
+      break;
+    } catch (err) {
+      if (attempt >= CAPABILITIES_ATTEMPTS) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 1000 * 2 ** (attempt - 1)));
+    }
+  }
   const select = $("#process-select");
   for (const process of descendants(doc, "Process")) {
     const id = childText(process, "Identifier");

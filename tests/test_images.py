@@ -137,7 +137,9 @@ def test_installs_this_version_of_geoml_hub(name):
     build, final = st[1], st[-1]
     # the wheel is built from the build context (the repository root) ...
     copied = [r for w, r in build if w == "COPY"]
-    assert copied == ["pyproject.toml README.md constraints.txt ./", "src/ src/", "processes/ processes/"]
+    # (notebooks/: pyproject's data-files install the example notebooks into share/geoml-hub/notebooks)
+    assert copied == ["pyproject.toml README.md constraints.txt ./", "src/ src/", "processes/ processes/",
+                      "notebooks/ notebooks/"]
     assert any(w == "RUN" and "pip wheel" in r and "--no-deps" in r and r.endswith(" .") for w, r in build)
     # ... and installed by its file name, which carries pyproject's version
     assert args(final)["GEOML_HUB_VERSION"] == VERSION

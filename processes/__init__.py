@@ -16,7 +16,7 @@ the job system and the HTTP app import this registry (``tests/test_architecture.
 import json
 from typing import List, Optional, Sequence, Tuple
 
-from geoml_hub.wps.ogc import service as _service
+import geoml_hub.wps.ogc.service as _service
 
 from .balance_samples import BalanceSamples
 from .classify_scene import ClassifyScene

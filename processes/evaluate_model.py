@@ -1,7 +1,7 @@
 """WPS process ``evaluate_model``: patch-level quality control of a model."""
 
-from geoml_hub.wps.ogc import operations
-from geoml_hub.wps.ogc import wpsio
+import geoml_hub.wps.ogc.operations as operations
+import geoml_hub.wps.ogc.wpsio as wpsio
 from geoml_hub.wps.ogc.process import FORMATS, GeomlProcess
 
 

@@ -1,7 +1,7 @@
 """WPS process ``train_model``: train a CNN (or per-pixel network) on a training sample."""
 
-from geoml_hub.wps.ogc import operations
-from geoml_hub.wps.ogc import wpsio
+import geoml_hub.wps.ogc.operations as operations
+import geoml_hub.wps.ogc.wpsio as wpsio
 from geoml_hub.wps.ogc.process import FORMATS, GeomlProcess
 
 

@@ -1,7 +1,7 @@
 """WPS process ``validate_classification``: PyCM quality control of a classified scene."""
 
-from geoml_hub.wps.ogc import wpsio
-from geoml_hub.wps.ogc import operations
+import geoml_hub.wps.ogc.wpsio as wpsio
+import geoml_hub.wps.ogc.operations as operations
 from geoml_hub.wps.ogc.process import GeomlProcess
 
 

@@ -21,7 +21,7 @@ from owslib.etree import etree
 from owslib.wps import ASYNC, ComplexDataInput, WebProcessingService, WPSExecution
 
 from .. import __version__
-from . import session
+import geoml_hub.client.session as session
 from .converters import InputInfo, exception_message, input_infos, literal, local, parse_xml, pyname, status_state
 from .errors import WPSError, WPSJobError
 from .jobs import Job, JobsAPI

@@ -65,8 +65,8 @@ def chart_schema(schema: dict) -> dict:
     """``values.schema.json`` of the Helm chart with the enum of ``wps.jobs.processes`` set to
     :func:`kubernetes_capable` (the input is not changed).
 
-    :mod:`geoml_hub.chartschema` applies it when it writes the file from ``values.schema.yaml``
-    (``python -m geoml_hub.chartschema helm/geoml-hub``); ``tests/test_wps_processes.py`` fails
+    :mod:`geoml_hub.tools.chartschema` applies it when it writes the file from ``values.schema.yaml``
+    (``python -m geoml_hub.tools.chartschema helm/geoml-hub``); ``tests/test_wps_processes.py`` fails
     when the file is out of date.
     """
     out = json.loads(json.dumps(schema))

@@ -821,7 +821,7 @@ def test_extract_samples_from_geojson_polygons_in_the_workspace(wps):
 
 def test_chart_schema_lists_the_kubernetes_capable_processes():
     """The chart's enum of wps.jobs.processes is generated from the registry and up to date."""
-    from geoml_hub import chartschema
+    from geoml_hub.tools import chartschema
     from geoml_hub.processes import kubernetes_capable
 
     chart = REPO / "helm" / "geoml-hub"

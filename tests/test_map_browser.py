@@ -287,6 +287,11 @@ def test_another_user_does_not_see_the_jobs(hub, browser):
         extract, validate = alice_jobs
         page.click(f"#results-list tr[data-result='{validate}'] button[data-action='outputs']")
         page.wait_for_selector("#jobs-output tr[data-output='overall_accuracy']")
+        # the job-outputs table shows the figure as people read it, the full value on hover
+        cell = page.locator("#jobs-output tr[data-output='overall_accuracy'] td")
+        shown, full = cell.inner_text().strip(), cell.get_attribute("title")
+        assert len(shown.split(".")[-1]) <= 3, shown
+        assert full is None or abs(float(full) - float(shown)) < 5e-4, (shown, full)
         status = page.evaluate("fetch('api/wps/jobs/%s').then(r => r.status)" % alice_jobs[0])
         assert status == 404
         tile = page.evaluate("fetch('api/layer-info?dataset=jobs/%s/reference_polygons.tif').then(r => r.status)"

@@ -13,6 +13,8 @@ hub, ``/`` standalone):
     One job's record.
 ``POST /jobs/<job>/cancel`` (or ``DELETE /jobs/<job>``)
     Cancel a queued or running job.
+``/ogcapi/...``
+    The same processes and jobs as OGC API - Processes 1.0 (:mod:`geoml_hub.wps.http.ogcapi`).
 ``GET /results``
     The shared results: published jobs of every user (``results/<owner>/<job>/``).
 ``GET /workspace``, ``GET|PUT|DELETE /workspace/<name>.geojson``
@@ -62,6 +64,7 @@ from ..jobs.dispatcher import cancel_job
 from ..jobs.kubernetes import backend_for
 from ..jobs.store import DATABASE_UNAVAILABLE, database_unavailable, store_for
 from ..ogc.inputs import remove_tree, share_outputs
+from .ogcapi import OgcApi, problem
 
 LOGGER = logging.getLogger("geoml_hub.wps")
 
@@ -100,6 +103,7 @@ class WpsApp:
         if settings.backend == "kubernetes":  # load the client and its configuration now (cancel needs it)
             backend_for(settings)
         self.base = urllib.parse.urlparse(settings.url).path.rstrip("/")
+        self.ogcapi = OgcApi(settings, service)
 
     @property
     def store(self):
@@ -134,6 +138,8 @@ class WpsApp:
         Rule("/jobs/<job>/", endpoint="job", defaults={"cancel": False}),
         Rule("/jobs/<job>/cancel", endpoint="job", defaults={"cancel": True}),
         Rule("/jobs/<job>/cancel/", endpoint="job", defaults={"cancel": True}),
+        Rule("/ogcapi", endpoint="ogcapi", defaults={"rel": ""}),
+        Rule("/ogcapi/<rest:rel>", endpoint="ogcapi"),
     ])
 
     def dispatch(self, request: Request, environ):
@@ -159,6 +165,9 @@ class WpsApp:
             if (not forbidden and hasattr(self.auth, "login_redirect") and request.method == "GET"
                     and "text/html" in request.headers.get("Accept", "")):
                 return self.auth.login_redirect(request)  # a browser: log in through the hub
+            if endpoint == "ogcapi":
+                return problem(status, "unauthorized" if status == 401 else "forbidden",
+                               forbidden or "authentication required: send a JupyterHub token")
             return _error(status, forbidden or "authentication required")
         environ["geoml.identity"] = identity
         if changes_state(request.method, environ.get("QUERY_STRING", ""), wps_endpoint=wps):
@@ -168,12 +177,16 @@ class WpsApp:
                                refusal)
                 if wps:
                     return NoApplicableCode(refusal, code=403)
+                if endpoint == "ogcapi":
+                    return problem(403, "forbidden", refusal)
                 return _error(403, refusal)
         if wps:
             # PyWPS reads meaning into the URL path (/processes/..., /jobs/...): give it the path
             # relative to the service base
             inner = dict(environ, PATH_INFO="/wps", SCRIPT_NAME=environ.get("SCRIPT_NAME", "") + self.base)
             return self.service.call(Request(inner))
+        if endpoint == "ogcapi":
+            return self.ogcapi(args["rel"], identity, request)
         if endpoint == "output":
             return self.serve_output(args["rel"], identity, request)
         if endpoint == "jobs":

@@ -135,6 +135,37 @@ def cancel_job(settings, service, store: JobStore, uuid: str, by: str) -> Tuple[
     return True, message
 
 
+def dismiss_job(settings, service, store: JobStore, uuid: str, by: str) -> Tuple[bool, str]:
+    """Dismiss a job, whatever its state (OGC API - Processes' ``DELETE /jobs/{id}``).
+
+    A queued or running job is cancelled (:func:`cancel_job`); a job that has ended loses its
+    outputs, its working directory and its shared copy (``results/<owner>/<job id>``, when it was
+    published), and becomes ``dismissed`` (:meth:`JobStore.dismiss_ended`); its status document
+    then says failed with the reason.
+
+    Returns
+    -------
+    (bool, str)
+        Whether the job was dismissed, and a message (why not, when it was not).
+    """
+    job = store.get(uuid)
+    if job is None:
+        return False, "no such job"
+    if not job.final:
+        return cancel_job(settings, service, store, uuid, by)
+    if job.state == DISMISSED:
+        return False, "job already dismissed"
+    message = f"dismissed: its outputs were removed by {by}"
+    if not store.dismiss_ended(uuid, message):
+        job = store.get(uuid)
+        return False, f"job already {job.state}" if job else "no such job"
+    remove_partial_outputs(settings, uuid)
+    ds.remove_tree(settings.results_dir / job.owner / uuid)
+    write_final_status(settings, service, store.get(uuid), message)
+    LOGGER.info("job %s (%s) %s", uuid, job.identifier, message)
+    return True, message
+
+
 class Dispatcher(threading.Thread):
     """Background thread that drives the job table (see the module docstring).
 

@@ -9,6 +9,8 @@ States (``state`` column)::
 
     queued -> running -> succeeded | failed
     queued | running -> dismissed          (cancelled by its owner or an admin)
+    succeeded | failed -> dismissed        (dismissed after it ended: its outputs removed;
+                                            OGC API - Processes' DELETE /jobs/{id})
 
 Every state change is a single conditional ``UPDATE ... WHERE state = <expected>``, so
 two server processes sharing the database never both start, finish or cancel a job.
@@ -280,6 +282,13 @@ class JobStore:
         if state == SUCCEEDED:
             values["percent"] = 100.0
         return self._transition(uuid, expected, **values)
+
+    def dismiss_ended(self, uuid: str, message: str) -> bool:
+        """Dismiss a job that has ended (succeeded or failed): state ``dismissed``, ``message``,
+        ``outputs_removed`` now, ``published`` off; its ``finished`` time stays. ``False`` when
+        the job has not ended or was dismissed already."""
+        return self._transition(uuid, (SUCCEEDED, FAILED), state=DISMISSED, message=message,
+                                outputs_removed=utcnow(), published=False)
 
     def mark_outputs_removed(self, uuid: str) -> None:
         with self.engine.begin() as c:

@@ -161,8 +161,9 @@ def input_schema(inp) -> dict:
             schema["exclusiveMinimum" if low_open else "minimum"] = _typed(data_type, r.minval)
         if r.maxval is not None:
             schema["exclusiveMaximum" if high_open else "maximum"] = _typed(data_type, r.maxval)
-    if inp.min_occurs == 0 and getattr(inp, "default", None) is not None:
-        schema["default"] = _typed(data_type, inp.default)
+    default = inp.json.get("data") if inp.min_occurs == 0 else None  # as DescribeProcess shows it
+    if default is not None:
+        schema["default"] = _typed(data_type, default)
     return schema
 
 

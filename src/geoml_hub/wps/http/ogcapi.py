@@ -89,7 +89,7 @@ EXECUTE_SCHEMA = {
     "type": "object",
     "properties": {
         "inputs": {"type": "object", "additionalProperties": {
-            "oneOf": [{"$ref": "#/$defs/input"}, {"type": "array", "items": {"$ref": "#/$defs/input"}}]}},
+            "anyOf": [{"$ref": "#/$defs/input"}, {"type": "array", "items": {"$ref": "#/$defs/input"}}]}},
         "outputs": {"type": "object", "additionalProperties": {
             "type": "object",
             "properties": {"format": {"type": "object", "properties": {

@@ -401,8 +401,7 @@ class OgcApi:
             return problem(400, "bad request", f"status: use {', '.join(STATUS.values())}")
         pids = [p for p in ",".join(request.args.getlist("processID")).split(",") if p]
         owner = None if identity.admin else identity.name
-        jobs = [j for j in self.store.list(owner=owner, states=states or None, limit=None if pids else limit)
-                if not pids or j.identifier in pids][:limit]
+        jobs = self.store.list(owner=owner, states=states or None, limit=limit, identifiers=pids or None)
         return _json({"jobs": [self.status_info(j) for j in jobs], "links": [self._link("/jobs", "self")]})
 
     def results(self, job) -> Response:

@@ -306,10 +306,14 @@ class JobStore:
         return Job(**row) if row else None
 
     def list(self, owner: Optional[str] = None, states=None, limit: Optional[int] = None,
-             oldest_first: bool = False) -> List[Job]:
+             oldest_first: bool = False, identifiers=None) -> List[Job]:
+        """Jobs, newest first (or ``oldest_first``), of ``owner``, in ``states``, of the processes
+        ``identifiers`` (each filter only when given), at most ``limit``."""
         q = jobs_table.select()
         if owner is not None:
             q = q.where(jobs_table.c.owner == owner)
+        if identifiers:
+            q = q.where(jobs_table.c.identifier.in_(tuple(identifiers)))
         if states:
             q = q.where(jobs_table.c.state.in_(tuple(states)))
         q = q.order_by(jobs_table.c.created.asc() if oldest_first else jobs_table.c.created.desc())

@@ -27,7 +27,7 @@ import yaml
 from owslib.ogcapi import REQUEST_HEADERS
 from owslib.ogcapi.processes import Processes
 
-from hubtools import admin_token, api, down, up, user_token
+from hubtools import PASSWORDS, admin_token, api, down, login, sign_up, up, user_token
 from wps_server import WpsServer, free_port
 
 from geoml_hub.processes import identifiers, load
@@ -225,6 +225,9 @@ def test_errors_are_problem_details(client, session):
                           json={"inputs": {"samples": "data/eurosat_ms"}, "response": "inline"})
     assert r.status_code == 400 and "response" in r.json()["detail"]
     assert session.get("/processes/train_model/execution").status_code == 405
+    r = session.http.post(session.root + "/processes/train_model/execution", timeout=60,
+                          json={"inputs": {"samples": "x" * (4 * 2**20)}})  # over maxrequestsize, 3 MB
+    assert r.status_code == 413 and "3 MB" in r.json()["detail"]
 
 
 # == all seven processes, end to end ===========================================================================
@@ -370,20 +373,26 @@ def test_dismiss_a_finished_job_removes_its_outputs(session, server, chain):
 # == under geoml-hub up: authentication and two users ==========================================================
 
 @pytest.mark.slow
-def test_under_the_hub_users_see_only_their_own_jobs(tmp_path_factory, shared_base):
+def test_under_the_hub_users_see_only_their_own_jobs(shared_base):
+    """Under ``geoml-hub up``: a JupyterHub token authenticates OWSLib; bob cannot see, read or
+    dismiss alice's job (404, as for an unknown one); no identity: 401; alice's login cookie alone
+    cannot execute or dismiss from another site (403)."""
     state = shared_base / "ogcapi-hub"
     port = free_port()
-    res = up(state, port, shared_base)
+    res = up(state, port, shared_base / "ogcapi-hub-shared")
     assert res.returncode == 0, res.stdout + res.stderr
     url = f"http://127.0.0.1:{port}"
     try:
         hub = {"url": url, "state": state}
-        for user in ("alice", "bob"):
-            r = api(url, admin_token(hub), "POST", f"/users/{user}")
-            assert r.status_code in (201, 409), r.text
+        assert sign_up(url, "alice", PASSWORDS["alice"]).status_code == 200
+        admin = login(url, "admin", (state / "admin_password").read_text().strip())
+        assert admin.get(f"{url}/hub/authorize/alice", timeout=30).status_code == 200
+        browser = login(url, "alice", PASSWORDS["alice"])  # her first login makes her a hub user
+        assert browser.login_status == 302
+        assert api(url, admin_token(hub), "POST", "/users/bob").status_code == 201
         root = url + "/services/wps/ogcapi/"
         r = requests.get(root + "processes", timeout=60)
-        assert r.status_code in (401, 403) and r.headers["Content-Type"] == "application/problem+json"
+        assert r.status_code == 401 and r.headers["Content-Type"] == "application/problem+json"
         alice, bob = ogc_client(root, user_token(hub, "alice")), ogc_client(root, user_token(hub, "bob"))
         assert [p["id"] for p in alice.processes()] == list(identifiers())
         as_alice, as_bob = Session(alice), Session(bob)
@@ -399,9 +408,18 @@ def test_under_the_hub_users_see_only_their_own_jobs(tmp_path_factory, shared_ba
             assert r.status_code == 404 and r.json()["type"].endswith("/no-such-job")
         assert requests.get(results["summary"]["href"], headers=as_bob.http.headers, timeout=60).status_code == 404
         assert as_bob.get("/jobs").json()["jobs"] == []
-        assert requests.get(f"{root}jobs/{job}", timeout=60).status_code in (401, 403)
-        assert requests.delete(f"{root}jobs/{job}", timeout=60).status_code in (401, 403)
+        assert requests.get(f"{root}jobs/{job}", timeout=60).status_code == 401
+        assert requests.delete(f"{root}jobs/{job}", timeout=60).status_code == 401
+        # alice's browser: her login cookie reads, but from another site changes nothing
+        assert browser.get(url + "/services/wps/jobs", headers={"Accept": "text/html"}, timeout=60).status_code == 200
+        assert browser.get(f"{root}jobs/{job}", timeout=60).json()["status"] == "successful"
+        evil = {"Origin": "http://evil.example"}
+        r = browser.post(f"{root}processes/validate_classification/execution", headers=evil, timeout=60,
+                         json={"inputs": {"classification": REFERENCE, "reference": REFERENCE}})
+        assert r.status_code == 403 and r.headers["Content-Type"] == "application/problem+json", r.text
+        assert browser.delete(f"{root}jobs/{job}", headers=evil, timeout=60).status_code == 403
         assert [j["jobID"] for j in as_alice.get("/jobs").json()["jobs"]] == [job]
         assert as_alice.delete(f"/jobs/{job}").status_code == 200
+        assert as_alice.status(job)["status"] == "dismissed"
     finally:
         down(state)

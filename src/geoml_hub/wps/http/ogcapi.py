@@ -43,6 +43,7 @@ from typing import Dict, List, Optional
 
 import jsonschema
 from lxml import etree
+from pywps import configuration
 from pywps.app.WPSRequest import WPSRequest
 from pywps.dblog import log_request, store_status
 from pywps.inout.literaltypes import AllowedValue
@@ -312,6 +313,9 @@ class OgcApi:
     # -- execution -----------------------------------------------------------------------------------
     def execute(self, process, identity, request: Request) -> Response:
         """``POST /processes/{id}/execution`` (see the module docstring)."""
+        limit = configuration.get_size_mb(configuration.get_config_value("server", "maxrequestsize")) * 2**20
+        if (request.content_length or 0) > limit:  # PyWPS's limit of a WPS request body
+            return problem(413, "payload too large", f"the execute request is larger than {limit / 2**20:g} MB")
         try:
             body = json.loads(request.get_data(cache=False) or b"{}")
         except ValueError as exc:

@@ -292,6 +292,9 @@ def test_all_seven_processes_run_end_to_end(chain, session, server):
     assert {j["job_id"] for j in own} == {j["jobID"] for j in jobs}
     wps_doc = [link for link in chain["train"]["_status"]["links"] if link["type"] == "text/xml"][0]["href"]
     assert b"ProcessSucceeded" in requests.get(wps_doc, timeout=60).content
+    assert session.get("/jobs", params={"status": "running,accepted"}).json()["jobs"] == []
+    assert len(session.get("/jobs", params={"status": "successful"}).json()["jobs"]) == len(jobs)
+    assert session.get("/jobs", params={"status": "done"}).status_code == 400
     filtered = session.get("/jobs", params={"processID": "classify_scene", "limit": 1}).json()["jobs"]
     assert len(filtered) == 1 and filtered[0]["jobID"] == chain["classify_02"]["_status"]["jobID"]
 
@@ -306,6 +309,13 @@ def test_sync_execution_and_raw_response(client, session, chain):
         "inputs": {"classification": REFERENCE, "reference": REFERENCE},
         "outputs": {"overall_accuracy": {"transmissionMode": "reference"}}})
     assert r.status_code == 400 and "by value only" in r.json()["detail"]
+    # raw, one file output: no body, the output's URL in the Link header
+    r = session.http.post(session.root + "/processes/validate_classification/execution", timeout=300, json={
+        "inputs": {"classification": REFERENCE, "reference": REFERENCE}, "outputs": {"summary": {}},
+        "response": "raw"})
+    assert r.status_code == 204 and RESULTS_REL in r.headers["Link"], r.text
+    href = r.headers["Link"].split(";")[0].strip("<>")
+    assert href.endswith("/summary.json") and requests.get(href, timeout=60).json()["overall_accuracy"] == 1.0
 
 
 def test_dismiss_a_running_job_stops_its_worker(client, session, server, chain):

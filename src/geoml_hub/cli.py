@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from . import __version__, params
 from .balancing import BalanceParams, balance_samples
+from .catalog import Cache, build_catalog, file_hrefs, save_catalog
 from .classification import ClassifyParams, classify_scene
-from .errors import GeomlError
+from .errors import GeomlError, ParameterError
 from .extraction import extract_samples
 from .pipeline import check_parameters, run_patch_pipeline, run_scene_pipeline
 from .samples import load_samples
@@ -238,6 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the balancing and the training (default 0)")
     _add_balance_options(p, skip=("seed",))
     _add_train_options(p, skip=("seed",))
+
+    p = sub.add_parser("catalog", help="a static STAC catalogue of data roots (docs/catalog.md)",
+                       description="Write a self-contained static STAC catalogue (pystac) of the data roots into "
+                                   "--out: one collection per root, an item per scene or label raster (bbox and "
+                                   "geometry in WGS 84, proj:, eo:bands, raster:bands), a child collection per "
+                                   "training-sample tree with its class counts. Incremental: rasters whose size "
+                                   "and modification time did not change since the last run (OUT.cache.json) "
+                                   "are not read again.")
+    p.add_argument("--data-root", action="append", metavar="NAME=DIR", required=True,
+                   help="a data root, e.g. data=../shared/data (repeatable)")
+    p.add_argument("--out", required=True, help="the catalogue's folder (OUT/catalog.json), replaced atomically")
+    p.add_argument("--title", default="geoml-hub data", help="the catalogue's title")
 
     p = sub.add_parser("up", help="JupyterHub + the WPS service + idle culler on this machine (docs/user.md)")
     p.add_argument("--port", type=int, default=8000, help="public port (default 8000)")
@@ -522,6 +535,8 @@ def _run(args, quiet: bool) -> int:
             res = classify_scene(args.model, args.scene, args.out, progress=cb, **params.cli_values(args, ClassifyParams))
         print(f"wrote {res.path} ({res.pixels} pixels, {res.nodata_pixels} nodata, stride {res.stride}): "
               + ", ".join(f"{k} {v}" for k, v in res.counts.items()))
+    elif cmd == "catalog":
+        run_catalog(args, quiet)
     elif cmd == "validate":
         with progress_bar(not quiet, "validate") as cb:
             s = validate_classification(args.classification, args.reference, args.out, _floats(args.reference_nodata),
@@ -582,6 +597,35 @@ def _run(args, quiet: bool) -> int:
         print(f"QC on held-out data ({args.out}/qc/summary.json):")
         print(format_qc(s["qc"]))
     return 0
+
+
+def run_catalog(args, quiet: bool) -> None:
+    """``geoml-hub catalog``: check the roots and ``--out`` first, then build and swap in."""
+    roots = {}
+    for item in args.data_root:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ParameterError(f"--data-root expects NAME=DIR, got {item!r}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name.strip()):
+            raise ParameterError(f"--data-root {item}: the name must be a plain word (letters, digits, _ -)")
+        if not Path(path.strip()).is_dir():
+            raise ParameterError(f"--data-root {item}: no such directory {path.strip()}")
+        roots[name.strip()] = Path(path.strip())
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / "catalog.json").is_file():
+        raise ParameterError(f"--out {out}: a non-empty directory that is not a STAC catalogue (no catalog.json); "
+                             "give a new or empty folder")
+    cache = Cache(out.parent / f"{out.name}.cache.json")
+    with progress_bar(not quiet, "catalog") as cb:
+        catalog = build_catalog(roots, file_hrefs(out), cache, title=args.title, progress=cb)
+        save_catalog(catalog, out)
+    cache.save()
+    items = sum(1 for _ in catalog.get_items(recursive=True))
+    trees = sum(1 for c in catalog.get_all_collections() if c.extra_fields.get("geoml:kind") == "sample-tree")
+    print(f"wrote {out}/catalog.json: {len(roots)} data root(s), {items} raster item(s), {trees} sample tree(s); "
+          f"{cache.reads} file(s) read, the others unchanged since the last run")
 
 
 def run_map(args) -> int:

@@ -17,6 +17,12 @@ hub, ``/`` standalone):
     The same processes and jobs as OGC API - Processes 1.0 (:mod:`geoml_hub.wps.http.ogcapi`).
 ``GET /results``
     The shared results: published jobs of every user (``results/<owner>/<job>/``).
+``GET /stac/catalog.json``, ``GET /stac/<collection>/...``
+    The STAC catalogue (:mod:`geoml_hub.wps.jobs.catalog`) of the data roots and the published
+    results, read-only, for every authenticated user (both are readable by every user; a job
+    that is not published is not in it). 503 until the start-up build has put it in place.
+``GET /data/<root>/<path>``
+    A file of a data root (the catalogue's asset hrefs), for every authenticated user.
 ``GET /workspace``, ``GET|PUT|DELETE /workspace/<name>.geojson``
     The caller's own files in the workspace (``workspace/<user>/<name>``): training polygons
     as the web map saves them (GeoJSON, checked with :func:`geoml_hub.polygons.parse_polygons`,
@@ -60,6 +66,7 @@ from ...processes import build_service
 from ...web.auth import changes_state, cross_site_refusal, make_authenticator
 from ...web.headers import with_headers
 from ...web.routing import Rule, match, url_map
+from ..jobs.catalog import catalog_dir, refresh_logged
 from ..jobs.dispatcher import cancel_job
 from ..jobs.kubernetes import backend_for
 from ..jobs.store import DATABASE_UNAVAILABLE, database_unavailable, store_for
@@ -132,6 +139,9 @@ class WpsApp:
         Rule("/results", endpoint="results"),
         Rule("/workspace", endpoint="workspace", defaults={"name": ""}),
         Rule("/workspace/<rest:name>", endpoint="workspace"),
+        Rule("/stac", endpoint="stac", defaults={"rel": ""}),
+        Rule("/stac/<rest:rel>", endpoint="stac"),
+        Rule("/data/<rest:rel>", endpoint="data"),
         Rule("/jobs/<job>/publish", endpoint="publish"),
         Rule("/jobs/<job>/publish/", endpoint="publish"),
         Rule("/jobs/<job>", endpoint="job", defaults={"cancel": False}),
@@ -195,6 +205,8 @@ class WpsApp:
             jobs = self.store.published()
             return _json({"results": [dict(j.as_dict(self._status_url(j)), shared_as=f"results/{j.owner}/{j.uuid}")
                                       for j in jobs]})
+        if endpoint in ("stac", "data"):
+            return self.serve_catalog(endpoint, args["rel"], request)
         if endpoint == "workspace":
             return self.workspace(args["name"].strip("/"), identity, request)
         if endpoint == "publish":
@@ -261,6 +273,7 @@ class WpsApp:
         if request.method == "DELETE" or request.args.get("unpublish"):
             remove_tree(target)
             self.store.set_published(uuid, False)
+            refresh_logged(self.settings, self.store, f"job {uuid} withdrawn")
             job = self.store.get(uuid)
             return _json(job.as_dict(self._status_url(job)))
         if job.state != "succeeded" or job.outputs_removed is not None:
@@ -268,6 +281,7 @@ class WpsApp:
         share_outputs(self.settings.job_outputs(uuid), target, {"job_id": uuid, "process": job.identifier,
                                                                "owner": job.owner})
         self.store.set_published(uuid, True)
+        refresh_logged(self.settings, self.store, f"job {uuid} published")
         job = self.store.get(uuid)
         body = job.as_dict(self._status_url(job))
         body["shared_as"] = f"results/{job.owner}/{uuid}"
@@ -314,6 +328,48 @@ class WpsApp:
             return _error(400, str(exc))
         write_bytes(path, body)
         return _json({"name": name, "dataset": dataset, "features": len(features), "classes": codes})
+
+    # -- the STAC catalogue and the data roots' files ----------------------------------------------
+    def serve_catalog(self, endpoint: str, rel: str, request: Request) -> Response:
+        """``/stac/...`` (the catalogue's JSON files) and ``/data/<root>/<path>`` (its data assets):
+        read-only, the same for every authenticated user."""
+        if request.method not in ("GET", "HEAD"):
+            return _error(405, "the catalogue is read-only")
+        rel = urllib.parse.unquote(rel)
+        parts = [p for p in rel.split("/") if p]
+        if any(p in ("..", ".") or p.startswith(".") for p in parts) or "\x00" in rel:
+            return _error(404, "no such file")
+        if endpoint == "stac":
+            root = catalog_dir(self.settings)
+            if not (root / "catalog.json").is_file():
+                return _error(503, "the STAC catalogue is being built: try again in a moment")
+            parts = parts or ["catalog.json"]
+        else:
+            if len(parts) < 2 or parts[0] not in self.settings.data_roots:
+                return _error(404, "no such file")
+            root, parts = self.settings.data_roots[parts[0]], parts[1:]
+        real_root = Path(os.path.realpath(root))
+        path = Path(os.path.realpath(real_root.joinpath(*parts)))
+        try:
+            path.relative_to(real_root)
+        except ValueError:
+            return _error(404, "no such file")
+        if not path.is_file():
+            return _error(404, "no such file")
+        if endpoint == "stac":
+            mime = "application/json" if path.name in ("catalog.json", "collection.json") else "application/geo+json"
+        else:
+            mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            if path.suffix.lower() in (".tif", ".tiff", ".gtif"):
+                mime = "image/tiff; application=geotiff"
+        f = open(path, "rb")
+        size = os.fstat(f.fileno()).st_size
+        resp = Response(wrap_file(request.environ, f), mimetype=mime, direct_passthrough=True)
+        if mime.startswith("image/tiff"):
+            resp.headers["Content-Type"] = mime
+        resp.content_length = size
+        resp.headers["Cache-Control"] = "no-cache" if endpoint == "stac" else "private, max-age=60"
+        return resp
 
     # -- outputs ----------------------------------------------------------------------------------
     def serve_output(self, rel: str, identity, request: Request) -> Response:

@@ -52,6 +52,7 @@ from ..ogc.process import AtomicExecuteResponse, restore_request
 from ..ogc.service import build_service_light, process_copy
 from ..settings import load_settings_json
 from . import kubernetes as k8s
+from .catalog import refresh_in_background, refresh_logged
 from .kubernetes import backend_for
 from .store import (_WAKE, CLUSTER_HOST, DISMISSED, FAILED, HOST, QUEUED, RUNNING, Job, JobStore, store_for, utcnow,
                     wake, worker_alive)
@@ -200,6 +201,7 @@ class Dispatcher(threading.Thread):
             self.recover()
         except Exception:
             LOGGER.exception("job recovery failed")
+        refresh_in_background(self.settings, self.store, "start-up")  # the STAC catalogue of the data and results
         while not self._stop_event.is_set():
             try:
                 self.step()
@@ -439,13 +441,16 @@ class Dispatcher(threading.Thread):
         """Remove outputs of jobs finished more than ``retention_hours`` ago; return how many."""
         now = now or utcnow()
         before = now - dt.timedelta(hours=self.settings.retention_hours)
-        n = 0
+        n = published = 0
         for job in self.store.expired(before):
             remove_partial_outputs(self.settings, job.uuid)
             self.store.mark_outputs_removed(job.uuid)
             LOGGER.info("job %s: outputs removed (finished %s, retention %g h)", job.uuid, job.finished,
                         self.settings.retention_hours)
             n += 1
+            published += bool(job.published)
+        if published:  # an expired published job leaves the STAC catalogue's results collection
+            refresh_logged(self.settings, self.store, f"{published} published job(s) expired")
         return n
 
 

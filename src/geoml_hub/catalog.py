@@ -9,7 +9,7 @@ The catalogue (STAC 1.1, written by pystac as a *self-contained* static catalogu
   descriptions) and ``raster:bands`` (data type, nodata, scale, offset);
 * one **child collection per sample tree** found in a data root (a directory whose
   sub-directories hold only sample containers, :mod:`geoml_hub.samples`), with its class
-  counts as ``label:classes`` / ``label:overviews`` summaries and the union of its patches'
+  counts as the label extension's ``label:classes`` / ``label:overviews`` summaries and the union of its patches'
   footprints as its extent; the patches themselves are not items (hundreds of 64 x 64 chips);
 * the **results collection** (id ``results``): one item per published job, with every output
   file as an asset (rasters with their bands and projection, reports as ``metadata``).
@@ -48,7 +48,6 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import pystac
 from pystac.extensions.eo import Band, EOExtension
-from pystac.extensions.label import LabelClasses, LabelExtension, LabelOverview, LabelCount
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 
@@ -63,6 +62,7 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".gtif")
 #: scenes (the same rule as the map's layer list, :data:`geoml_hub.map.tiles.PATCH_EDGE`).
 PATCH_EDGE = 128
 CATALOG_ID = "geoml-hub"
+LABEL_SCHEMA = "https://stac-extensions.github.io/label/v1.0.1/schema.json"
 RESULTS = "results"
 #: The GeoTIFF media type.
 GEOTIFF = pystac.MediaType.GEOTIFF
@@ -356,12 +356,12 @@ def _sample_tree_collection(root_name: str, root: Path, folder: Path, cache: Cac
                      "(one sub-directory per class)."),
         extent=_extent(bboxes, times), license="other",
         extra_fields={"geoml:dataset": dataset, "geoml:kind": "sample-tree"})
-    LabelExtension.add_to(coll)
-    labels = LabelExtension.summaries(coll, add_if_missing=True)
-    labels.label_classes = [LabelClasses.create(classes=sorted(counts), name=None)]
-    labels.label_type = ["raster"] if bboxes else ["vector"]
-    coll.summaries.add("label:overviews", [LabelOverview.create(
-        property_key=None, counts=[LabelCount.create(name=k, count=v) for k, v in sorted(counts.items())]).to_dict()])
+    # the label extension's summaries (pystac's LabelExtension class is deprecated: written as JSON)
+    coll.stac_extensions.append(LABEL_SCHEMA)
+    coll.summaries.add("label:classes", [{"name": None, "classes": sorted(counts)}])
+    coll.summaries.add("label:type", ["raster"] if bboxes else ["vector"])
+    coll.summaries.add("label:overviews", [{"property_key": None, "counts": [{"name": k, "count": v}
+                                                                           for k, v in sorted(counts.items())]}])
     return coll
 
 

@@ -33,7 +33,8 @@ from rasterio.warp import transform_bounds
 from conftest import CHIAPAS_NAMES, LABELS, SCENE_1999
 from helpers import CONSOLE_SCRIPT, XSS_NAME, TokenIdentity, hostile_labels
 from helpers import chiapas_polygons
-from wps_server import DATA, NS, WpsServer, free_port, wait_final
+from wps_server import DATA, NS, WpsServer, free_port, wait_final, wait_for
+from geoml_hub.map import tiles
 
 pytestmark = pytest.mark.slow
 
@@ -148,8 +149,15 @@ def test_page_modules_import_each_other_without_cycles():
 
 
 def test_layers_are_the_scenes_and_labels_with_their_bounds(stack):
-    m, _ = stack
-    layers = {layer["dataset"]: layer for layer in m.get("/api/layers").json()["layers"]}
+    """The layer list comes from the WPS's STAC catalogue (issue 16.2), and is what walking the
+    data roots and opening every raster gave before."""
+    m, wps = stack
+    wait_for(lambda: requests.get(wps.url + "/stac/catalog.json", timeout=10).status_code == 200, timeout=120,
+             what="the WPS's STAC catalogue")
+    listed = m.get("/api/layers").json()["layers"]
+    assert "walking the data roots" not in m.log.read_text()  # read from the catalogue, not the folders
+    assert listed == json.loads(json.dumps(tiles.list_rasters({"data": DATA})))
+    layers = {layer["dataset"]: layer for layer in listed}
     assert set(layers) == {SCENE, REFERENCE, "data/landsat7_chiapas/LE70220492002106EDC00_stack.gtif"}
     scene, ref = layers[SCENE], layers[REFERENCE]
     assert (scene["kind"], scene["bands"], ref["kind"]) == ("scene", 8, "labels")

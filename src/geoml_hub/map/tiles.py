@@ -132,6 +132,39 @@ def list_rasters(roots: Dict[str, Path], limit: int = 500) -> List[Dict]:
     return out
 
 
+def layer_from_stac(item: Dict) -> Optional[Dict]:
+    """The map layer (as :func:`raster_info` gives it) of a STAC item of the WPS's catalogue
+    (:mod:`geoml_hub.catalog`): bounds from its WGS 84 bbox, the grid from ``proj:``, band names,
+    data type and the kind from its asset's ``eo:bands`` and ``raster:bands``; ``None`` for an item
+    that is not one raster of a data root (or an image patch).
+
+    Parameters
+    ----------
+    item : dict
+        A STAC item as JSON.
+    """
+    props = item.get("properties", {})
+    dataset = props.get("geoml:dataset", "")
+    assets = [a for a in item.get("assets", {}).values() if a.get("raster:bands")]
+    if len(assets) != 1 or not item.get("bbox") or not dataset or dataset.startswith(("jobs/", "results/")):
+        return None
+    asset = assets[0]
+    bands = asset["raster:bands"]
+    descriptions = [b.get("description") or "" for b in asset.get("eo:bands", [{}] * len(bands))]
+    shape = props.get("proj:shape") or [0, 0]
+    if max(shape) <= PATCH_EDGE:
+        return None
+    dtype = bands[0].get("data_type", "")
+    kind = "labels" if len(bands) == 1 and np.dtype(dtype).kind in "iu" else "scene"
+    info = {"dataset": dataset, "name": dataset.rsplit("/", 1)[-1].rsplit(".", 1)[0], "kind": kind,
+            "bands": len(bands), "band_names": [n or f"band {i}" for i, n in enumerate(descriptions, 1)],
+            "bounds": [round(float(b), 7) for b in item["bbox"]], "dtype": dtype,
+            "crs": props.get("proj:code") or "", "size": [shape[1], shape[0]]}
+    if kind == "scene":
+        info["presets"] = presets(descriptions, len(bands))
+    return info
+
+
 @lru_cache(maxsize=256)
 def _stretch(path: str, mtime: float, bands: Tuple[int, ...], low: float, high: float) -> Tuple[Tuple[float, float], ...]:
     """Per-band percentile range over the whole raster (its overview when it has one)."""

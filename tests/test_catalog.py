@@ -26,7 +26,7 @@ from conftest import CHIAPAS, DATA, EUROSAT_COUNTS, LABELS, SCENE_1999
 from helpers import script
 from wps_server import WpsServer, execute, wait_final, wait_for
 from geoml_hub import catalog as stac
-from geoml_hub.client import Client
+from geoml_hub.client import Client as NotebookClient
 from geoml_hub.processes import build_service
 from geoml_hub.web.auth import Identity
 from geoml_hub.wps.http.app import make_app
@@ -321,7 +321,7 @@ def test_pystac_walks_the_catalogue_of_a_running_wps_and_publishing_updates_it(t
         for obj in [cat, *cat.get_all_collections(), *items.values()]:
             stac.validate_offline(obj.to_dict())
         # the notebook client's dataset discovery reads the same catalogue through its session
-        found = {i.properties["geoml:dataset"]: i for i in Client(wps.url, progress=False).catalog()
+        found = {i.properties["geoml:dataset"]: i for i in NotebookClient(wps.url, progress=False).catalog()
                  .get_items(recursive=True)}
         assert set(found) == {"data/landsat7_chiapas/" + p.name for p in CHIAPAS.glob("*.gtif")}
         assert found["data/landsat7_chiapas/training_data.gtif"].bbox == items["landsat7_chiapas.training_data"].bbox

@@ -15,6 +15,7 @@ import os
 import shutil
 import urllib.parse
 
+import numpy as np
 import pystac
 import pytest
 import rasterio
@@ -23,7 +24,7 @@ from rasterio.warp import transform_bounds
 from werkzeug.test import Client
 
 from conftest import CHIAPAS, DATA, EUROSAT_COUNTS, LABELS, SCENE_1999
-from helpers import script
+from helpers import script, write_npy_tree
 from wps_server import WpsServer, execute, wait_final, wait_for
 from geoml_hub import catalog as stac
 from geoml_hub.client import Client as NotebookClient
@@ -340,3 +341,25 @@ def test_pystac_walks_the_catalogue_of_a_running_wps_and_publishing_updates_it(t
         assert requests.delete(f"{wps.url}/jobs/{job}/publish", timeout=60).status_code == 200
         results = pystac.Collection.from_file(wps.url + "/stac/results/collection.json")
         assert [it.id for it in results.get_items()] == []
+
+
+def test_scenes_in_sub_folders_stay_scenes_and_npy_trees_are_counted(tmp_path):
+    """The sample-tree rule: sub-folders of full scenes are not a sample tree (their first GeoTIFF
+    is larger than a patch); a NumPy tree is, with its containers' sample counts."""
+    root = tmp_path / "root"
+    for year, scene in (("1999", SCENE_1999), ("2002", CHIAPAS / "LE70220492002106EDC00_stack.gtif")):
+        (root / "scenes" / year).mkdir(parents=True)
+        shutil.copy(scene, root / "scenes" / year / scene.name)
+    rng = np.random.default_rng(0)
+    write_npy_tree(root / "extracted", {"forest": [rng.random((5, 3, 1, 1)), rng.random((2, 3, 1, 1))],
+                                        "water": [rng.random((4, 3, 1, 1))]}, classes={"forest": 1, "water": 2})
+    stac.save_catalog(stac.build_catalog({"x": root}, stac.file_hrefs(tmp_path / "out")), tmp_path / "out")
+    cat = pystac.Catalog.from_file(str(tmp_path / "out" / "catalog.json"))
+    items = {it.id: it for it in cat.get_items(recursive=True)}
+    assert set(items) == {"scenes.1999.LE70220491999322EDC01_stack", "scenes.2002.LE70220492002106EDC00_stack"}
+    trees = {c.id: c for c in cat.get_all_collections() if c.extra_fields.get("geoml:kind") == "sample-tree"}
+    assert set(trees) == {"x.extracted"}
+    counts = trees["x.extracted"].summaries.get_list("label:overviews")[0]["counts"]
+    assert counts == [{"name": "forest", "count": 7}, {"name": "water", "count": 4}]
+    for obj in [cat, *cat.get_all_collections(), *items.values()]:
+        stac.validate_offline(obj.to_dict())

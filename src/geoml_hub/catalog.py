@@ -54,7 +54,7 @@ from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from .errors import DataError
 from .fileio import PathLike, write_text
 from .progress import ProgressCallback, report
-from .samples import CLASSES_FILE, CONTAINER_SUFFIXES
+from .samples import CLASSES_FILE, CONTAINER_SUFFIXES, container_info
 
 #: File suffixes of the rasters catalogued.
 RASTER_SUFFIXES = (".tif", ".tiff", ".gtif")
@@ -286,7 +286,7 @@ class Cache:
         """The record of ``path``: the cached one if the file is unchanged, else ``compute()``."""
         st = path.stat()
         key = str(path)
-        rec = self.old.get(key)
+        rec = self.new.get(key) or self.old.get(key)
         if not (rec and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns):
             self.reads += 1
             rec = dict(compute(), size=st.st_size, mtime_ns=st.st_mtime_ns)
@@ -300,17 +300,36 @@ class Cache:
 
 
 # -- data roots ------------------------------------------------------------------------------
-def is_sample_tree(folder: Path) -> bool:
+def is_sample_tree(folder: Path, cache: Optional[Cache] = None) -> bool:
     """Whether ``folder`` is a training-sample tree: it has ``classes.json``, or at least two
-    sub-directories and each holds sample containers and no further directory."""
-    subdirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    sub-directories, each holding sample containers and no further directory; where the
+    containers are GeoTIFFs, the first one must be an image patch (at most :data:`PATCH_EDGE`
+    pixels on both sides), so that a folder of scenes sorted into sub-folders stays scenes.
+
+    Parameters
+    ----------
+    folder : Path
+    cache : Cache, optional
+        Where the first GeoTIFF's grid is looked up (read with rasterio if not there).
+    """
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subdirs:
         return False
+    first_tif = None
     for d in subdirs:
-        entries = [p for p in d.iterdir() if not p.name.startswith(".")]
+        entries = sorted(p for p in d.iterdir() if not p.name.startswith("."))
         if any(p.is_dir() for p in entries) or not any(p.suffix.lower() in CONTAINER_SUFFIXES for p in entries):
             return False
-    return (folder / CLASSES_FILE).is_file() or len(subdirs) >= 2
+        first_tif = first_tif or next((p for p in entries if p.suffix.lower() in RASTER_SUFFIXES), None)
+    if not ((folder / CLASSES_FILE).is_file() or len(subdirs) >= 2):
+        return False
+    if first_tif is not None:
+        try:
+            rec = (cache or Cache()).get(first_tif, lambda: _raster_record(first_tif))
+        except DataError:
+            return False
+        return max(rec["info"]["shape"]) <= PATCH_EDGE
+    return True
 
 
 def _extent(bboxes: List[List[float]], times: List[dt.datetime]) -> pystac.Extent:
@@ -330,24 +349,28 @@ def _item_id(rel: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", stem.replace("/", "."))
 
 
+def _raster_record(path: Path) -> Dict:
+    """The cache record of a raster: :func:`read_raster`'s answer."""
+    return {"info": read_raster(path)}
+
+
 def _sample_tree_collection(root_name: str, root: Path, folder: Path, cache: Cache) -> pystac.Collection:
     rel = folder.relative_to(root).as_posix()
     counts: Dict[str, int] = {}
     bboxes, times = [], []
-    from .samples import container_info  # reads .npy headers; GeoTIFF patches are read below
-
     for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         n = 0
         for f in sorted(class_dir.iterdir()):
             if f.name.startswith(".") or f.suffix.lower() not in CONTAINER_SUFFIXES:
                 continue
-            if f.suffix.lower() in RASTER_SUFFIXES:
-                rec = cache.get(f, lambda f=f: {"bbox": read_raster(f)["bbox"], "count": 1})
-                bboxes.append(rec["bbox"])
-            else:
+            if f.suffix.lower() in RASTER_SUFFIXES:  # a GeoTIFF patch: one sample
+                rec = cache.get(f, lambda f=f: _raster_record(f))
+                bboxes.append(rec["info"]["bbox"])
+                n += 1
+            else:  # a NumPy container: its header says how many
                 rec = cache.get(f, lambda f=f: {"count": container_info(f)[0]})
+                n += rec["count"]
             times.append(dt.datetime.fromtimestamp(rec["mtime_ns"] / 1e9, dt.timezone.utc).replace(microsecond=0))
-            n += rec["count"]
         counts[class_dir.name] = n
     dataset = f"{root_name}/{rel}"
     coll = pystac.Collection(
@@ -398,7 +421,7 @@ def root_collection(root_name: str, root: PathLike, href_for: HrefFor, cache: Ca
     walked = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
-        if here != root and is_sample_tree(here):
+        if here != root and is_sample_tree(here, cache):
             trees.append(_sample_tree_collection(root_name, root, here, cache))
             dirnames[:] = []
             continue
@@ -409,7 +432,7 @@ def root_collection(root_name: str, root: PathLike, href_for: HrefFor, cache: Ca
         rel = path.relative_to(root).as_posix()
         report(progress, i / max(1, len(walked)), f"{root_name}/{rel}")
         try:
-            rec = cache.get(path, lambda path=path: {"info": read_raster(path)})
+            rec = cache.get(path, lambda path=path: _raster_record(path))
         except DataError:
             continue  # not a georeferenced raster: not catalogued
         info = rec["info"]
@@ -443,6 +466,8 @@ class Result:
         The folder of its output files.
     finished : datetime, optional
         When it finished (UTC); default: the newest file's modification time.
+    extra : dict
+        More item properties.
     """
 
     job_id: str
@@ -467,7 +492,7 @@ def result_item(result: Result, href_for: HrefFor, cache: Cache) -> pystac.Item:
         key = _item_id(rel)
         if path.suffix.lower() in RASTER_SUFFIXES:
             try:
-                info = cache.get(path, lambda path=path: {"info": read_raster(path)})["info"]
+                info = cache.get(path, lambda path=path: _raster_record(path))["info"]
             except DataError:
                 info = None
             if info is not None:

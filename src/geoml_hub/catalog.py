@@ -481,7 +481,22 @@ class Result:
 def result_item(result: Result, href_for: HrefFor, cache: Cache) -> pystac.Item:
     """The item of a published job: every output file an asset (module docstring's roles);
     geometry and projection from its classification raster (or its first raster), none if it
-    wrote no raster."""
+    wrote no raster.
+
+    Parameters
+    ----------
+    result : Result
+        The job and the folder of its outputs (``job.json`` there is left out).
+    href_for : callable
+        See :data:`HrefFor` (called with ``kind="result"``, ``name`` = the job id).
+    cache : Cache
+        Rasters read before.
+
+    Returns
+    -------
+    pystac.Item
+        Id = the job id; ``geoml:owner``, ``geoml:process``; ``datetime`` = when it finished.
+    """
     files = sorted(p for p in result.folder.rglob("*") if p.is_file() and not p.name.startswith(".")
                    and p.name != "job.json")
     assets: Dict[str, pystac.Asset] = {}
@@ -525,7 +540,21 @@ def result_item(result: Result, href_for: HrefFor, cache: Cache) -> pystac.Item:
 
 
 def results_collection(results: Iterable[Result], href_for: HrefFor, cache: Cache) -> pystac.Collection:
-    """The results collection: one item per published job (:func:`result_item`)."""
+    """The results collection: one item per published job (:func:`result_item`).
+
+    Parameters
+    ----------
+    results : iterable of Result
+    href_for : callable
+        See :data:`HrefFor`.
+    cache : Cache
+
+    Returns
+    -------
+    pystac.Collection
+        Id ``results``; its extent is the union of the items' (the whole globe when none has a
+        footprint).
+    """
     items = [result_item(r, href_for, cache) for r in results]
     coll = pystac.Collection(
         id=RESULTS, title="published results",

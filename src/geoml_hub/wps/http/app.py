@@ -160,7 +160,8 @@ class WpsApp:
         endpoint, args = match(self.URLS, path)
         if endpoint == "index":
             return _json({"service": "geoml-hub WPS", "wps": self.settings.wps_url,
-                          "jobs": self.settings.url + "/jobs", "outputs": self.settings.outputs_url})
+                          "jobs": self.settings.url + "/jobs", "outputs": self.settings.outputs_url,
+                          "stac": self.settings.url + "/stac/catalog.json"})
         if endpoint == "health":
             return _json({"status": "ok"})
         if endpoint == "oauth_callback" and hasattr(self.auth, "oauth_callback"):

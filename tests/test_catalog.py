@@ -150,6 +150,7 @@ def test_the_catalogue_validates_offline_against_the_core_schemas(built, monkeyp
 def test_rebuild_reads_only_changed_files(tmp_path, monkeypatch):
     root = tmp_path / "root"
     shutil.copytree(CHIAPAS, root / "landsat7_chiapas")  # a copy: the shared data is never touched
+    (root / "broken.tif").write_bytes(b"not a GeoTIFF")  # skipped, and not read again either
     out, cache_file = tmp_path / "cat", tmp_path / "cache.json"
     counter = CountingOpen(rasterio.open)
     monkeypatch.setattr(rasterio, "open", counter)
@@ -162,7 +163,8 @@ def test_rebuild_reads_only_changed_files(tmp_path, monkeypatch):
                 .get_items(recursive=True)}
 
     first = build()
-    assert sorted(counter.paths) == sorted(p.name for p in root.rglob("*.gtif"))
+    assert sorted(counter.paths) == sorted(["broken.tif"] + [p.name for p in root.rglob("*.gtif")])
+    assert len(first) == 3
     counter.paths.clear()
     assert build() == first and counter.paths == []  # unchanged: nothing opened, the same items
     labels = root / "landsat7_chiapas" / "training_data.gtif"

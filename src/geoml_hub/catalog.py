@@ -184,7 +184,7 @@ def read_raster(path: PathLike) -> Dict:
         If the file is not a readable raster or has no CRS.
     """
     import rasterio
-    from rasterio.errors import RasterioIOError
+    from rasterio.errors import RasterioError
 
     try:
         with rasterio.open(path) as src:
@@ -197,8 +197,8 @@ def read_raster(path: PathLike) -> Dict:
                     "proj_bbox": [float(b) for b in src.bounds], "count": src.count, "dtype": src.dtypes[0],
                     "descriptions": list(src.descriptions), "nodata": src.nodata, "scales": list(src.scales),
                     "offsets": list(src.offsets), "tags": src.tags()}
-    except RasterioIOError as exc:
-        raise DataError(f"{path}: not a readable raster ({str(exc).splitlines()[0]})") from None
+    except RasterioError as exc:
+        raise DataError(f"{path}: not a readable raster ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
 
 
 def _raster_asset(info: Dict, href: str, role: str, title: str) -> pystac.Asset:
@@ -324,11 +324,8 @@ def is_sample_tree(folder: Path, cache: Optional[Cache] = None) -> bool:
     if not ((folder / CLASSES_FILE).is_file() or len(subdirs) >= 2):
         return False
     if first_tif is not None:
-        try:
-            rec = (cache or Cache()).get(first_tif, lambda: _raster_record(first_tif))
-        except DataError:
-            return False
-        return max(rec["info"]["shape"]) <= PATCH_EDGE
+        rec = (cache or Cache()).get(first_tif, lambda: _raster_record(first_tif))
+        return "info" in rec and max(rec["info"]["shape"]) <= PATCH_EDGE
     return True
 
 
@@ -350,8 +347,12 @@ def _item_id(rel: str) -> str:
 
 
 def _raster_record(path: Path) -> Dict:
-    """The cache record of a raster: :func:`read_raster`'s answer."""
-    return {"info": read_raster(path)}
+    """The cache record of a raster: ``{"info": read_raster's answer}``, or ``{"error": why}``
+    for a file that is not a georeferenced raster (kept too, so it is not read again either)."""
+    try:
+        return {"info": read_raster(path)}
+    except DataError as exc:
+        return {"error": str(exc)}
 
 
 def _sample_tree_collection(root_name: str, root: Path, folder: Path, cache: Cache) -> pystac.Collection:
@@ -365,7 +366,8 @@ def _sample_tree_collection(root_name: str, root: Path, folder: Path, cache: Cac
                 continue
             if f.suffix.lower() in RASTER_SUFFIXES:  # a GeoTIFF patch: one sample
                 rec = cache.get(f, lambda f=f: _raster_record(f))
-                bboxes.append(rec["info"]["bbox"])
+                if "info" in rec:  # a patch without a CRS still counts; it has no footprint
+                    bboxes.append(rec["info"]["bbox"])
                 n += 1
             else:  # a NumPy container: its header says how many
                 rec = cache.get(f, lambda f=f: {"count": container_info(f)[0]})
@@ -431,9 +433,8 @@ def root_collection(root_name: str, root: PathLike, href_for: HrefFor, cache: Ca
     for i, path in enumerate(walked):
         rel = path.relative_to(root).as_posix()
         report(progress, i / max(1, len(walked)), f"{root_name}/{rel}")
-        try:
-            rec = cache.get(path, lambda path=path: _raster_record(path))
-        except DataError:
+        rec = cache.get(path, lambda path=path: _raster_record(path))
+        if "info" not in rec:
             continue  # not a georeferenced raster: not catalogued
         info = rec["info"]
         if max(info["shape"]) <= PATCH_EDGE:
@@ -506,10 +507,7 @@ def result_item(result: Result, href_for: HrefFor, cache: Cache) -> pystac.Item:
         href = href_for("result", result.job_id, rel, path)
         key = _item_id(rel)
         if path.suffix.lower() in RASTER_SUFFIXES:
-            try:
-                info = cache.get(path, lambda path=path: _raster_record(path))["info"]
-            except DataError:
-                info = None
+            info = cache.get(path, lambda path=path: _raster_record(path)).get("info")
             if info is not None:
                 role = asset_role(path.name, info["count"], info["dtype"])
                 assets[key] = _raster_asset(info, href, role, rel)

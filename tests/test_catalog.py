@@ -24,7 +24,7 @@ from rasterio.warp import transform_bounds
 from werkzeug.test import Client
 
 from conftest import CHIAPAS, DATA, EUROSAT_COUNTS, LABELS, SCENE_1999
-from helpers import script, write_npy_tree
+from helpers import script, write_npy_tree, write_raster
 from wps_server import WpsServer, execute, wait_final, wait_for
 from geoml_hub import catalog as stac
 from geoml_hub.client import Client as NotebookClient
@@ -365,3 +365,29 @@ def test_scenes_in_sub_folders_stay_scenes_and_npy_trees_are_counted(tmp_path):
     assert counts == [{"name": "forest", "count": 7}, {"name": "water", "count": 4}]
     for obj in [cat, *cat.get_all_collections(), *items.values()]:
         stac.validate_offline(obj.to_dict())
+
+
+def test_a_classification_result_has_classification_and_confidence_assets(tmp_path):
+    """The roles of a classify_scene-like output folder: the class raster is ``classification``
+    (and gives the item its footprint and grid), the probability raster ``confidence``, the
+    rest ``metadata``."""
+    folder = tmp_path / "job"
+    rng = np.random.default_rng(1)
+    write_raster(folder / "classification.tif", rng.integers(1, 6, (300, 200), dtype=np.uint8), nodata=255)
+    write_raster(folder / "confidence.tif", rng.random((300, 200), dtype=np.float32))
+    (folder / "summary.json").write_text("{}")
+    (folder / "job.json").write_text("{}")
+    finished = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
+    coll = stac.results_collection([stac.Result("0f" * 16, "classify_scene", "alice", folder, finished)],
+                                   lambda kind, name, rel, path: f"../outputs/{name}/{rel}", stac.Cache())
+    item = next(iter(coll.get_items()))
+    assert {k: a.roles for k, a in item.assets.items()} == {
+        "classification": ["classification"], "confidence": ["confidence"], "summary": ["metadata"]}
+    assert item.assets["classification"].ext.raster.bands[0].nodata == 255
+    assert item.assets["confidence"].ext.raster.bands[0].to_dict()["data_type"] == "float32"
+    assert item.ext.proj.shape == [300, 200] and item.ext.proj.code == "EPSG:32615"
+    west, south, east, north = item.bbox  # write_raster's grid starts at the Chiapas scene's corner
+    assert -93.36 < west < east < -93.2 and 15.6 < south < north < 15.76
+    assert item.datetime == finished and item.properties["geoml:owner"] == "alice"
+    assert item.assets["summary"].href == f"../outputs/{'0f' * 16}/summary.json"
+    assert coll.extent.spatial.bboxes[0] == item.bbox

@@ -164,6 +164,8 @@ def dismiss_job(settings, service, store: JobStore, uuid: str, by: str) -> Tuple
     ds.remove_tree(settings.results_dir / job.owner / uuid)
     write_final_status(settings, service, store.get(uuid), message)
     LOGGER.info("job %s (%s) %s", uuid, job.identifier, message)
+    if job.published:  # it leaves the STAC catalogue's results collection
+        refresh_logged(settings, store, f"published job {uuid} dismissed")
     return True, message
 
 

@@ -18,21 +18,26 @@ class names in the ``CLASS_NAMES`` tag, and nodata (255) where the input is noda
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import ModelError, ParameterError
+from .errors import DataError, ModelError, ParameterError
 from .fileio import PathLike, atomic_path, write_csv
 from .models import Model, load_model
 from .params import device_param, param, tta_param
-from .progress import ProgressCallback, report
+from .progress import ProgressCallback, report, scaled
 from .samples import SampleSet, load_samples
 from .scene import GDAL_CACHE_MB, Scene
 
 NODATA = 255
+#: Nodata of the confidence raster (float32; valid values are probabilities in [0, 1]).
+CONFIDENCE_NODATA = -1.0
+#: Pixels sampled by the compatibility check that runs before a classification (see classify_scene).
+CHECK_PIXELS = 20_000
 METHODS = ("auto", "dense", "patch")
 PREDICTIONS_HEADER = ("file", "index", "reference", "predicted", "predicted_code", "probability")
 
@@ -42,7 +47,13 @@ def as_model(model: Union[Model, PathLike], device: str = "auto") -> Model:
     return model if isinstance(model, Model) else load_model(model, device=device)
 
 
-def _check_samples(model: Model, sample_set: SampleSet) -> None:
+def check_samples(model: Model, sample_set: SampleSet) -> None:
+    """Refuse samples whose band count or patch size differ from the model's training samples'.
+
+    Raises
+    ------
+    ModelError
+    """
     if sample_set.bands != model.sample_bands:
         raise ModelError(f"{sample_set.source}: samples have {sample_set.bands} bands but the model was trained "
                          f"on {model.sample_bands}-band samples")
@@ -82,7 +93,7 @@ def predict_samples(model: Union[Model, PathLike], samples: Union[SampleSet, Pat
     """
     model = as_model(model, device)
     sample_set = samples if isinstance(samples, SampleSet) else load_samples(samples)
-    _check_samples(model, sample_set)
+    check_samples(model, sample_set)
     band_idx = [b - 1 for b in model.bands]
     n = len(sample_set)
     pred = np.empty(n, dtype=np.int64)
@@ -150,6 +161,10 @@ class SceneClassification:
     pixels: int
     nodata_pixels: int
     stride: int
+    #: The confidence raster written, if asked for.
+    confidence: Optional[Path] = None
+    #: The compatibility check's summary (:func:`geoml_hub.compatibility.check_compatibility`), if it ran.
+    compatibility: Optional[Dict] = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +213,12 @@ class ClassifyParams:
         "test-time augmentation, and for strides that are not a multiple of the network's down-sampling). auto "
         "(default): dense for pixel models, patch for patch models, whose held-out accuracy dropped with dense.",
         choices=METHODS)
+    compatibility_check: bool = param(
+        True, "boolean", "Compatibility check",
+        "Before classifying, compare a sample of the scene's pixels with the model's training data "
+        "(geoml_hub.compatibility, default thresholds) and report whether the model is fit for the scene; the "
+        "classification runs either way.", cli="--no-compatibility-check",
+        flag_help="skip the spectral compatibility check that runs before the classification")
 
 
 def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike], PathLike], out: PathLike,
@@ -205,6 +226,8 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
                    tile_size: int = ClassifyParams.tile_size, batch_size: int = 256,
                    device: str = ClassifyParams.device, tta: bool = ClassifyParams.tta,
                    method: str = ClassifyParams.method,
+                   compatibility_check: bool = ClassifyParams.compatibility_check,
+                   confidence: Optional[PathLike] = None,
                    progress: Optional[ProgressCallback] = None) -> SceneClassification:
     """Classify a scene window by window into a ``uint8`` classification GeoTIFF.
 
@@ -239,6 +262,16 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
         close to, not identical with, ``patch``; falls back to ``patch`` when the stride
         is not a multiple of the network's down-sampling factor). ``patch``: each patch
         (pixel) through the network on its own.
+    compatibility_check : bool
+        First run :func:`geoml_hub.compatibility.check_compatibility` on a sample of
+        :data:`CHECK_PIXELS` pixels (default thresholds); its summary is returned in
+        ``compatibility`` and the classification runs whatever the verdict.
+    confidence : path-like, optional
+        Also write the confidence raster: the probability of the predicted class, float32 in
+        [0, 1], on the same grid (tiled, DEFLATE-compressed, written atomically), nodata
+        :data:`CONFIDENCE_NODATA` (-1) where the scene is nodata. Patch models give every pixel
+        of a block the probability of the block's patch. Without it the dense pixel path takes
+        the argmax of the logits only (no softmax).
 
     Returns
     -------
@@ -278,6 +311,18 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
     codes = np.array(model.class_codes, dtype=np.uint8)
     counts = np.zeros(len(codes), dtype=np.int64)
     nodata_pixels = 0
+    want = confidence is not None
+    checked = None
+    if compatibility_check:
+        # imported here: compatibility imports this module (as_model, resolve_band_map)
+        from .compatibility import check_compatibility
+
+        try:
+            checked = check_compatibility(model, scene, band_map=band_map, sample_pixels=CHECK_PIXELS,
+                                          confidence_samples=200, progress=scaled(progress, 0.0, 0.05))
+        except DataError as exc:  # e.g. a scene that is nodata everywhere: the classification says so itself
+            checked = {"compatible": None, "reason": f"not checked: {exc}"}
+        progress = scaled(progress, 0.05, 1.0)
 
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), Scene(scene) as sc:
         bands = resolve_band_map(model, sc.count, band_map, str(sc.paths[0]))
@@ -287,44 +332,72 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
         if sc.width < 256 or sc.height < 256:
             profile.update(tiled=False, blockxsize=None, blockysize=None)
             profile = {k: v for k, v in profile.items() if v is not None}
+        conf_profile = dict(profile, dtype="float32", nodata=CONFIDENCE_NODATA, predictor=3)
         tiles = list(sc.tiles(tile))
-        with atomic_path(out) as tmp:
-            with rasterio.open(tmp, "w", **profile) as dst:
-                for k, (r, c, h, w) in enumerate(tiles):
-                    if pixel and dense is not None:
-                        data, valid = sc.read(bands, r, c, h, w)
-                        cls = codes[dense.predict(data.reshape(len(bands), -1))].reshape(h, w)
-                        cls[~valid] = NODATA
-                    elif dense is not None:
-                        cls, valid = _classify_tile_dense(dense, sc, bands, r, c, h, w, stride, codes,
-                                                          model.patch_size)
-                        cls[~valid] = NODATA
-                    elif pixel:
-                        data, valid = sc.read(bands, r, c, h, w)
-                        x = data.reshape(len(bands), -1).T[:, :, None, None]
-                        cls = np.full(h * w, NODATA, dtype=np.uint8)
-                        ok = valid.ravel()
-                        if ok.any():
-                            cls[ok] = codes[model.predict_proba(x[ok], batch_size=batch_size * 256).argmax(1)]
-                        cls = cls.reshape(h, w)
+        with ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(out))
+            dst = stack.enter_context(rasterio.open(tmp, "w", **profile))
+            cdst = None
+            if want:
+                ctmp = stack.enter_context(atomic_path(confidence))
+                cdst = stack.enter_context(rasterio.open(ctmp, "w", **conf_profile))
+            for k, (r, c, h, w) in enumerate(tiles):
+                conf = None
+                if pixel and dense is not None:
+                    data, valid = sc.read(bands, r, c, h, w)
+                    if want:
+                        proba = dense.predict(data.reshape(len(bands), -1), proba=True)
+                        cls = codes[proba.argmax(1)].reshape(h, w)
+                        conf = proba.max(1).reshape(h, w)
                     else:
-                        cls, valid = _classify_tile(model, sc, bands, r, c, h, w, stride, codes, batch_size, tta)
-                        cls[~valid] = NODATA
-                    dst.write(cls, 1, window=rasterio.windows.Window(c, r, w, h))
-                    nodata_pixels += int((~valid).sum())
-                    counts += np.bincount(np.searchsorted(codes, cls[valid]), minlength=len(codes))
-                    report(progress, (k + 1) / len(tiles), f"classified window {k + 1}/{len(tiles)}")
-                dst.write_colormap(1, colour_table(model.class_codes))
-                dst.set_band_description(1, "classification")
-                dst.update_tags(CLASS_NAMES=json.dumps({str(c): n for c, n in zip(model.class_codes, model.class_names)}),
-                                MODEL=str(model.meta.get("manifest_sha256", "")))
+                        cls = codes[dense.predict(data.reshape(len(bands), -1))].reshape(h, w)
+                    cls[~valid] = NODATA
+                elif dense is not None:
+                    cls, valid, conf = _classify_tile_dense(dense, sc, bands, r, c, h, w, stride, codes,
+                                                            model.patch_size, want)
+                    cls[~valid] = NODATA
+                elif pixel:
+                    data, valid = sc.read(bands, r, c, h, w)
+                    x = data.reshape(len(bands), -1).T[:, :, None, None]
+                    cls = np.full(h * w, NODATA, dtype=np.uint8)
+                    conf = np.full(h * w, CONFIDENCE_NODATA, dtype=np.float32) if want else None
+                    ok = valid.ravel()
+                    if ok.any():
+                        proba = model.predict_proba(x[ok], batch_size=batch_size * 256)
+                        cls[ok] = codes[proba.argmax(1)]
+                        if want:
+                            conf[ok] = proba.max(1)
+                    cls = cls.reshape(h, w)
+                    conf = conf.reshape(h, w) if want else None
+                else:
+                    cls, valid, conf = _classify_tile(model, sc, bands, r, c, h, w, stride, codes, batch_size, tta,
+                                                      want)
+                    cls[~valid] = NODATA
+                window = rasterio.windows.Window(c, r, w, h)
+                dst.write(cls, 1, window=window)
+                if want:
+                    conf = np.where(valid, np.clip(conf, 0.0, 1.0), CONFIDENCE_NODATA).astype(np.float32)
+                    cdst.write(conf, 1, window=window)
+                nodata_pixels += int((~valid).sum())
+                counts += np.bincount(np.searchsorted(codes, cls[valid]), minlength=len(codes))
+                report(progress, (k + 1) / len(tiles), f"classified window {k + 1}/{len(tiles)}")
+            dst.write_colormap(1, colour_table(model.class_codes))
+            dst.set_band_description(1, "classification")
+            names_tag = json.dumps({str(c): n for c, n in zip(model.class_codes, model.class_names)})
+            dst.update_tags(CLASS_NAMES=names_tag, MODEL=str(model.meta.get("manifest_sha256", "")))
+            if cdst is not None:
+                cdst.set_band_description(1, "confidence")
+                cdst.update_tags(MEANING="probability of the predicted class", CLASS_NAMES=names_tag,
+                                 MODEL=str(model.meta.get("manifest_sha256", "")))
     # model classes are ordered by code, so position in ``codes`` is the class index
     by_name = {name: int(n) for name, n in zip(model.class_names, counts)}
-    return SceneClassification(Path(out), by_name, sc.width * sc.height, nodata_pixels, stride)
+    return SceneClassification(Path(out), by_name, sc.width * sc.height, nodata_pixels, stride,
+                               Path(confidence) if want else None, checked)
 
 
-def _classify_tile(model: Model, sc: Scene, bands, r, c, h, w, stride, codes, batch_size, tta=False):
-    """Classify output tile ``(r, c, h, w)`` of a patch model in ``stride`` blocks."""
+def _classify_tile(model: Model, sc: Scene, bands, r, c, h, w, stride, codes, batch_size, tta=False, want=False):
+    """Classify output tile ``(r, c, h, w)`` of a patch model in ``stride`` blocks; returns
+    ``(classes, valid, confidence or None)``, ``(h, w)`` each."""
     pr, pc = model.patch_size
     nbr, nbc = -(-h // stride), -(-w // stride)
     # patch of block (i, j) starts at r + i*stride + stride//2 - pr//2
@@ -336,20 +409,23 @@ def _classify_tile(model: Model, sc: Scene, bands, r, c, h, w, stride, codes, ba
     view = np.lib.stride_tricks.sliding_window_view(data, (pr, pc), axis=(1, 2))[:, ::stride, ::stride]
     patches = view.transpose(1, 2, 0, 3, 4).reshape(nbr * nbc, len(bands), pr, pc)
     pred = np.empty(len(patches), dtype=np.int64)
+    prob = np.empty(len(patches), dtype=np.float32)
     for start in range(0, len(patches), batch_size):
-        pred[start:start + batch_size] = model.predict_proba(patches[start:start + batch_size],
-                                                             batch_size=batch_size, tta=tta).argmax(1)
+        p = model.predict_proba(patches[start:start + batch_size], batch_size=batch_size, tta=tta)
+        pred[start:start + batch_size] = p.argmax(1)
+        prob[start:start + batch_size] = p.max(1)
     blocks = codes[pred].reshape(nbr, nbc)
     cls = np.repeat(np.repeat(blocks, stride, axis=0), stride, axis=1)[:h, :w].copy()
+    conf = np.repeat(np.repeat(prob.reshape(nbr, nbc), stride, axis=0), stride, axis=1)[:h, :w] if want else None
     orow, ocol = r - r0, c - c0
     if orow >= 0 and ocol >= 0 and orow + h <= rows and ocol + w <= cols:
         valid = pvalid[orow:orow + h, ocol:ocol + w]
     else:  # stride larger than the patch: the patch window does not cover the tile
         _, valid = sc.read(bands, r, c, h, w)
-    return cls, valid
+    return cls, valid, conf
 
 
-def _classify_tile_dense(dense, sc: Scene, bands, r, c, h, w, stride, codes, patch_size):
+def _classify_tile_dense(dense, sc: Scene, bands, r, c, h, w, stride, codes, patch_size, want=False):
     """Classify output tile ``(r, c, h, w)`` of a patch model in ``stride`` blocks with a
     :class:`geoml_hub.dense.DensePatch`: one window (the blocks' patches plus the receptive-field
     margin) through the network."""
@@ -361,15 +437,20 @@ def _classify_tile_dense(dense, sc: Scene, bands, r, c, h, w, stride, codes, pat
     rows = (nbr - 1) * stride + pr
     cols = (nbc - 1) * stride + pc
     data, pvalid = sc.read(bands, r0 - m, c0 - m, rows + 2 * m, cols + 2 * m)
-    pred = dense.window_logits(data, nbr, nbc, stride).argmax(1).cpu().numpy()
+    logits = dense.window_logits(data, nbr, nbc, stride)
+    pred = logits.argmax(1).cpu().numpy()
     blocks = codes[pred].reshape(nbr, nbc)
     cls = np.repeat(np.repeat(blocks, stride, axis=0), stride, axis=1)[:h, :w].copy()
+    conf = None
+    if want:
+        prob = logits.softmax(1).max(1).values.cpu().numpy().reshape(nbr, nbc)
+        conf = np.repeat(np.repeat(prob, stride, axis=0), stride, axis=1)[:h, :w]
     orow, ocol = r - r0 + m, c - c0 + m
     if orow >= 0 and ocol >= 0 and orow + h <= rows + 2 * m and ocol + w <= cols + 2 * m:
         valid = pvalid[orow:orow + h, ocol:ocol + w]
     else:  # stride larger than the patch: the window does not cover the tile
         _, valid = sc.read(bands, r, c, h, w)
-    return cls, valid
+    return cls, valid, conf
 
 
 def class_names_from_raster(path: PathLike) -> Dict[int, str]:

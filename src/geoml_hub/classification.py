@@ -314,14 +314,7 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
     want = confidence is not None
     checked = None
     if compatibility_check:
-        # imported here: compatibility imports this module (as_model, resolve_band_map)
-        from .compatibility import check_compatibility
-
-        try:
-            checked = check_compatibility(model, scene, band_map=band_map, sample_pixels=CHECK_PIXELS,
-                                          confidence_samples=200, progress=scaled(progress, 0.0, 0.05))
-        except DataError as exc:  # e.g. a scene that is nodata everywhere: the classification says so itself
-            checked = {"compatible": None, "reason": f"not checked: {exc}"}
+        checked = quick_check(model, scene, band_map, scaled(progress, 0.0, 0.05))
         progress = scaled(progress, 0.05, 1.0)
 
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), Scene(scene) as sc:
@@ -393,6 +386,35 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
     by_name = {name: int(n) for name, n in zip(model.class_names, counts)}
     return SceneClassification(Path(out), by_name, sc.width * sc.height, nodata_pixels, stride,
                                Path(confidence) if want else None, checked)
+
+
+def quick_check(model: Union[Model, PathLike], scene: Union[Sequence[PathLike], PathLike],
+                band_map: Optional[Sequence[int]] = None, progress: Optional[ProgressCallback] = None,
+                device: str = "auto") -> Dict:
+    """The compatibility check that runs before a classification: :func:`geoml_hub.compatibility.check_compatibility`
+    with its default thresholds on :data:`CHECK_PIXELS` sampled pixels and 200 classified samples.
+
+    Returns
+    -------
+    dict
+        The check's summary; ``{"compatible": None, "reason": "not checked: ..."}`` when the scene
+        has no valid pixel (the classification then says so itself).
+
+    Raises
+    ------
+    DataError, GridMismatchError, ModelError
+        If the scene is missing or unreadable, or its bands do not fit the model.
+    """
+    # imported here: compatibility imports this module (as_model, resolve_band_map, check_samples)
+    from .compatibility import check_compatibility
+
+    try:
+        return check_compatibility(as_model(model, device), scene, band_map=band_map, sample_pixels=CHECK_PIXELS,
+                                   confidence_samples=200, progress=progress)
+    except DataError as exc:
+        if "nodata" not in str(exc):
+            raise
+        return {"compatible": None, "reason": f"not checked: {exc}"}
 
 
 def _classify_tile(model: Model, sc: Scene, bands, r, c, h, w, stride, codes, batch_size, tta=False, want=False):

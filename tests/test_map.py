@@ -248,7 +248,7 @@ def test_wps_through_the_map_and_polygons_saved_in_the_workspace(stack, tmp_path
     m, wps = stack
     caps = m.get("/api/wps/wps", params={"service": "WPS", "request": "GetCapabilities"})
     ids = [e.text for e in ET.fromstring(caps.content).findall(".//wps:Process/ows:Identifier", NS)]
-    assert "extract_samples" in ids and len(ids) == 7
+    assert "extract_samples" in ids and len(ids) == 8
     # save polygons (as the map's draw tool does), refuse bad ones
     chiapas_polygons(tmp_path / "p.geojson")
     body = (tmp_path / "p.geojson").read_bytes()

@@ -291,8 +291,10 @@ EXPECTED_OUTPUTS = {
     "train_model": {"model", "history", "curves", "val_overall_accuracy", "epochs_run", "best_epoch", "n_train",
                     "device"},
     "evaluate_model": {"overall_accuracy", "kappa", "n", "summary", "report", "matrix", "heatmap", "predictions"},
-    "classify_scene": {"classification", "pixels", "class_counts"},
-    "validate_classification": {"overall_accuracy", "kappa", "n", "summary", "report", "matrix", "heatmap"},
+    "check_compatibility": {"compatible", "reason", "summary", "figure"},
+    "classify_scene": {"classification", "confidence", "compatible", "compatibility", "pixels", "class_counts"},
+    "validate_classification": {"overall_accuracy", "kappa", "n", "summary", "report", "matrix", "heatmap",
+                                "reliability"},
     "compare_classifications": {"better", "overall_accuracy_a", "overall_accuracy_b", "kappa_a", "kappa_b", "summary",
                                 "comparison", "report_a", "report_b", "heatmap_a", "heatmap_b"},
 }
@@ -338,10 +340,11 @@ def test_declared_parameters_are_the_inputs_and_the_core_keywords():
     default, and a keyword argument of the core function it calls (with that default)."""
     import inspect
 
-    from geoml_hub import balancing, classification, params, training, validation
+    from geoml_hub import balancing, classification, compatibility, params, training, validation
 
     core = {"balance_samples": balancing.balance_samples, "train_model": training.TrainConfig,
-            "classify_scene": classification.classify_scene, "evaluate_model": validation.evaluate_model}
+            "classify_scene": classification.classify_scene, "evaluate_model": validation.evaluate_model,
+            "check_compatibility": compatibility.check_compatibility}
     for cls in PROCESSES:
         if cls.param_class is None:
             continue
@@ -366,7 +369,7 @@ def test_registry_attributes_are_published_as_metadata(wps):
     assert ("qc", "true") in got["validate_classification"] and ("qc", "true") in got["evaluate_model"]
     assert ("chain", "samples=balance_samples.manifest,extract_samples.samples") in got["train_model"]
     assert {i for i, m in got.items() if ("kubernetes", "true") in m} == {"train_model", "classify_scene",
-                                                                          "evaluate_model"}
+                                                                          "evaluate_model", "check_compatibility"}
 
 
 # == the Chiapas chain ========================================================================================
@@ -830,4 +833,5 @@ def test_chart_schema_lists_the_kubernetes_capable_processes():
     assert enum == list(kubernetes_capable())
     assert (chart / "values.schema.json").read_text(encoding="utf-8") == chartschema.render(chart), (
         f"values.schema.json is out of date: run `{chartschema.REGENERATE}`")
-    assert set(kubernetes_capable()) == {"train_model", "classify_scene", "evaluate_model"}
+    assert set(kubernetes_capable()) == {"train_model", "classify_scene", "evaluate_model",
+                                       "check_compatibility"}

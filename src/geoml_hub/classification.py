@@ -21,14 +21,16 @@ import json
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import DataError, ModelError, ParameterError
+from .errors import ModelError, ParameterError
 from .fileio import PathLike, atomic_path, write_csv
+from .bands import check_samples, resolve_band_map
 from .models import Model, load_model
 from .params import device_param, param, tta_param
+from .compatibility import quick_check
 from .progress import ProgressCallback, report, scaled
 from .samples import SampleSet, load_samples
 from .scene import GDAL_CACHE_MB, Scene
@@ -36,8 +38,6 @@ from .scene import GDAL_CACHE_MB, Scene
 NODATA = 255
 #: Nodata of the confidence raster (float32; valid values are probabilities in [0, 1]).
 CONFIDENCE_NODATA = -1.0
-#: Pixels sampled by the compatibility check that runs before a classification (see classify_scene).
-CHECK_PIXELS = 20_000
 METHODS = ("auto", "dense", "patch")
 PREDICTIONS_HEADER = ("file", "index", "reference", "predicted", "predicted_code", "probability")
 
@@ -45,21 +45,6 @@ PREDICTIONS_HEADER = ("file", "index", "reference", "predicted", "predicted_code
 def as_model(model: Union[Model, PathLike], device: str = "auto") -> Model:
     """Return ``model`` itself, or load it from a path."""
     return model if isinstance(model, Model) else load_model(model, device=device)
-
-
-def check_samples(model: Model, sample_set: SampleSet) -> None:
-    """Refuse samples whose band count or patch size differ from the model's training samples'.
-
-    Raises
-    ------
-    ModelError
-    """
-    if sample_set.bands != model.sample_bands:
-        raise ModelError(f"{sample_set.source}: samples have {sample_set.bands} bands but the model was trained "
-                         f"on {model.sample_bands}-band samples")
-    if tuple(sample_set.patch_size) != tuple(model.patch_size):
-        raise ModelError(f"{sample_set.source}: patch size {sample_set.patch_size} does not match the model's "
-                         f"{tuple(model.patch_size)}")
 
 
 def predict_samples(model: Union[Model, PathLike], samples: Union[SampleSet, PathLike], out_csv: Optional[PathLike] = None,
@@ -124,32 +109,6 @@ def colour_table(codes: Sequence[int]) -> Dict[int, tuple]:
     table = {int(c): tuple(int(round(255 * v)) for v in cmap(i % 20)) for i, c in enumerate(codes)}
     table[NODATA] = (0, 0, 0, 0)
     return table
-
-
-def resolve_band_map(model: Model, scene_count: int, band_map: Optional[Sequence[int]], source: str) -> List[int]:
-    """Scene band (1-based) to read for each model band.
-
-    Without ``band_map`` the scene must have the training samples' band count and the
-    model's bands are read at the same positions.
-
-    Raises
-    ------
-    ModelError
-        If the band counts do not match, or ``band_map`` has the wrong length or an index
-        outside the scene.
-    """
-    if band_map is None:
-        if scene_count != model.sample_bands:
-            raise ModelError(f"{source}: scene has {scene_count} bands but the model was trained on "
-                             f"{model.sample_bands}-band samples (give a band map: {len(model.bands)} scene band indexes)")
-        return list(model.bands)
-    band_map = [int(b) for b in band_map]
-    if len(band_map) != len(model.bands):
-        raise ModelError(f"band map has {len(band_map)} entries but the model reads {len(model.bands)} bands")
-    bad = [b for b in band_map if b < 1 or b > scene_count]
-    if bad:
-        raise ModelError(f"band map entries {bad} outside the scene's bands 1..{scene_count}")
-    return band_map
 
 
 @dataclass
@@ -263,8 +222,8 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
         is not a multiple of the network's down-sampling factor). ``patch``: each patch
         (pixel) through the network on its own.
     compatibility_check : bool
-        First run :func:`geoml_hub.compatibility.check_compatibility` on a sample of
-        :data:`CHECK_PIXELS` pixels (default thresholds); its summary is returned in
+        First run :func:`geoml_hub.compatibility.quick_check` (the check on a sample of
+        pixels, default thresholds); its summary is returned in
         ``compatibility`` and the classification runs whatever the verdict.
     confidence : path-like, optional
         Also write the confidence raster: the probability of the predicted class, float32 in
@@ -386,35 +345,6 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
     by_name = {name: int(n) for name, n in zip(model.class_names, counts)}
     return SceneClassification(Path(out), by_name, sc.width * sc.height, nodata_pixels, stride,
                                Path(confidence) if want else None, checked)
-
-
-def quick_check(model: Union[Model, PathLike], scene: Union[Sequence[PathLike], PathLike],
-                band_map: Optional[Sequence[int]] = None, progress: Optional[ProgressCallback] = None,
-                device: str = "auto") -> Dict:
-    """The compatibility check that runs before a classification: :func:`geoml_hub.compatibility.check_compatibility`
-    with its default thresholds on :data:`CHECK_PIXELS` sampled pixels and 200 classified samples.
-
-    Returns
-    -------
-    dict
-        The check's summary; ``{"compatible": None, "reason": "not checked: ..."}`` when the scene
-        has no valid pixel (the classification then says so itself).
-
-    Raises
-    ------
-    DataError, GridMismatchError, ModelError
-        If the scene is missing or unreadable, or its bands do not fit the model.
-    """
-    # imported here: compatibility imports this module (as_model, resolve_band_map, check_samples)
-    from .compatibility import check_compatibility
-
-    try:
-        return check_compatibility(as_model(model, device), scene, band_map=band_map, sample_pixels=CHECK_PIXELS,
-                                   confidence_samples=200, progress=progress)
-    except DataError as exc:
-        if "nodata" not in str(exc):
-            raise
-        return {"compatible": None, "reason": f"not checked: {exc}"}
 
 
 def _classify_tile(model: Model, sc: Scene, bands, r, c, h, w, stride, codes, batch_size, tta=False, want=False):

@@ -22,8 +22,8 @@ from tqdm import tqdm
 from . import __version__, params
 from .balancing import BalanceParams, balance_samples
 from .catalog import Cache, build_catalog, file_hrefs, save_catalog
-from .classification import ClassifyParams, classify_scene, quick_check
-from .compatibility import CompatibilityParams, check_compatibility
+from .classification import ClassifyParams, classify_scene
+from .compatibility import CompatibilityParams, check_compatibility, quick_check
 from .errors import GeomlError, ParameterError
 from .extraction import extract_samples
 from .pipeline import check_parameters, run_patch_pipeline, run_scene_pipeline

@@ -49,12 +49,13 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .classification import as_model, check_samples, resolve_band_map
+from .bands import check_samples, resolve_band_map
 from .errors import DataError, ParameterError
 from .fileio import PathLike, save_figure, write_json
+from .models import Model, load_model
 from .params import device_param, param
 from .progress import ProgressCallback, report, scaled
-from .samples import load_samples
+from .samples import SampleSet, load_samples
 from .scene import GDAL_CACHE_MB, Scene
 
 #: Training pixels (per band) the stored percentiles are computed from, at most.
@@ -64,6 +65,8 @@ LEVELS = np.linspace(0.0, 1.0, 101)
 #: z of the 1 % / 99 % points of a normal distribution (range of model files without percentiles).
 Z99 = 2.576
 SPECTRAL_VERSION = 1
+#: Pixels sampled by the check that runs before a classification (:func:`quick_check`).
+CHECK_PIXELS = 20_000
 
 
 def training_statistics(x: np.ndarray, seed: int = 0) -> Dict:
@@ -196,6 +199,10 @@ def model_statistics(model) -> Dict:
             "source": "normalization", "log": bool(meta.get("architecture", {}).get("log_input"))}
 
 
+class NoValidPixels(DataError):
+    """The input has no valid (non-nodata) pixel to compare."""
+
+
 class _Accumulator:
     """Streaming per-band sums, outside-range counts and a seeded pixel sample."""
 
@@ -221,7 +228,7 @@ class _Accumulator:
 
     def figures(self) -> Dict:
         if self.n == 0:
-            raise DataError("no valid pixel to compare with the training data (all nodata)")
+            raise NoValidPixels("no valid pixel to compare with the training data (all nodata)")
         sample = np.concatenate(self.samples, axis=1)
         return {"n": self.n, "mean": self.total / self.n, "outside": self.outside / self.n, "sample": sample}
 
@@ -246,9 +253,9 @@ def check_compatibility(model, source: Union[PathLike, Sequence[PathLike]], out_
     Parameters
     ----------
     model : Model or path-like
-    source : path-like or sequence of path-like
+    source : path-like, sequence of path-like or SampleSet
         Scene file(s) on one grid (bands in the order given), or one training-sample tree
-        (directory) or ``manifest.csv``.
+        (directory) or ``manifest.csv``, or an opened sample set.
     out_dir : path-like, optional
         Where to write ``summary.json`` and ``compatibility.png`` (per-band training vs input
         distributions).
@@ -286,14 +293,18 @@ def check_compatibility(model, source: Union[PathLike, Sequence[PathLike]], out_
             raise ParameterError(f"{name} must be in 0..{hi}, got {value}")
     if sample_pixels < 1 or confidence_samples < 1:
         raise ParameterError("sample_pixels and confidence_samples must be at least 1")
-    model = as_model(model, device)
-    paths = [Path(source)] if isinstance(source, (str, Path)) else [Path(p) for p in source]
+    model = model if isinstance(model, Model) else load_model(model, device=device)
+    if isinstance(source, SampleSet):
+        paths = [Path(source.source)]
+    else:
+        paths = [Path(source)] if isinstance(source, (str, Path)) else [Path(p) for p in source]
     stats = model_statistics(model)
-    kind = "samples" if _is_samples(paths) else "scene"
+    kind = "samples" if isinstance(source, SampleSet) or _is_samples(paths) else "scene"
     if kind == "samples":
         if band_map is not None:
             raise ParameterError("band_map applies to scenes; a sample tree is read with the model's own bands")
-        acc, conf, scene_bands = _samples_side(model, paths[0], stats, sample_pixels, confidence_samples, seed,
+        sample_set = source if isinstance(source, SampleSet) else load_samples(paths[0])
+        acc, conf, scene_bands = _samples_side(model, sample_set, stats, sample_pixels, confidence_samples, seed,
                                                progress)
     else:
         acc, conf, scene_bands = _scene_side(model, paths, stats, band_map, sample_pixels, confidence_samples, seed,
@@ -362,6 +373,30 @@ def check_compatibility(model, source: Union[PathLike, Sequence[PathLike]], out_
     return summary
 
 
+def quick_check(model, scene: Union[Sequence[PathLike], PathLike],
+                band_map: Optional[Sequence[int]] = None, progress: Optional[ProgressCallback] = None,
+                device: str = "auto") -> Dict:
+    """The compatibility check that runs before a classification: :func:`geoml_hub.compatibility.check_compatibility`
+    with its default thresholds on :data:`CHECK_PIXELS` sampled pixels and 200 classified samples.
+
+    Returns
+    -------
+    dict
+        The check's summary; ``{"compatible": None, "reason": "not checked: ..."}`` when the scene
+        has no valid pixel (the classification then says so itself).
+
+    Raises
+    ------
+    DataError, GridMismatchError, ModelError
+        If the scene is missing or unreadable, or its bands do not fit the model.
+    """
+    try:
+        return check_compatibility(model, scene, band_map=band_map, sample_pixels=CHECK_PIXELS,
+                                   confidence_samples=200, device=device, progress=progress)
+    except NoValidPixels as exc:
+        return {"compatible": None, "reason": f"not checked: {exc}"}
+
+
 def _scene_side(model, paths, stats, band_map, sample_pixels, confidence_samples, seed, progress):
     import rasterio
 
@@ -381,7 +416,7 @@ def _scene_side(model, paths, stats, band_map, sample_pixels, confidence_samples
                 picked.append(pixels[:, rng.random(pixels.shape[1]) < conf_rate])
             report(stream, (k + 1) / len(tiles), f"compared window {k + 1}/{len(tiles)}")
         if acc.n == 0:
-            raise DataError(f"{sc.paths[0]}: every pixel is nodata; nothing to compare with the training data")
+            raise NoValidPixels(f"{sc.paths[0]}: every pixel is nodata; nothing to compare with the training data")
         pr, pc = model.patch_size
         x = []
         if model.is_pixel_model:
@@ -401,8 +436,7 @@ def _scene_side(model, paths, stats, band_map, sample_pixels, confidence_samples
     return acc, conf, bands
 
 
-def _samples_side(model, path, stats, sample_pixels, confidence_samples, seed, progress):
-    sample_set = load_samples(path)
+def _samples_side(model, sample_set, stats, sample_pixels, confidence_samples, seed, progress):
     check_samples(model, sample_set)
     band_idx = [b - 1 for b in model.bands]
     n = len(sample_set)

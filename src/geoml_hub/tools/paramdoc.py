@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence
 
 from ..balancing import BalanceParams
 from ..classification import ClassifyParams
+from ..compatibility import CompatibilityParams
 from ..fileio import write_text
 from ..params import Param, declared
 from ..training import TrainConfig
@@ -25,6 +26,7 @@ OPERATIONS = [
     ("Balancing", BalanceParams, "geoml-hub balance", "balance_samples"),
     ("Training", TrainConfig, "geoml-hub train", "train_model"),
     ("Patch-level QC", EvaluateParams, "geoml-hub evaluate", "evaluate_model"),
+    ("Compatibility check", CompatibilityParams, "geoml-hub compatibility", "check_compatibility"),
     ("Classification", ClassifyParams, "geoml-hub classify", "classify_scene"),
 ]
 

@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_out(path: str, kind: str) -> None:
+def check_out(path: str, kind: str, option: str = "--out") -> None:
     """Refuse an ``--out`` that cannot be written: a file where a directory is expected (or the
     other way round), a path under a file, or a directory without write permission.
 
@@ -362,16 +362,16 @@ def check_out(path: str, kind: str) -> None:
     """
     p = Path(path)
     if kind == "dir" and p.exists() and not p.is_dir():
-        raise GeomlError(f"--out {path}: exists and is not a directory (name a new or an existing directory)")
+        raise GeomlError(f"{option} {path}: exists and is not a directory (name a new or an existing directory)")
     if kind == "file" and p.is_dir():
-        raise GeomlError(f"--out {path}: is a directory (name the file to write, e.g. {p / 'model.pt'})")
+        raise GeomlError(f"{option} {path}: is a directory (name the file to write, e.g. {p / 'model.pt'})")
     existing = p.absolute() if kind == "dir" else p.absolute().parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise GeomlError(f"--out {path}: {existing} is a file, not a directory")
+        raise GeomlError(f"{option} {path}: {existing} is a file, not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise GeomlError(f"--out {path}: no permission to write in {existing}")
+        raise GeomlError(f"{option} {path}: no permission to write in {existing}")
 
 
 def _remove(path: Path) -> None:
@@ -458,7 +458,7 @@ def preflight(args) -> None:
     elif cmd == "classify":
         params.check_values(ClassifyParams, params.cli_values(args, ClassifyParams))
         if args.confidence is not None:
-            check_out(args.confidence, "file")
+            check_out(args.confidence, "file", "--confidence")
             if Path(args.confidence).absolute() == Path(args.out).absolute():
                 raise GeomlError("--confidence must name another file than --out")
     elif cmd == "validate":

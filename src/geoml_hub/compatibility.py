@@ -101,10 +101,12 @@ def training_statistics(x: np.ndarray, seed: int = 0) -> Dict:
         sample = flat[:, idx].astype(np.float64)
     else:
         sample = flat.astype(np.float64)
+    low, high = flat.min(axis=1).astype(np.float64), flat.max(axis=1).astype(np.float64)
+    quantiles = np.quantile(sample, LEVELS, axis=1).T
+    quantiles[:, 0], quantiles[:, -1] = low, high  # the 0 % and 100 % points of all pixels, not of the sample
     return {"version": SPECTRAL_VERSION, "pixels": int(n),
             "mean": flat.mean(axis=1, dtype=np.float64).tolist(), "std": flat.std(axis=1, dtype=np.float64).tolist(),
-            "min": flat.min(axis=1).astype(np.float64).tolist(), "max": flat.max(axis=1).astype(np.float64).tolist(),
-            "levels": LEVELS.tolist(), "quantiles": np.quantile(sample, LEVELS, axis=1).T.tolist()}
+            "min": low.tolist(), "max": high.tolist(), "levels": LEVELS.tolist(), "quantiles": quantiles.tolist()}
 
 
 @dataclass(frozen=True)
@@ -354,6 +356,9 @@ def check_compatibility(model, source: Union[PathLike, Sequence[PathLike]], out_
         reason = (f"compatible: every band's {what} distribution lies within the training data's "
                   f"(largest mean shift {max(abs(r['mean_shift']) for r in rows):.1f} σ, largest share outside the "
                   f"training range {100 * max(r['outside'] for r in rows):.0f} %)")
+    if stats["source"] == "normalization":
+        reason += ("; the model file holds only the training mean and standard deviation (written before the "
+                   "compatibility check), so the check is weaker: retrain to store the training distribution")
     summary = {"compatible": not (reasons or low_failed), "reason": reason, "kind": kind,
                "source": [str(p) for p in paths], "pixels": int(fig["n"]), "sampled_pixels": int(fig["sample"].shape[1]),
                "statistics": stats["source"], "log_values": stats["log"],

@@ -423,3 +423,33 @@ def test_legend_names_come_from_the_raster_tags_or_gdal_category_names(tmp_path)
         dst.update_tags(1, CLASS_NAMES=json.dumps({"1": "urban", "3": "barren"}))
     assert [(c["code"], c["name"]) for c in tiles.class_table(tagged)] == [(1, "urban"), (2, "2"), (3, "barren")]
 
+
+
+def test_confidence_rasters_are_a_red_to_green_ramp_transparent_where_nodata(pixel_model, tmp_path):
+    """Issue 15.4: the confidence raster as a layer: red where the model is unsure, green where it is
+    sure, transparent where the scene is nodata."""
+    from geoml_hub.classification import classify_scene
+    from geoml_hub.map import tiles
+    from helpers import write_raster
+
+    with rasterio.open(SCENE_1999) as src:
+        data, profile = src.read(), src.profile
+    data[:, :40, :60] = -9999
+    scene = write_raster(tmp_path / "holed.tif", data, crs=profile["crs"], transform=profile["transform"],
+                         nodata=-9999)
+    classify_scene(pixel_model.model_path, scene, tmp_path / "c.tif", device="cpu", compatibility_check=False,
+                   confidence=tmp_path / "conf.tif")
+    info = tiles.raster_info(tmp_path / "conf.tif", "jobs/x/conf.tif")
+    assert info["kind"] == "confidence" and tiles.raster_info(tmp_path / "c.tif", "jobs/x/c.tif")["kind"] == "labels"
+    with rasterio.open(tmp_path / "conf.tif") as src:
+        conf = src.read(1)
+    img = np.asarray(Image.open(io.BytesIO(tiles.render_preview(tmp_path / "conf.tif", "confidence"))).convert("RGBA"))
+    assert img.shape[:2] == conf.shape  # 250 x 250: the preview is the raster's own grid
+    assert (img[:40, :60, 3] == 0).all() and (img[conf >= 0][:, 3] == 255).all()
+    rgb = img[..., :3].astype(int)
+    unsure, sure = (conf >= 0) & (conf < 0.3), conf > 0.8
+    assert unsure.any() and sure.any()
+    assert (rgb[unsure, 0] > rgb[unsure, 1]).all() and (rgb[sure, 1] > rgb[sure, 0]).all()
+    x, y, z = tile_of(*np.mean(np.reshape(info["bounds"], (2, 2)), axis=0), 14)
+    tile = np.asarray(Image.open(io.BytesIO(tiles.render_tile(tmp_path / "conf.tif", z, x, y, "confidence"))))
+    assert tile.shape[:2] == (256, 256)

@@ -275,7 +275,7 @@ class MapApp:
             return _json(info)
         if kind == "legend":
             if info["kind"] != "labels":
-                return _error(400, f"{dataset} is a scene, not a label raster: it has no legend")
+                return _error(400, f"{dataset} is a {info['kind']} raster, not a label raster: it has no class legend")
             return _json({"classes": tiles.legend(raster)})
         bands = (1, 1, 1)
         stretch = tiles.parse_stretch(request.args.get("stretch"))

@@ -26,5 +26,7 @@ function outputRow(output) {
     value.textContent = formatLiteral(output.value);
     if (value.textContent !== String(output.value ?? "")) value.title = String(output.value);  // the full figure
   }
-  return el("tr", {"data-output": output.id}, el("th", {scope: "row", title: output.title}, output.id), value);
+  const row = el("tr", {"data-output": output.id}, el("th", {scope: "row", title: output.title}, output.id), value);
+  if (output.id === "compatible" && output.value === "not compatible") row.classList.add("not-compatible");
+  return row;
 }

@@ -490,9 +490,16 @@ def plot_compatibility(summary: Dict, stats: Dict, sample: np.ndarray, path: Pat
             values = np.sort(sample[k])
             ax.plot(values, np.linspace(0, 1, len(values)), color="tab:red" if row["failed"] else "tab:green",
                     label=summary["kind"])
+        # the bulk of both distributions (a few extreme training pixels would squeeze the curves)
+        lo, hi = row["training_low"], row["training_high"]
+        if sample.shape[1]:
+            lo, hi = min(lo, float(np.quantile(sample[k], 0.005))), max(hi, float(np.quantile(sample[k], 0.995)))
+        pad = 0.1 * (hi - lo) if hi > lo else 1.0
+        ax.set_xlim(lo - pad, hi + pad)
         flag = " ✗" if row["failed"] else ""
+        dist = f", distance {row['distance']:.1f} σ" if row["distance"] is not None else ""
         ax.set_title(f"band {row['band']} (input {row['scene_band']}){flag}\nshift {row['mean_shift']:.1f} σ, "
-                     f"outside {100 * row['outside']:.0f} %", fontsize=8)
+                     f"outside {100 * row['outside']:.0f} %{dist}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.set_ylim(0, 1)
         if k == 0:

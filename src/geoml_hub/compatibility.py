@@ -65,8 +65,10 @@ LEVELS = np.linspace(0.0, 1.0, 101)
 #: z of the 1 % / 99 % points of a normal distribution (range of model files without percentiles).
 Z99 = 2.576
 SPECTRAL_VERSION = 1
-#: Pixels sampled by the check that runs before a classification (:func:`quick_check`).
+#: Pixels sampled by the check that runs before a classification (:func:`quick_check`) ...
 CHECK_PIXELS = 20_000
+#: ... from at most this many 128 x 128 windows of the scene.
+CHECK_WINDOWS = 24
 
 
 def training_statistics(x: np.ndarray, seed: int = 0) -> Dict:
@@ -216,6 +218,7 @@ class _Accumulator:
         self.total = np.zeros(nb)
         self.outside = np.zeros(nb, dtype=np.int64)
         self.samples: List[np.ndarray] = []
+        self.windows: Optional[List[int]] = None  # scenes: [windows read, windows in the scene]
 
     def add(self, x: np.ndarray) -> None:
         """``x``: ``(bands, N)`` valid pixels (raw units)."""
@@ -248,8 +251,8 @@ def check_compatibility(model, source: Union[PathLike, Sequence[PathLike]], out_
                         max_low_confidence: float = CompatibilityParams.max_low_confidence,
                         sample_pixels: int = CompatibilityParams.sample_pixels,
                         confidence_samples: int = CompatibilityParams.confidence_samples,
-                        device: str = CompatibilityParams.device, seed: int = 0,
-                        progress: Optional[ProgressCallback] = None) -> Dict:
+                        device: str = CompatibilityParams.device, seed: int = 0, window: int = 512,
+                        max_windows: Optional[int] = None, progress: Optional[ProgressCallback] = None) -> Dict:
     """Compare a scene (or a sample tree) with the model's training data, band by band.
 
     Parameters
@@ -268,6 +271,11 @@ def check_compatibility(model, source: Union[PathLike, Sequence[PathLike]], out_
         See :class:`CompatibilityParams`.
     seed : int
         Seed of the pixel and patch samples.
+    window : int
+        Edge of the windows a scene is read in.
+    max_windows : int, optional
+        Read only this many windows, drawn at random (seeded), instead of the whole scene: the
+        means and shares are then estimates (:func:`quick_check`).
     progress : callable, optional
 
     Returns
@@ -276,7 +284,8 @@ def check_compatibility(model, source: Union[PathLike, Sequence[PathLike]], out_
         ``compatible`` (bool), ``reason`` (one sentence), ``bands`` (per model band: ``band``,
         ``scene_band``, ``training_mean``, ``training_std``, ``scene_mean``, ``mean_shift``,
         ``outside``, ``distance``, ``failed`` (list of failed checks)), ``low_confidence_share``,
-        ``mean_confidence``, ``pixels`` (valid input pixels compared), ``thresholds``, ``statistics``
+        ``mean_confidence``, ``pixels`` (valid input pixels compared), ``windows`` (read / in the
+        scene), ``thresholds``, ``statistics``
         (``spectral`` or ``normalization``), ``kind`` (``scene`` or ``samples``), ``figure``.
 
     Raises
@@ -310,7 +319,7 @@ def check_compatibility(model, source: Union[PathLike, Sequence[PathLike]], out_
                                                progress)
     else:
         acc, conf, scene_bands = _scene_side(model, paths, stats, band_map, sample_pixels, confidence_samples, seed,
-                                             progress)
+                                             window, max_windows, progress)
     fig = acc.figures()
     from scipy.stats import wasserstein_distance
 
@@ -360,7 +369,8 @@ def check_compatibility(model, source: Union[PathLike, Sequence[PathLike]], out_
         reason += ("; the model file holds only the training mean and standard deviation (written before the "
                    "compatibility check), so the check is weaker: retrain to store the training distribution")
     summary = {"compatible": not (reasons or low_failed), "reason": reason, "kind": kind,
-               "source": [str(p) for p in paths], "pixels": int(fig["n"]), "sampled_pixels": int(fig["sample"].shape[1]),
+               "source": [str(p) for p in paths], "pixels": int(fig["n"]), "windows": acc.windows,
+               "sampled_pixels": int(fig["sample"].shape[1]),
                "statistics": stats["source"], "log_values": stats["log"],
                "low_confidence_share": low_share, "mean_confidence": float(conf.mean()) if conf.size else None,
                "classified_samples": int(conf.size),
@@ -381,8 +391,10 @@ def check_compatibility(model, source: Union[PathLike, Sequence[PathLike]], out_
 def quick_check(model, scene: Union[Sequence[PathLike], PathLike],
                 band_map: Optional[Sequence[int]] = None, progress: Optional[ProgressCallback] = None,
                 device: str = "auto") -> Dict:
-    """The compatibility check that runs before a classification: :func:`geoml_hub.compatibility.check_compatibility`
-    with its default thresholds on :data:`CHECK_PIXELS` sampled pixels and 200 classified samples.
+    """The compatibility check that runs before a classification: :func:`check_compatibility` with
+    its default thresholds on :data:`CHECK_WINDOWS` windows of 128 x 128 pixels drawn at random
+    (the whole scene when it is smaller), :data:`CHECK_PIXELS` sampled pixels and 200 classified
+    samples: a fraction of a second, whatever the scene size.
 
     Returns
     -------
@@ -397,21 +409,29 @@ def quick_check(model, scene: Union[Sequence[PathLike], PathLike],
     """
     try:
         return check_compatibility(model, scene, band_map=band_map, sample_pixels=CHECK_PIXELS,
-                                   confidence_samples=200, device=device, progress=progress)
+                                   confidence_samples=200, device=device, window=128, max_windows=CHECK_WINDOWS,
+                                   progress=progress)
     except NoValidPixels as exc:
         return {"compatible": None, "reason": f"not checked: {exc}"}
 
 
-def _scene_side(model, paths, stats, band_map, sample_pixels, confidence_samples, seed, progress):
+def _scene_side(model, paths, stats, band_map, sample_pixels, confidence_samples, seed, window, max_windows,
+                progress):
     import rasterio
 
     rng = np.random.default_rng(seed + 1)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), Scene(paths) as sc:
         bands = resolve_band_map(model, sc.count, band_map, str(sc.paths[0]))
-        acc = _Accumulator(stats, min(1.0, sample_pixels / (sc.width * sc.height)), seed)
-        tiles = list(sc.tiles(512))
+        tiles = list(sc.tiles(window))
+        total_windows = len(tiles)
+        if max_windows is not None and len(tiles) > max_windows:
+            keep = np.sort(np.random.default_rng(seed + 2).choice(len(tiles), max_windows, replace=False))
+            tiles = [tiles[i] for i in keep]
+        covered = sum(h * w for _, _, h, w in tiles)
+        acc = _Accumulator(stats, min(1.0, sample_pixels / covered), seed)
+        acc.windows = [len(tiles), total_windows]
         stream = scaled(progress, 0.0, 0.8)
-        conf_rate = min(1.0, 1.2 * confidence_samples / (sc.width * sc.height))
+        conf_rate = min(1.0, 1.2 * confidence_samples / covered)
         picked = []  # raw pixels classified for the confidence share (pixel models)
         for k, (r, c, h, w) in enumerate(tiles):
             data, valid = sc.read(bands, r, c, h, w)
@@ -430,7 +450,8 @@ def _scene_side(model, paths, stats, band_map, sample_pixels, confidence_samples
         else:
             tries = 0
             while len(x) < confidence_samples and tries < confidence_samples * 4:
-                r, c = int(rng.integers(0, sc.height)), int(rng.integers(0, sc.width))
+                r0, c0, h0, w0 = tiles[int(rng.integers(0, len(tiles)))]  # a window that was read
+                r, c = r0 + int(rng.integers(0, h0)), c0 + int(rng.integers(0, w0))
                 tries += 1
                 d, v = sc.read(bands, r - pr // 2, c - pc // 2, pr, pc)
                 if v[pr // 2, pc // 2]:

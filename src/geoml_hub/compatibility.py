@@ -25,10 +25,10 @@ Per band:
 
 * ``mean_shift``: ``(input mean - training mean) / training std`` (standardised mean shift);
 * ``outside``: share of the input's pixels outside the training [1 %, 99 %] range;
-* ``distance``: the 1-Wasserstein (earth mover's) distance between the training
-  percentiles and the input sample, divided by the training std (SciPy's
-  ``wasserstein_distance``; C. Villani, *Optimal Transport*, 2009; for 1-D distributions it
-  is the area between the two quantile functions).
+* ``distance``: the 1-Wasserstein (earth mover's) distance between the training and the
+  input distributions, each given by its 101 percentiles (the input's from the sample),
+  divided by the training std (SciPy's ``wasserstein_distance``; C. Villani, *Optimal
+  Transport*, 2009; for 1-D distributions it is the area between the two quantile functions).
 
 The model is *not compatible* when any band's ``|mean_shift|`` exceeds ``max_mean_shift``,
 or its ``outside`` exceeds ``max_outside``, or its ``distance`` exceeds ``max_distance``,
@@ -67,8 +67,8 @@ Z99 = 2.576
 SPECTRAL_VERSION = 1
 #: Pixels sampled by the check that runs before a classification (:func:`quick_check`) ...
 CHECK_PIXELS = 20_000
-#: ... from at most this many 128 x 128 windows of the scene.
-CHECK_WINDOWS = 24
+#: ... from at most this many 256 x 256 windows of the scene (aligned with 256-pixel GeoTIFF tiles).
+CHECK_WINDOWS = 8
 
 
 def training_statistics(x: np.ndarray, seed: int = 0) -> Dict:
@@ -330,7 +330,9 @@ def check_compatibility(model, source: Union[PathLike, Sequence[PathLike]], out_
         shift = float((fig["mean"][k] - mean) / std)
         distance = None
         if stats["quantiles"] is not None and fig["sample"].shape[1]:
-            distance = float(wasserstein_distance(stats["quantiles"][k] / std, fig["sample"][k] / std))
+            # both distributions by their 101 percentiles: the area between the quantile functions
+            scene_q = np.quantile(fig["sample"][k], LEVELS)
+            distance = float(wasserstein_distance(stats["quantiles"][k] / std, scene_q / std))
         outside = float(fig["outside"][k])
         failed = []
         if abs(shift) > max_mean_shift:
@@ -392,7 +394,7 @@ def quick_check(model, scene: Union[Sequence[PathLike], PathLike],
                 band_map: Optional[Sequence[int]] = None, progress: Optional[ProgressCallback] = None,
                 device: str = "auto") -> Dict:
     """The compatibility check that runs before a classification: :func:`check_compatibility` with
-    its default thresholds on :data:`CHECK_WINDOWS` windows of 128 x 128 pixels drawn at random
+    its default thresholds on :data:`CHECK_WINDOWS` windows of 256 x 256 pixels drawn at random
     (the whole scene when it is smaller), :data:`CHECK_PIXELS` sampled pixels and 200 classified
     samples: a fraction of a second, whatever the scene size.
 
@@ -409,7 +411,7 @@ def quick_check(model, scene: Union[Sequence[PathLike], PathLike],
     """
     try:
         return check_compatibility(model, scene, band_map=band_map, sample_pixels=CHECK_PIXELS,
-                                   confidence_samples=200, device=device, window=128, max_windows=CHECK_WINDOWS,
+                                   confidence_samples=200, device=device, window=256, max_windows=CHECK_WINDOWS,
                                    progress=progress)
     except NoValidPixels as exc:
         return {"compatible": None, "reason": f"not checked: {exc}"}

@@ -879,3 +879,12 @@ def test_chart_schema_lists_the_kubernetes_capable_processes():
         f"values.schema.json is out of date: run `{chartschema.REGENERATE}`")
     assert set(kubernetes_capable()) == {"train_model", "classify_scene", "evaluate_model",
                                        "check_compatibility"}
+
+
+def test_classify_scene_without_confidence_or_check_lists_only_its_outputs(wps, chiapas_train):
+    res = ok(execute(wps, "classify_scene", [("model", wps.dataset(chiapas_train.refs["model"])), ("scene", SCENE_99),
+                                             ("confidence", "false"), ("compatibility_check", "false"),
+                                             ("device", "cpu")]))
+    assert {"classification", "class_counts"} <= set(res.refs)
+    assert not {"confidence", "compatibility", "compatible"} & (set(res.refs) | set(res.literals))
+    assert not (job_dir(wps, res) / "confidence.tif").exists()

@@ -400,7 +400,8 @@ def classify_scene(job, model: Path, scene: Sequence[Path], confidence: bool = T
     res = classification.classify_scene(model, scene, out, confidence=conf, progress=progress, **params)
     result = {"classification": res.path, "confidence": res.confidence, "pixels": int(res.pixels),
               "nodata_pixels": int(res.nodata_pixels), "stride": int(res.stride),
-              "class_counts": write_json(job.workdir / "class_counts.json", {k: int(v) for k, v in res.counts.items()})}
+              "class_counts": write_json(job.workdir / "class_counts.json", {k: int(v) for k, v in res.counts.items()}),
+              "compatible": None, "compatibility": None}  # None: left out of the response
     if res.compatibility is not None:
         result["compatible"] = _verdict(res.compatibility)
         result["compatibility"] = scrub_server_paths(job, write_json(job.workdir / "compatibility.json",

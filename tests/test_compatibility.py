@@ -230,3 +230,18 @@ def test_cli_errors_are_one_line_and_leave_out_as_it_was(eurosat_model, pixel_mo
         assert rc == 2 and "Traceback" not in err, err
         assert err.startswith("geoml-hub: error: ") and text in err and len(err.strip().splitlines()) == 1, err
     assert not any(tmp_path.iterdir())
+
+
+def test_training_statistics_are_those_of_the_chosen_samples_read_in_chunks():
+    from geoml_hub.compatibility import training_statistics
+
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, 300.0, (300, 3, 4, 4)).astype(np.float32)
+    used = np.sort(rng.choice(300, 250, replace=False))
+    s = training_statistics(x, index=used, chunk=64)
+    chosen = x[used].astype(np.float64)
+    assert s["pixels"] == 250 * 16
+    assert np.allclose(s["mean"], chosen.mean(axis=(0, 2, 3))) and np.allclose(s["std"], chosen.std(axis=(0, 2, 3)))
+    assert s["min"] == chosen.min(axis=(0, 2, 3)).tolist() and s["max"] == chosen.max(axis=(0, 2, 3)).tolist()
+    q = np.asarray(s["quantiles"])  # all 4,000 pixels are below the sample cap: exact percentiles
+    assert np.allclose(q, np.quantile(np.moveaxis(chosen, 1, 0).reshape(3, -1), np.linspace(0, 1, 101), axis=1).T)

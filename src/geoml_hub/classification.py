@@ -9,6 +9,9 @@ class names in the ``CLASS_NAMES`` tag, and nodata (255) where the input is noda
   ``stride``×``stride`` blocks; each block gets the class predicted for the patch
   centred on it (edges padded by repeating edge pixels). ``stride=1`` is a dense
   per-pixel sliding window.
+* A quick spectral compatibility check (:func:`geoml_hub.compatibility.quick_check`) runs
+  first and its verdict is returned; ``confidence=`` also writes the probability of the
+  predicted class per pixel (float32, nodata -1).
 * ``method``: ``dense`` runs the network fully convolutionally (:mod:`geoml_hub.dense`),
   ``patch`` runs every patch (pixel) on its own, ``auto`` (default) is ``dense`` for
   pixel models (identical classes) and ``patch`` for patch models (dense lost held-out
@@ -25,12 +28,12 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .bands import check_samples, resolve_band_map
+from .compatibility import quick_check
 from .errors import ModelError, ParameterError
 from .fileio import PathLike, atomic_path, write_csv
-from .bands import check_samples, resolve_band_map
 from .models import Model, load_model
 from .params import device_param, param, tta_param
-from .compatibility import quick_check
 from .progress import ProgressCallback, report, scaled
 from .samples import SampleSet, load_samples
 from .scene import GDAL_CACHE_MB, Scene

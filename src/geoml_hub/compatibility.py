@@ -71,7 +71,8 @@ CHECK_PIXELS = 20_000
 CHECK_WINDOWS = 8
 
 
-def training_statistics(x: np.ndarray, seed: int = 0) -> Dict:
+def training_statistics(x: np.ndarray, seed: int = 0, index: Optional[np.ndarray] = None,
+                        chunk: int = 512) -> Dict:
     """Per-band statistics of training samples, stored in the model file (``spectral``).
 
     Parameters
@@ -80,34 +81,56 @@ def training_statistics(x: np.ndarray, seed: int = 0) -> Dict:
         ``(N, bands, rows, cols)`` raw values (any numeric dtype) of the bands the model reads.
     seed : int
         Seed of the pixel sample the percentiles are computed from.
+    index : numpy.ndarray, optional
+        The samples of ``x`` to use (default: all); read ``chunk`` samples at a time, so no
+        copy of the training set is made.
+    chunk : int
+        Samples per step.
 
     Returns
     -------
     dict
         ``version``, ``pixels`` (training pixels), ``mean``, ``std``, ``min``, ``max`` (lists, one
         value per band, raw units), ``levels`` (101 percentile levels in [0, 1]) and
-        ``quantiles`` (``bands`` lists of 101 values).
+        ``quantiles`` (``bands`` lists of 101 values; the 0 % and 100 % points are the exact
+        minimum and maximum, the others from a seeded sample of at most :data:`TRAINING_SAMPLE`
+        pixels). The mean and standard deviation are combined chunk by chunk (T. Chan, G. Golub,
+        R. LeVeque, "Updating formulae and a pairwise algorithm for computing sample variances", 1979).
 
     Raises
     ------
     DataError
         If ``x`` holds no pixel.
     """
-    x = np.asarray(x)
-    if x.ndim != 4 or x.shape[0] == 0:
+    if x.ndim != 4:
         raise DataError(f"training statistics need (N, bands, rows, cols) samples, got shape {x.shape}")
-    flat = np.moveaxis(x, 1, 0).reshape(x.shape[1], -1)
-    n = flat.shape[1]
-    if n > TRAINING_SAMPLE:
-        idx = np.sort(np.random.default_rng(seed).choice(n, TRAINING_SAMPLE, replace=False))
-        sample = flat[:, idx].astype(np.float64)
-    else:
-        sample = flat.astype(np.float64)
-    low, high = flat.min(axis=1).astype(np.float64), flat.max(axis=1).astype(np.float64)
-    quantiles = np.quantile(sample, LEVELS, axis=1).T
+    index = np.arange(len(x)) if index is None else np.asarray(index)
+    nb = x.shape[1]
+    per_sample = int(x.shape[2] * x.shape[3])
+    total = len(index) * per_sample
+    if total == 0:
+        raise DataError("training statistics need at least one pixel")
+    rate = min(1.0, TRAINING_SAMPLE / total)
+    rng = np.random.default_rng(seed)
+    n = 0
+    mean = np.zeros(nb)
+    m2 = np.zeros(nb)
+    low = np.full(nb, np.inf)
+    high = np.full(nb, -np.inf)
+    sample = []
+    for start in range(0, len(index), chunk):
+        flat = np.moveaxis(x[index[start:start + chunk]], 1, 0).reshape(nb, -1).astype(np.float64)
+        k = flat.shape[1]
+        cm = flat.mean(axis=1)
+        delta = cm - mean
+        m2 += ((flat - cm[:, None]) ** 2).sum(axis=1) + delta ** 2 * n * k / (n + k)
+        mean += delta * k / (n + k)
+        n += k
+        low, high = np.minimum(low, flat.min(axis=1)), np.maximum(high, flat.max(axis=1))
+        sample.append(flat[:, rng.random(k) < rate])
+    quantiles = np.quantile(np.concatenate(sample, axis=1), LEVELS, axis=1).T
     quantiles[:, 0], quantiles[:, -1] = low, high  # the 0 % and 100 % points of all pixels, not of the sample
-    return {"version": SPECTRAL_VERSION, "pixels": int(n),
-            "mean": flat.mean(axis=1, dtype=np.float64).tolist(), "std": flat.std(axis=1, dtype=np.float64).tolist(),
+    return {"version": SPECTRAL_VERSION, "pixels": int(n), "mean": mean.tolist(), "std": np.sqrt(m2 / n).tolist(),
             "min": low.tolist(), "max": high.tolist(), "levels": LEVELS.tolist(), "quantiles": quantiles.tolist()}
 
 

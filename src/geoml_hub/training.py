@@ -266,7 +266,7 @@ def train_model(samples: Union[SampleSet, PathLike], out: PathLike, config: Opti
                                      scaled(progress, 0.5, 1.0), "refit")
         mean, std = net.norm.mean.flatten().tolist(), net.norm.std.flatten().tolist()
         history += refit_history
-    spectral = training_statistics(x_all[used], seed=cfg.seed)
+    spectral = training_statistics(x_all, seed=cfg.seed, index=used)
     del x_all
     seconds = time.perf_counter() - started
     training = {"best_epoch": best_epoch, "epochs_run": len(history), "n_train": int(len(tr)), "n_val": int(len(va)),

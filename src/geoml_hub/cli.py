@@ -22,7 +22,7 @@ from tqdm import tqdm
 from . import __version__, params
 from .balancing import BalanceParams, balance_samples
 from .catalog import Cache, build_catalog, file_hrefs, save_catalog
-from .classification import ClassifyParams, classify_scene
+from .classification import ClassifyParams, as_model, classify_scene
 from .compatibility import CompatibilityParams, check_compatibility, quick_check
 from .errors import GeomlError, ParameterError
 from .extraction import extract_samples
@@ -579,13 +579,14 @@ def _run(args, quiet: bool) -> int:
         print(f"wrote {args.out}/summary.json, {args.out}/compatibility.png")
     elif cmd == "classify":
         values = params.cli_values(args, ClassifyParams)
-        if values.pop("compatibility_check"):
-            checked = quick_check(args.model, args.scene, values.get("band_map"), device=values["device"])
+        model = as_model(args.model, values["device"])
+        if values.pop("compatibility_check"):  # first, so that the warning comes before the progress bar
+            checked = quick_check(model, args.scene, values.get("band_map"))
             if checked.get("compatible") is False:
                 print(f"geoml-hub: warning: the model may not fit this scene ({checked['reason']}); classifying "
                       "anyway", file=sys.stderr)
         with progress_bar(not quiet, "classify") as cb:
-            res = classify_scene(args.model, args.scene, args.out, progress=cb, compatibility_check=False,
+            res = classify_scene(model, args.scene, args.out, progress=cb, compatibility_check=False,
                                  confidence=args.confidence, **values)
         if res.confidence is not None:
             print(f"wrote {res.confidence} (probability of the predicted class, nodata -1)")

@@ -164,6 +164,8 @@ def layer_from_stac(item: Dict) -> Optional[Dict]:
         return None
     dtype = bands[0].get("data_type", "")
     kind = "labels" if len(bands) == 1 and np.dtype(dtype).kind in "iu" else "scene"
+    if len(bands) == 1 and np.dtype(dtype).kind == "f" and descriptions[0].lower() == "confidence":
+        kind = "confidence"  # as raster_info says
     info = {"dataset": dataset, "name": dataset.rsplit("/", 1)[-1].rsplit(".", 1)[0], "kind": kind,
             "bands": len(bands), "band_names": [n or f"band {i}" for i, n in enumerate(descriptions, 1)],
             "bounds": [round(float(b), 7) for b in item["bbox"]], "dtype": dtype,

@@ -3,7 +3,7 @@ dispatcher and job workers), called as a user would: OWSLib's ``owslib.ogcapi.pr
 for the landing page, the process list, the descriptions and execution, and ``requests`` where
 OWSLib 0.35 has no call (job status, job list, results, dismiss).
 
-All seven processes run end to end on the real data (the Chiapas chain, training kept at one
+All eight processes run end to end on the real data (the Chiapas chain, training kept at one
 epoch), asynchronously (``Prefer: respond-async``, polled to the end) and one synchronously; a
 running job and a finished one are dismissed. Every response is checked against the standard's
 response schemas, twice: as JSON Schema (``tests/ogcapi-processes-1.0-schemas.yaml``, the
@@ -143,7 +143,7 @@ def run_async(client: Processes, session: Session, process: str, inputs: dict, *
 
 # == landing page, conformance, processes ====================================================================
 
-def test_landing_page_conformance_and_the_seven_processes(client, session):
+def test_landing_page_conformance_and_the_eight_processes(client, session):
     conforms(client.response, "landingPage")
     rels = {link["rel"] for link in client.links}
     assert {"service-desc", "http://www.opengis.net/def/rel/ogc/1.0/processes",
@@ -230,12 +230,12 @@ def test_errors_are_problem_details(client, session):
     assert r.status_code == 413 and "3 MB" in r.json()["detail"]
 
 
-# == all seven processes, end to end ===========================================================================
+# == all eight processes, end to end ===========================================================================
 
 @pytest.fixture(scope="module")
 def chain(client, session):
     """The Chiapas chain through OGC API - Processes: extract -> balance -> train (1 epoch) ->
-    classify both dates -> evaluate, validate (synchronously) and compare; the outputs of one job
+    check compatibility -> classify both dates -> evaluate, validate (synchronously) and compare; the outputs of one job
     are given to the next as links (``{"href": <output URL>}``)."""
     out = {}
     out["extract"] = run_async(client, session, "extract_samples", {
@@ -244,6 +244,8 @@ def chain(client, session):
     out["balance"] = run_async(client, session, "balance_samples", {"samples": out["extract"]["samples"]})
     out["train"] = run_async(client, session, "train_model", {
         "samples": out["balance"]["manifest"], "epochs": 1, "device": "cpu"})
+    out["compatibility"] = run_async(client, session, "check_compatibility", {
+        "model": {"href": out["train"]["model"]["href"]}, "scene": [SCENE_99], "device": "cpu"})
     for key, scene in (("classify_99", SCENE_99), ("classify_02", SCENE_02)):
         out[key] = run_async(client, session, "classify_scene", {
             "model": {"href": out["train"]["model"]["href"]}, "scene": [scene], "tile_size": 128, "device": "cpu"})
@@ -262,7 +264,7 @@ def chain(client, session):
     return out
 
 
-def test_all_seven_processes_run_end_to_end(chain, session, server):
+def test_all_eight_processes_run_end_to_end(chain, session, server):
     ex = chain["extract"]
     assert ex["samples"].startswith("jobs/") and ex["sample_count"] > 0
     assert chain["balance"]["samples_after"] > 0 and chain["balance"]["manifest"]["type"] == "text/csv"
@@ -273,6 +275,8 @@ def test_all_seven_processes_run_end_to_end(chain, session, server):
     for key in ("classify_99", "classify_02"):
         tif = requests.get(chain[key]["classification"]["href"], timeout=60)
         assert tif.status_code == 200 and tif.content[:4] in (b"II*\x00", b"MM\x00*")
+    # the model is fit for the scene its samples come from
+    assert chain["compatibility"]["compatible"] == "compatible", chain["compatibility"]["reason"]
     assert 0.0 <= chain["evaluate"]["overall_accuracy"] <= 1.0
     val = chain["validate"]
     assert 0.0 <= val["overall_accuracy"] <= 1.0 and val["n"] > 0

@@ -17,7 +17,8 @@ input), dropout and a linear classifier.
 The model file (``torch.save`` of a plain dictionary, loaded with ``weights_only=True``)
 holds the family (``cnn`` when absent: files written before the other families), the
 weights (CNN) or the fitted estimator (scikit-learn families: serialised with ``skops.io``
-into a ``uint8`` tensor, loaded only if every type in it is a scikit-learn or NumPy type),
+into a ``uint8`` tensor, loaded only if it holds no type beyond skops' trusted ones and the
+fitted trees, :data:`TRUSTED_TYPES`),
 the feature description (scikit-learn families), the architecture and the hyper-parameters, the class names and codes,
 the bands of the samples the model reads, the normalisation statistics, the library
 versions and the SHA-256 of the training manifest. :func:`load_model` checks all of them.
@@ -36,6 +37,7 @@ import numpy as np
 
 from . import __version__
 from .errors import ModelError, ParameterError
+from .features import compute_features
 from .fileio import PathLike, atomic_path
 
 FORMAT = "geoml-hub-model"
@@ -44,8 +46,10 @@ FORMAT = "geoml-hub-model"
 FORMAT_VERSION = 2
 #: The model families, the first the default of old files.
 FAMILIES = ("cnn", "forest", "boosting", "ensemble")
-#: Module prefixes of the types a scikit-learn model file may hold (skops' trusted types).
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.sparse.")
+#: Types a scikit-learn model file may hold beyond those skops trusts by default (the fitted trees
+#: of the three tree families); a file holding any other type is refused.
+TRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+                           "sklearn.utils._bunch.Bunch"})
 _REQUIRED = ("format", "format_version", "state_dict", "architecture", "hyperparameters", "classes",
              "bands", "sample_bands", "normalization", "versions", "manifest_sha256")
 
@@ -184,8 +188,6 @@ class Model:
     def _predict_proba_trees(self, x: np.ndarray, batch_size: int) -> np.ndarray:
         """Scikit-learn families: features of whole chunks (all pixels of a window at once)."""
         from threadpoolctl import threadpool_limits  # a scikit-learn dependency; see training.single_thread
-
-        from .features import compute_features
 
         out = np.zeros((len(x), len(self.class_names)), dtype=np.float32)
         chunk = max(batch_size, 65536 if self.is_pixel_model else 1024)
@@ -365,8 +367,8 @@ def load_model(path: PathLike, device: str = "auto") -> Model:
 
 
 def _load_estimator(path: Path, payload: Dict, n_classes: int):
-    """The scikit-learn estimator of a model file, loaded with ``skops.io`` trusting only
-    scikit-learn, NumPy and built-in types.
+    """The scikit-learn estimator of a model file, loaded with ``skops.io`` trusting only its
+    default types and :data:`TRUSTED_TYPES`.
 
     Raises
     ------
@@ -384,7 +386,7 @@ def _load_estimator(path: Path, payload: Dict, n_classes: int):
         types = sio.get_untrusted_types(data=data)
     except Exception:  # skops raises many types for damaged archives
         raise ModelError(f"{path}: the stored estimator is unreadable (a corrupt or edited model file)") from None
-    foreign = [t for t in types if not t.startswith(TRUSTED_PREFIXES)]
+    foreign = [t for t in types if t not in TRUSTED_TYPES]
     if foreign:
         raise ModelError(f"{path}: the stored estimator holds types that are not loaded for safety: {foreign[:3]}")
     try:

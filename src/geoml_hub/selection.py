@@ -30,6 +30,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import ParameterError
+from .features import compute_features
 from .fileio import PathLike, save_figure, write_csv
 from .models import FAMILIES, load_model
 from .params import param
@@ -180,8 +181,6 @@ def cross_validate(sample_set: SampleSet, out_dir: PathLike, candidates: Sequenc
     trees = [c for c in candidates if c != "cnn"]
     feats = None
     if trees:
-        from .features import compute_features
-
         feats = compute_features(x, tree_features(cfg, sample_set, bands))
     proba = {c: np.zeros((len(labels), n_classes), dtype=np.float32) for c in candidates}
     seconds = {c: 0.0 for c in candidates}

@@ -102,9 +102,10 @@ class TrainConfig:
         "forest", "string", "Model family",
         "cnn: a PyTorch patch CNN (per-pixel network for 1x1 samples). forest: scikit-learn random forest, "
         "boosting: histogram gradient-boosted trees, ensemble: soft vote of the two, all three on per-band "
-        "statistics of patches (mean, std, 10/50/90 % quantiles) or band values of pixels, plus spectral indices "
-        "(NDVI, NDWI, MNDWI, NDBI, NBR) where the band names are known. Default: forest, the best in 5-fold "
-        "cross-validation on EuroSAT (docs/training.md).", choices=FAMILIES)
+        "statistics of patches (mean, std, 10/50/90 % quantiles, texture, share of the brightness) or band values "
+        "of pixels, plus spectral indices (NDVI, NDWI, MNDWI, NDBI, NBR) where the band names are known. Default: "
+        "forest, the best in 5-fold cross-validation on EuroSAT (docs/training.md).", choices=FAMILIES,
+        wps="family")  # the WPS process's "model" is its output file
     n_estimators: int = param(300, "integer", "Trees",
                               "forest: number of trees; boosting: boosting iterations; ensemble: both. Ignored by "
                               "cnn.", minimum=10, maximum=5000, unit="trees")

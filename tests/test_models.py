@@ -199,3 +199,18 @@ def test_cli_model_choice(tmp_path, capsys, patch_tree):
                "--n-estimators", "20"])
     out = capsys.readouterr().out
     assert rc == 0 and "trained boosting" in out and load_model(tmp_path / "m.pt").family == "boosting"
+
+
+def test_ensemble_candidate_is_the_soft_vote_of_its_members(chiapas_samples):
+    """cross_validate scores the ensemble as the mean of the forest's and boosting's probabilities
+    of the same fold: exactly what the saved VotingClassifier predicts."""
+    from geoml_hub.training import make_estimator
+
+    sample_set = load_samples(chiapas_samples.root)
+    x = sample_set.read()
+    spec = feature_spec(sample_set.bands, range(1, sample_set.bands + 1), (1, 1))
+    f, y = compute_features(x, spec), sample_set.labels()
+    tr, te = np.arange(len(y)) % 3 != 0, np.arange(len(y)) % 3 == 0
+    vote = make_estimator("ensemble", 20, 0).fit(f[tr], y[tr]).predict_proba(f[te])
+    members = [make_estimator(k, 20, 0).fit(f[tr], y[tr]).predict_proba(f[te]) for k in ("forest", "boosting")]
+    assert np.allclose(vote, (members[0] + members[1]) / 2, atol=1e-6)

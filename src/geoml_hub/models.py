@@ -18,10 +18,10 @@ The model file (``torch.save`` of a plain dictionary, loaded with ``weights_only
 holds the family (``cnn`` when absent: files written before the other families), the
 weights (CNN) or the fitted estimator (scikit-learn families: serialised with ``skops.io``
 into a ``uint8`` tensor, loaded only if it holds no type beyond skops' trusted ones and the
-fitted trees, :data:`TRUSTED_TYPES`),
-the feature description (scikit-learn families), the architecture and the hyper-parameters, the class names and codes,
-the bands of the samples the model reads, the normalisation statistics, the library
-versions and the SHA-256 of the training manifest. :func:`load_model` checks all of them.
+fitted trees, :data:`TRUSTED_TYPES`), the feature description (scikit-learn families),
+the architecture and the hyper-parameters, the class names and codes, the bands of the
+samples the model reads, the normalisation statistics, the library versions and the SHA-256
+of the training manifest. :func:`load_model` checks all of them.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ FORMAT_VERSION = 2
 FAMILIES = ("cnn", "forest", "boosting", "ensemble")
 #: Types a scikit-learn model file may hold beyond those skops trusts by default (the fitted trees
 #: of the three tree families); a file holding any other type is refused.
-TRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+TRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree",
+                           "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
                            "sklearn.utils._bunch.Bunch"})
 _REQUIRED = ("format", "format_version", "state_dict", "architecture", "hyperparameters", "classes",
              "bands", "sample_bands", "normalization", "versions", "manifest_sha256")
@@ -115,9 +116,9 @@ class Model:
     Attributes
     ----------
     network : torch.nn.Module or None
-        CNN family (``None`` for the scikit-learn families): in evaluation mode on :attr:`device`; input ``(batch, len(bands), rows, cols)``
-        float32 raw values (normalisation is inside the network), output logits
-        ``(batch, n_classes)``.
+        CNN family (``None`` for the scikit-learn families): in evaluation mode on
+        :attr:`device`; input ``(batch, len(bands), rows, cols)`` float32 raw values
+        (normalisation is inside the network), output logits ``(batch, n_classes)``.
     class_names : list of str
         Ordered as the network outputs.
     class_codes : list of int

@@ -109,8 +109,8 @@ def _balance_and_train(sample_set, out: Path, seed: int, balance: Optional[Mappi
     select = _select_kwargs(select)
     groups = [str(s.file) for s in selected.samples] if by_region else None
     cv_stop = mid + 0.5 * (stop - mid)
-    cv = cross_validate(selected, out / "selection", parse_candidates(select["candidates"]), select["cv_folds"], seed,
-                        train, groups, progress=scaled(progress, mid, cv_stop))
+    cv = cross_validate(selected, out / "selection", parse_candidates(select["candidates"]), select["cv_folds"],
+                        seed, train, groups, progress=scaled(progress, mid, cv_stop))
     cfg = {"seed": seed, **dict(train or {}), "model": cv["chosen"]}
     result = train_model(selected, out / "model" / "model.pt", progress=scaled(progress, cv_stop, stop), **cfg)
     summary = public_summary(bal.summary)

@@ -32,8 +32,8 @@
 # - the shared data at `~/data` (a geoml-hub user server mounts it there), or the folder
 #   named by `GEOML_DATA` (e.g. `GEOML_DATA=../shared/data` beside a checkout);
 # - `GEOML_DEMO_EPOCHS` (optional): training epochs, default 60 (the recommended
-#   setting: one to two minutes of training on 2 CPU cores); a small value such as 3
-#   makes a quick run.
+#   setting: about a minute of training on 2 quiet CPU cores, but we measured 4 minutes
+#   (233 s) while other work kept the machine busy); a small value such as 3 makes a quick run.
 #
 # It writes into `runs/03_library/` under the notebook's working directory.
 

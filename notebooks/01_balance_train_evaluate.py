@@ -38,9 +38,9 @@
 #   13 bands, 64 × 64 pixels, 10 classes; the same folder is `~/data/eurosat_ms` in your
 #   notebook server);
 # - `GEOML_DEMO_EPOCHS` (optional): training epochs, default 60 (the recommended setting
-#   of docs/training.md: about a minute of training on 2 quiet CPU cores, but we measured
-#   4 minutes (233 s) while other work kept the machine busy); a small value such as 3
-#   makes a quick run.
+#   of docs/training.md; measured on 2 CPU cores: 38 s for 47 epochs on 181 patches with
+#   the machine quiet, 233 s for 60 epochs on 230 patches while other work kept it busy);
+#   a small value such as 3 makes a quick run.
 #
 # Run the cells top to bottom; nothing needs editing. Files the jobs write are downloaded
 # into `~/.cache/geoml-hub/jobs/<job id>/`.

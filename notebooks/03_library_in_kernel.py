@@ -32,8 +32,9 @@
 # - the shared data at `~/data` (a geoml-hub user server mounts it there), or the folder
 #   named by `GEOML_DATA` (e.g. `GEOML_DATA=../shared/data` beside a checkout);
 # - `GEOML_DEMO_EPOCHS` (optional): training epochs, default 60 (the recommended
-#   setting: about a minute of training on 2 quiet CPU cores, but we measured 4 minutes
-#   (233 s) while other work kept the machine busy); a small value such as 3 makes a quick run.
+#   setting; measured on 2 CPU cores: 38 s for 47 epochs on 181 patches with the machine
+#   quiet, 233 s for 60 epochs on 230 patches while other work kept it busy); a small value
+#   such as 3 makes a quick run.
 #
 # It writes into `runs/03_library/` under the notebook's working directory.
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import multiprocessing
 import os
 import sys
 import time
@@ -229,8 +230,6 @@ def run_local(task_path: PathLike, workers: int, progress: Optional[ProgressCall
     Exception
         The first exception of a block (the other blocks are cancelled or left to finish).
     """
-    import multiprocessing
-
     if workers < 1:
         raise ParameterError(f"workers must be at least 1, got {workers}")
     task_path = Path(task_path)

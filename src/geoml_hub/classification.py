@@ -18,6 +18,7 @@ class names in the ``CLASS_NAMES`` tag, and nodata (255) where the input is noda
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -361,8 +362,6 @@ def classify_scene(model: Union[Model, PathLike], scene: Union[Sequence[PathLike
     if workers < 1:
         raise ParameterError(f"workers must be at least 1, got {workers}")
     if workers > 1:
-        import tempfile
-
         from .blocks import run_local  # the fan-out runner: only with worker processes
 
         out = Path(out)

@@ -174,6 +174,8 @@ class ClassifyParams:
         ``dense``: fully convolutional evaluation (:mod:`geoml_hub.dense`); ``patch``: every
         patch (or pixel) through the network on its own; ``auto``: ``dense`` for pixel
         models (identical classes), ``patch`` for patch models (see ``docs/algorithms.md``).
+    workers : int
+        Worker processes over row-blocks of whole windows (:mod:`geoml_hub.blocks`); 1: this process.
     """
 
     stride: Optional[int] = param(

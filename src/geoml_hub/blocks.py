@@ -209,10 +209,9 @@ def block_results(out_dir: PathLike, n: int) -> List[Dict[str, Any]]:
 
 
 def _init_worker(threads: int) -> None:
+    """A worker process's thread budget: PyTorch reads ``OMP_NUM_THREADS`` when it is first imported
+    (by a classification block; a QC block never imports it)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    import torch  # noqa: F401  (the worker's PyTorch thread pool: cores / workers)
-
-    torch.set_num_threads(threads)
 
 
 def run_local(task_path: PathLike, workers: int, progress: Optional[ProgressCallback] = None,

@@ -759,6 +759,7 @@ class ClusterBlockRunner:
         manifests = fan_out_manifests(self.backend.spec, self.job_id, self.identifier, self.device, str(task_path),
                                       n, self.parallelism, self.retries, self.backend.server_version())
         indexed = manifests[0]["spec"].get("completionMode") == "Indexed"
+        self._clear_earlier_attempt()
         LOGGER.info("job %s: %d blocks as %s", self.job_id, n,
                     f"Indexed Job {manifests[0]['metadata']['name']}" if indexed else f"{n} Jobs, {self.parallelism} at once")
         ok = False
@@ -773,6 +774,21 @@ class ClusterBlockRunner:
                 self.backend.delete_fan_out(self.job_id, "Background" if ok else "Foreground")
             except Exception as exc:  # the dispatcher removes them later (remove_finished_cluster_jobs)
                 LOGGER.warning("job %s: cannot delete its fan-out Jobs: %s", self.job_id, exc)
+
+    def _clear_earlier_attempt(self, timeout: float = 120.0) -> None:
+        """Delete fan-out Jobs left by an earlier attempt of this job (its worker was killed, e.g. the
+        WPS pod restarted) and wait until they are gone: the new Jobs have the same names."""
+        if not self.backend.delete_fan_out(self.job_id, "Foreground"):
+            return
+        deadline = time.monotonic() + timeout
+        selector = {LABEL_FAN_OUT: _label_value(self.job_id)}
+        while time.monotonic() < deadline:
+            names = [b for b in self.backend.fan_out_job_ids() if b == _label_value(self.job_id)]
+            if not names and not self.backend.pods_of(selector):
+                return
+            time.sleep(self.poll)
+        raise FanOutError(f"the fan-out Jobs of an earlier attempt of job {self.job_id} were not deleted within "
+                          f"{timeout:g} s")
 
     def _report(self, task_path, n, progress, running: int) -> None:
         folder = Path(task_path).parent

@@ -195,3 +195,47 @@ def test_a_failed_block_fails_the_job_with_its_reason(tmp_path, monkeypatch, pix
     finally:
         server.stop()
         standin.close()
+
+
+def test_cancel_of_a_fan_out_deletes_its_block_jobs(tmp_path, monkeypatch, pixel_model):
+    """Cancel while the blocks run: the job is dismissed, its worker in the WPS stopped and the
+    block Job deleted (its process killed); no further block starts."""
+    import shutil
+
+    import numpy as np
+    import rasterio
+
+    from conftest import SCENE_1999
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(pixel_model.model_path, models / "pixel.pt")
+    with rasterio.open(SCENE_1999) as src:  # a bigger scene: the Chiapas scene mosaicked 8 x 8
+        data, profile = src.read(), src.profile
+    profile.update(height=2000, width=2000, tiled=True, blockxsize=256, blockysize=256)
+    with rasterio.open(models / "mosaic.tif", "w", **profile) as dst:
+        dst.write(np.tile(data, (1, 8, 8)))
+    standin, server = start(tmp_path, monkeypatch)
+    server.stop()
+    ini = tmp_path / "fan-out.ini"
+    ini.write_text((tmp_path / "wps.ini").read_text() + "fan_out_min_pixels = 1000000\nfan_out_parallelism = 1\n"
+                                                       "fan_out_blocks = 4\n")
+    server = WpsServer(tmp_path / "state", parallel=1,
+                       extra=["--config", str(ini), "--data-root", f"models={models}"]).start()
+    try:
+        job_id, loc, _ = execute(server, "classify_scene", {"model": "models/pixel.pt", "scene": "models/mosaic.tif",
+                                                            "method": "patch", "device": "cpu"})
+        first = f"geoml-wps-{job_id}-b0"
+        wait_for(lambda: first in standin.runs and standin.runs[first].proc is not None, timeout=120,
+                 what="the first block Job running")
+        r = requests.post(f"{server.url}/jobs/{job_id}/cancel", timeout=60)
+        assert r.status_code == 200, r.text
+        wait_for(lambda: first in standin.deleted, timeout=30, what="the running block Job deleted by the cancel")
+        final = wait_final(server, [job_id], timeout=60)[job_id]
+        assert final["status"] == "dismissed", final
+        time.sleep(3)  # the worker was stopped: no further block Job comes
+        assert [m["metadata"]["name"] for m in standin.created
+                if m["metadata"]["labels"].get("geoml-hub/fan-out-of") == job_id] == [first]
+    finally:
+        server.stop()
+        standin.close()

@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 import geoml_hub.wps.ogc.service as _service
 
 from .balance_samples import BalanceSamples
+from .check_compatibility import CheckCompatibility
 from .classify_scene import ClassifyScene
 from .compare_classifications import CompareClassifications
 from .evaluate_model import EvaluateModel
@@ -27,8 +28,8 @@ from .train_model import TrainModel
 from .validate_classification import ValidateClassification
 
 #: The process classes, in the order GetCapabilities lists them.
-PROCESSES = [ExtractSamples, BalanceSamples, TrainModel, EvaluateModel, ClassifyScene, ValidateClassification,
-             CompareClassifications]
+PROCESSES = [ExtractSamples, BalanceSamples, TrainModel, EvaluateModel, CheckCompatibility, ClassifyScene,
+             ValidateClassification, CompareClassifications]
 
 
 def identifiers() -> Tuple[str, ...]:
@@ -65,8 +66,8 @@ def chart_schema(schema: dict) -> dict:
     """``values.schema.json`` of the Helm chart with the enum of ``wps.jobs.processes`` set to
     :func:`kubernetes_capable` (the input is not changed).
 
-    :mod:`geoml_hub.chartschema` applies it when it writes the file from ``values.schema.yaml``
-    (``python -m geoml_hub.chartschema helm/geoml-hub``); ``tests/test_wps_processes.py`` fails
+    :mod:`geoml_hub.tools.chartschema` applies it when it writes the file from ``values.schema.yaml``
+    (``python -m geoml_hub.tools.chartschema helm/geoml-hub``); ``tests/test_wps_processes.py`` fails
     when the file is out of date.
     """
     out = json.loads(json.dumps(schema))

@@ -10,6 +10,7 @@ class ValidateClassification(GeomlProcess):
     qc = True
     fan_out = "classification"
     chain = {"classification": (("classify_scene", "classification"),),
+             "confidence": (("classify_scene", "confidence"),),
              "reference": (("extract_samples", "reference_test"), ("extract_samples", "reference_labels"),
                            ("extract_samples", "reference"))}
 
@@ -25,21 +26,29 @@ class ValidateClassification(GeomlProcess):
                                 "Value of unlabelled reference pixels; they are left out.", default=0.0),
             wpsio.literal_input("ignore_crs_name", "Ignore CRS name", "boolean",
                                 "Accept CRSs that differ only in name (e.g. the same EPSG code).", default=False),
+            wpsio.dataset_input("confidence", "Confidence raster",
+                                "Optional: the classification's confidence raster (classify_scene's confidence "
+                                "output, jobs/JOB_ID/confidence.tif); adds the accuracy per confidence bin.",
+                                min_occurs=0),
         ]
-        outputs = wpsio.qc_outputs()
+        outputs = wpsio.qc_outputs() + [
+            wpsio.file_output("reliability", "Accuracy by confidence", wpsio.PNG_FORMAT,
+                              "Reliability diagram: accuracy of the labelled pixels per confidence bin (with a "
+                              "confidence input; the table is in the summary's confidence_bins)."),
+        ]
         super().__init__(
             self._handler, title="Validate a classification",
             abstract="PyCM quality control of a classification against labelled reference pixels: overall accuracy, "
                      "kappa, PPV (user's accuracy) and TPR (producer's accuracy) per class, confusion-matrix heatmap "
                      "and PyCM's HTML report.",
             keywords=["quality control", "PyCM", "confusion matrix", "accuracy"],
-            inputs=inputs, outputs=outputs, datasets={"classification": "file", "reference": "file"})
+            inputs=inputs, outputs=outputs, datasets={"classification": "file", "reference": "file", "confidence": "file"})
 
     def _handler(self, request, response):
         result = operations.validate_classification(
             self.job, self.dataset(request, "classification"), self.dataset(request, "reference"),
             reference_nodata=self.value(request, "reference_nodata", 0.0),
             ignore_crs_name=self.value(request, "ignore_crs_name", False),
-            progress=self.progress(response))
+            confidence=self.dataset(request, "confidence"), progress=self.progress(response))
         self.set_outputs(response, result)
         return response

@@ -20,9 +20,9 @@ Layers and the directions enforced (``docs/architecture.md`` draws them):
   ``wps.ogc.operations`` (the operations and their parameter classes);
 - **map** and **hub**: the core, web and themselves; never the WPS, the registry or each other;
 - **client**: the core only (it talks to the WPS over HTTP);
-- **tools**: ``cli`` (the entry point of every layer) and the generators of checked-in files
-  (``chartschema``, ``chartdoc``, ``paramdoc``, which read the registry, the profile schema and
-  the parameter declarations): anything.
+- **tools**: ``cli`` (the entry point of every layer) and the package ``geoml_hub.tools``, the
+  generators of checked-in files (``chartschema``, ``chartdoc``, ``paramdoc``, which read the
+  registry, the profile schema and the parameter declarations): anything.
 
 Imports inside functions are allowed where they keep a heavy or optional library off a light
 path (:data:`LAZY_LIBRARIES`, each with its reason); any other function-level import carries a
@@ -165,8 +165,8 @@ def _cycles(edges: List[Edge]) -> List[List[str]]:
     return found
 
 
-#: the entry point and the generators of checked-in files (docs tables, the chart's schema)
-TOOLS = ("cli", "chartschema", "chartdoc", "paramdoc")
+#: the entry point and the package of generators of checked-in files (docs tables, the chart's schema)
+TOOLS = ("cli", "tools")
 
 
 def layer(module: str) -> str:

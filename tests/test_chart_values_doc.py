@@ -1,5 +1,5 @@
 """docs/chart-values.md, the reference of the Helm chart's values, is generated from
-helm/geoml-hub (values.yaml and values.schema.json) by geoml_hub.chartdoc and kept current;
+helm/geoml-hub (values.yaml and values.schema.json) by geoml_hub.tools.chartdoc and kept current;
 every value has a row, and no schema description is a placeholder."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from geoml_hub import chartdoc, chartschema
+from geoml_hub.tools import chartdoc, chartschema
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "geoml-hub"

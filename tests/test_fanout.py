@@ -162,3 +162,17 @@ def test_fused_qc_equals_single_process_qc(tmp_path, pixel_model):
     parts = [json.loads((task.parent / f"block-000{i}.json").read_text()) for i in range(3)]
     assert [p["rows"] for p in parts] == [[0, 64], [64, 128], [128, 250]]
     assert all(p["labelled"] > 0 for p in parts)
+
+
+def test_workers_assemble_the_confidence_raster_too(tmp_path, pixel_model):
+    one = classify_scene(pixel_model.model_path, SCENE_1999, tmp_path / "one.tif", tile_size=64, device="cpu",
+                         confidence=tmp_path / "one-conf.tif")
+    two = classify_scene(pixel_model.model_path, SCENE_1999, tmp_path / "two.tif", tile_size=64, device="cpu",
+                         confidence=tmp_path / "two-conf.tif", workers=2)
+    assert two.confidence == tmp_path / "two-conf.tif" and two.compatibility is not None
+    with rasterio.open(one.confidence) as a, rasterio.open(two.confidence) as b:
+        ca, cb = a.read(1), b.read(1)
+        assert b.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" and b.nodata == a.nodata and b.dtypes[0] == "float32"
+        assert b.tags()["MEANING"] == a.tags()["MEANING"]
+    assert np.array_equal(ca, cb)
+    assert np.array_equal(_read(one.path)[0], _read(two.path)[0])

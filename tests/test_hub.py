@@ -15,6 +15,7 @@ import pwd
 import stat
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,15 @@ def test_publish_shares_results_with_everyone(hub):
     r = requests.post(f"{url}/services/wps/jobs/{job}/publish", headers=alice, timeout=30)
     assert r.status_code == 200 and r.json()["published"] and r.json()["shared_as"] == f"results/alice/{job}"
     assert requests.get(f"{url}/services/wps/outputs/{job}/summary.json", headers=bob, timeout=30).status_code == 200
+    # ... and enters the STAC catalogue's results collection (issue 16.2), behind the hub's prefix
+    results = f"{url}/services/wps/stac/results/collection.json"
+    assert requests.get(results, timeout=30).status_code == 401
+    links = requests.get(results, headers=bob, timeout=30).json()["links"]
+    item_url = urllib.parse.urljoin(results, next(x["href"] for x in links if x["rel"] == "item"))
+    item = requests.get(item_url, headers=bob, timeout=30).json()
+    assert item["id"] == job and item["properties"]["geoml:owner"] == "alice"
+    summary = urllib.parse.urljoin(item_url, item["assets"]["summary"]["href"])
+    assert summary == f"{url}/services/wps/outputs/{job}/summary.json"
     # bob's server idles since the spawn test: on a loaded machine the culler (CULL_TIMEOUT) may
     # have stopped it meanwhile, as it should; then bob starts it again
     if not api(url, admin_token(hub), "GET", "/users/bob").json()["servers"].get(""):

@@ -33,7 +33,8 @@ from rasterio.warp import transform_bounds
 from conftest import CHIAPAS_NAMES, LABELS, SCENE_1999
 from helpers import CONSOLE_SCRIPT, XSS_NAME, TokenIdentity, hostile_labels
 from helpers import chiapas_polygons
-from wps_server import DATA, NS, WpsServer, free_port, wait_final
+from wps_server import DATA, NS, WpsServer, free_port, wait_final, wait_for
+from geoml_hub.map import tiles
 
 pytestmark = pytest.mark.slow
 
@@ -148,8 +149,15 @@ def test_page_modules_import_each_other_without_cycles():
 
 
 def test_layers_are_the_scenes_and_labels_with_their_bounds(stack):
-    m, _ = stack
-    layers = {layer["dataset"]: layer for layer in m.get("/api/layers").json()["layers"]}
+    """The layer list comes from the WPS's STAC catalogue (issue 16.2), and is what walking the
+    data roots and opening every raster gave before."""
+    m, wps = stack
+    wait_for(lambda: requests.get(wps.url + "/stac/catalog.json", timeout=10).status_code == 200, timeout=120,
+             what="the WPS's STAC catalogue")
+    listed = m.get("/api/layers").json()["layers"]
+    assert "walking the data roots" not in m.log.read_text()  # read from the catalogue, not the folders
+    assert listed == json.loads(json.dumps(tiles.list_rasters({"data": DATA})))
+    layers = {layer["dataset"]: layer for layer in listed}
     assert set(layers) == {SCENE, REFERENCE, "data/landsat7_chiapas/LE70220492002106EDC00_stack.gtif"}
     scene, ref = layers[SCENE], layers[REFERENCE]
     assert (scene["kind"], scene["bands"], ref["kind"]) == ("scene", 8, "labels")
@@ -240,7 +248,7 @@ def test_wps_through_the_map_and_polygons_saved_in_the_workspace(stack, tmp_path
     m, wps = stack
     caps = m.get("/api/wps/wps", params={"service": "WPS", "request": "GetCapabilities"})
     ids = [e.text for e in ET.fromstring(caps.content).findall(".//wps:Process/ows:Identifier", NS)]
-    assert "extract_samples" in ids and len(ids) == 7
+    assert "extract_samples" in ids and len(ids) == 8
     # save polygons (as the map's draw tool does), refuse bad ones
     chiapas_polygons(tmp_path / "p.geojson")
     body = (tmp_path / "p.geojson").read_bytes()
@@ -415,3 +423,33 @@ def test_legend_names_come_from_the_raster_tags_or_gdal_category_names(tmp_path)
         dst.update_tags(1, CLASS_NAMES=json.dumps({"1": "urban", "3": "barren"}))
     assert [(c["code"], c["name"]) for c in tiles.class_table(tagged)] == [(1, "urban"), (2, "2"), (3, "barren")]
 
+
+
+def test_confidence_rasters_are_a_red_to_green_ramp_transparent_where_nodata(pixel_model, tmp_path):
+    """Issue 15.4: the confidence raster as a layer: red where the model is unsure, green where it is
+    sure, transparent where the scene is nodata."""
+    from geoml_hub.classification import classify_scene
+    from geoml_hub.map import tiles
+    from helpers import write_raster
+
+    with rasterio.open(SCENE_1999) as src:
+        data, profile = src.read(), src.profile
+    data[:, :40, :60] = -9999
+    scene = write_raster(tmp_path / "holed.tif", data, crs=profile["crs"], transform=profile["transform"],
+                         nodata=-9999)
+    classify_scene(pixel_model.model_path, scene, tmp_path / "c.tif", device="cpu", compatibility_check=False,
+                   confidence=tmp_path / "conf.tif")
+    info = tiles.raster_info(tmp_path / "conf.tif", "jobs/x/conf.tif")
+    assert info["kind"] == "confidence" and tiles.raster_info(tmp_path / "c.tif", "jobs/x/c.tif")["kind"] == "labels"
+    with rasterio.open(tmp_path / "conf.tif") as src:
+        conf = src.read(1)
+    img = np.asarray(Image.open(io.BytesIO(tiles.render_preview(tmp_path / "conf.tif", "confidence"))).convert("RGBA"))
+    assert img.shape[:2] == conf.shape  # 250 x 250: the preview is the raster's own grid
+    assert (img[:40, :60, 3] == 0).all() and (img[conf >= 0][:, 3] == 255).all()
+    rgb = img[..., :3].astype(int)
+    unsure, sure = (conf >= 0) & (conf < 0.3), conf > 0.8
+    assert unsure.any() and sure.any()
+    assert (rgb[unsure, 0] > rgb[unsure, 1]).all() and (rgb[sure, 1] > rgb[sure, 0]).all()
+    x, y, z = tile_of(*np.mean(np.reshape(info["bounds"], (2, 2)), axis=0), 14)
+    tile = np.asarray(Image.open(io.BytesIO(tiles.render_tile(tmp_path / "conf.tif", z, x, y, "confidence"))))
+    assert tile.shape[:2] == (256, 256)

@@ -229,6 +229,18 @@ def test_the_whole_loop_in_the_browser(hub, browser):
         assert sorted(legend.inner_text().split()) == sorted(CHIAPAS_NAMES.values())
         tiles_loaded(page)
         shot(page, "map-classification.png")
+        # issue 15: the confidence raster joins the layer list (off) with its ramp; the verdict is an output
+        confidence = f"jobs/{classify}/confidence.tif"
+        page.wait_for_selector(f"input[data-layer={confidence!r}]")
+        assert not page.is_checked(f"input[data-layer={confidence!r}]")
+        assert page.locator(f".legend[data-legend-for={confidence!r}] .ramp").count() == 1
+        verdict = wps_literal(hub, "alice", classify, "compatible")
+        assert verdict in ("compatible", "not compatible")
+        assert page.text_content("#job-result tr[data-output='compatible'] td").strip() == verdict
+        page.check(f"input[data-layer={confidence!r}]")
+        tiles_loaded(page)
+        shot(page, "map-confidence.png")
+        page.uncheck(f"input[data-layer={confidence!r}]")
         validate = run_process(page, "validate_classification", {"reference": REFERENCE})
         page.wait_for_selector("#qc-oa")
         oa = wps_literal(hub, "alice", validate, "overall_accuracy")
@@ -239,6 +251,8 @@ def test_the_whole_loop_in_the_browser(hub, browser):
         assert kappa and page.text_content("#qc-kappa").strip() == f"{float(kappa):.3f}"
         assert page.locator("#qc-table tr").count() >= 6   # header + 5 classes
         page.wait_for_function("document.querySelector('#qc-heatmap').naturalWidth > 0")
+        # the confidence input was filled from the classification job: accuracy by confidence
+        page.wait_for_function("document.querySelector('#qc-reliability').naturalWidth > 0")
         shot(page, "map-qc.png", "#qc-panel")
         # publish the QC job from the job list: it becomes a shared result
         page.click("#refresh-jobs")
@@ -287,6 +301,11 @@ def test_another_user_does_not_see_the_jobs(hub, browser):
         extract, validate = alice_jobs
         page.click(f"#results-list tr[data-result='{validate}'] button[data-action='outputs']")
         page.wait_for_selector("#jobs-output tr[data-output='overall_accuracy']")
+        # the job-outputs table shows the figure as people read it, the full value on hover
+        cell = page.locator("#jobs-output tr[data-output='overall_accuracy'] td")
+        shown, full = cell.inner_text().strip(), cell.get_attribute("title")
+        assert len(shown.split(".")[-1]) <= 3, shown
+        assert full is None or abs(float(full) - float(shown)) < 5e-4, (shown, full)
         status = page.evaluate("fetch('api/wps/jobs/%s').then(r => r.status)" % alice_jobs[0])
         assert status == 404
         tile = page.evaluate("fetch('api/layer-info?dataset=jobs/%s/reference_polygons.tif').then(r => r.status)"

@@ -9,7 +9,8 @@ from typing import Optional
 
 import pytest
 
-from geoml_hub import cli, paramdoc, params, pipeline
+from geoml_hub import cli, params, pipeline
+from geoml_hub.tools import paramdoc
 from geoml_hub.balancing import BalanceParams
 from geoml_hub.errors import ParameterError
 from geoml_hub.training import TrainConfig

@@ -258,6 +258,23 @@ def test_evaluate(pipeline, client, server, tmp_path):
     assert float(cm.Kappa) == pytest.approx(qc.kappa)
 
 
+def test_check_compatibility(pipeline, client, server):
+    """The client's method for the check_compatibility process: a EuroSAT model fits its tree, not the
+    Landsat scene (13 Sentinel-2 bands mapped onto the 8 Landsat bands by role)."""
+    need(client, "check_compatibility")
+    _, fit, _ = pipeline
+    ok = client.check_compatibility(model=fit.dataset("model"), samples="data/eurosat_ms", device="cpu")
+    assert ok.compatible == "compatible" and ok.reason.startswith("compatible")
+    assert ok.summary == read_json(outputs_dir(server) / ok.job_id / "summary.json")
+    assert ok.summary["compatible"] is True and ok.summary["kind"] == "samples"
+    assert_png(ok.figure)
+    bad = client.check_compatibility(model=fit.dataset("model"), device="cpu",
+                                     scene="data/landsat7_chiapas/LE70220491999322EDC01_stack.gtif",
+                                     band_map="1,1,2,3,3,3,4,4,4,7,5,6,4")
+    assert bad.compatible == "not compatible" and bad.summary["compatible"] is False
+    assert bad.reason == bad.summary["reason"] and "outside the training range" in bad.reason
+
+
 # -- environment defaults, the token header, retries ---------------------------------------------------
 
 def test_env_defaults_and_token_header(server, monkeypatch, tmp_path):

@@ -228,7 +228,8 @@ def classified_2002(wps, chiapas_train) -> Result:
 def validated_1999(wps, chiapas_extract, classified_1999) -> Result:
     return ok(execute(wps, "validate_classification",
                       [("classification", wps.dataset(classified_1999.refs["classification"])),
-                       ("reference", chiapas_extract.literals["reference_test"])]))
+                       ("reference", chiapas_extract.literals["reference_test"]),
+                       ("confidence", wps.dataset(classified_1999.refs["confidence"]))]))
 
 
 # -- the EuroSAT chain -------------------------------------------------------------------------------------
@@ -247,13 +248,13 @@ def eurosat_train(wps, eurosat_balance) -> Result:
 
 # == GetCapabilities and DescribeProcess ====================================================================
 
-def test_capabilities_list_exactly_the_seven_processes(wps):
+def test_capabilities_list_exactly_the_eight_processes(wps):
     resp = wps.client.get("?service=WPS&request=GetCapabilities&version=1.0.0")
     assert resp.status_code == 200
     xml = etree.fromstring(resp.get_data())
     idents = [e.text for e in xml.iterfind(".//wps:ProcessOfferings/wps:Process/ows:Identifier", NS)]
     assert idents == list(PROCESS_IDENTIFIERS)
-    assert len(idents) == 7
+    assert len(idents) == 8
     for proc in xml.iterfind(".//wps:ProcessOfferings/wps:Process", NS):
         assert proc.findtext("ows:Title", namespaces=NS).strip()
         assert proc.findtext("ows:Abstract", namespaces=NS).strip()
@@ -291,8 +292,10 @@ EXPECTED_OUTPUTS = {
     "train_model": {"model", "history", "curves", "val_overall_accuracy", "epochs_run", "best_epoch", "n_train",
                     "device"},
     "evaluate_model": {"overall_accuracy", "kappa", "n", "summary", "report", "matrix", "heatmap", "predictions"},
-    "classify_scene": {"classification", "pixels", "class_counts"},
-    "validate_classification": {"overall_accuracy", "kappa", "n", "summary", "report", "matrix", "heatmap"},
+    "check_compatibility": {"compatible", "reason", "summary", "figure"},
+    "classify_scene": {"classification", "confidence", "compatible", "compatibility", "pixels", "class_counts"},
+    "validate_classification": {"overall_accuracy", "kappa", "n", "summary", "report", "matrix", "heatmap",
+                                "reliability"},
     "compare_classifications": {"better", "overall_accuracy_a", "overall_accuracy_b", "kappa_a", "kappa_b", "summary",
                                 "comparison", "report_a", "report_b", "heatmap_a", "heatmap_b"},
 }
@@ -338,10 +341,11 @@ def test_declared_parameters_are_the_inputs_and_the_core_keywords():
     default, and a keyword argument of the core function it calls (with that default)."""
     import inspect
 
-    from geoml_hub import balancing, classification, params, training, validation
+    from geoml_hub import balancing, classification, compatibility, params, training, validation
 
     core = {"balance_samples": balancing.balance_samples, "train_model": training.TrainConfig,
-            "classify_scene": classification.classify_scene, "evaluate_model": validation.evaluate_model}
+            "classify_scene": classification.classify_scene, "evaluate_model": validation.evaluate_model,
+            "check_compatibility": compatibility.check_compatibility}
     for cls in PROCESSES:
         if cls.param_class is None:
             continue
@@ -366,7 +370,7 @@ def test_registry_attributes_are_published_as_metadata(wps):
     assert ("qc", "true") in got["validate_classification"] and ("qc", "true") in got["evaluate_model"]
     assert ("chain", "samples=balance_samples.manifest,extract_samples.samples") in got["train_model"]
     assert {i for i, m in got.items() if ("kubernetes", "true") in m} == {"train_model", "classify_scene",
-                                                                          "evaluate_model"}
+                                                                          "evaluate_model", "check_compatibility"}
 
 
 # == the Chiapas chain ========================================================================================
@@ -477,6 +481,16 @@ def test_classify_scene(wps, classified_1999, classified_2002, chiapas_train):
         codes = {n: c for c, n in CHIAPAS_NAMES.items()}
         assert {n: int((arr == codes[n]).sum()) for n in counts} == counts
         assert set(np.unique(arr)) <= set(CHIAPAS_NAMES)
+        # the confidence raster (on by default) and the compatibility check that ran first
+        with rasterio.open(files["confidence"]) as conf, rasterio.open(scene) as src:
+            c = conf.read(1)
+            assert conf.dtypes[0] == "float32" and conf.nodata == -1 and conf.transform == src.transform
+            assert c.min() >= 0.0 and c.max() <= 1.0
+        assert read_json(files["compatibility"])["compatible"] == (res.literals["compatible"] == "compatible")
+    # the model was trained on the 1999 scene; the 2002 scene has clouds and saturated pixels
+    assert classified_1999.literals["compatible"] == "compatible"
+    assert classified_2002.literals["compatible"] == "not compatible"
+    assert read_json(assert_files(wps, classified_2002)["compatibility"])["source"] == [SCENE_02]
 
 
 def test_validate_classification_on_held_out_regions(wps, chiapas_extract, classified_1999, validated_1999):
@@ -495,6 +509,39 @@ def test_validate_classification_on_held_out_regions(wps, chiapas_extract, class
     assert res.int("n") == lib["n"] == sum(CHIAPAS_COUNTS.values()) - chiapas_extract.int("sample_count")
     assert_png(files["heatmap"])
     assert "<html" in files["report"].read_text(encoding="utf-8").lower()
+    # the confidence input: accuracy per confidence bin
+    assert_png(files["reliability"])
+    bins = summary["confidence_bins"]
+    assert sum(b["n"] for b in bins["bins"]) == bins["n"] == res.int("n")
+    assert bins["confidence"] == wps.dataset(classified_1999.refs["confidence"])
+
+
+def test_check_compatibility(wps, eurosat_train, chiapas_train):
+    """The verdicts of the issue through the WPS: a EuroSAT (Sentinel-2) model is not fit for the
+    Landsat scene even with a band map; it is fit for the EuroSAT tree; the Chiapas model is fit
+    for the scene it was trained on."""
+    eurosat = wps.dataset(eurosat_train.refs["model"])
+    res = ok(execute(wps, "check_compatibility", [("model", eurosat), ("scene", SCENE_99), ("band_map", "1,2,3,4"),
+                                                  ("device", "cpu")]))
+    files = assert_files(wps, res)
+    summary = read_json(files["summary"])
+    assert res.literals["compatible"] == "not compatible" and summary["compatible"] is False
+    assert res.literals["reason"] == summary["reason"] and "band 2:" in summary["reason"]
+    assert summary["source"] == [SCENE_99]
+    assert [b["scene_band"] for b in summary["bands"]] == [1, 2, 3, 4]
+    assert_png(files["figure"])
+    res = ok(execute(wps, "check_compatibility", [("model", eurosat), ("samples", "data/eurosat_ms"),
+                                                  ("device", "cpu")]))
+    assert res.literals["compatible"] == "compatible"
+    res = ok(execute(wps, "check_compatibility", [("model", wps.dataset(chiapas_train.refs["model"])),
+                                                  ("scene", SCENE_99), ("device", "cpu")]))
+    assert res.literals["compatible"] == "compatible", res.literals["reason"]
+    res = execute(wps, "check_compatibility", [("model", eurosat), ("scene", SCENE_99),
+                                               ("samples", "data/eurosat_ms")])
+    assert res.failed and "give either scene" in res.exception[2]
+    res = execute(wps, "check_compatibility", [("model", eurosat), ("samples", "data/eurosat_ms"),
+                                               ("max_outside", 2)])
+    assert res.status_code == 400 and res.exception[:2] == ("InvalidParameterValue", "max_outside")
 
 
 def test_compare_classifications_by_post(wps, chiapas_extract, classified_1999, classified_2002, validated_1999):
@@ -723,7 +770,7 @@ HEAVY = ("rasterio", "torch", "pycm")
 PROCESS_MODULES = sorted(p.stem for p in (REPO / "processes").glob("*.py") if not p.name.startswith("_"))
 
 
-def test_process_modules_are_the_seven_processes():
+def test_process_modules_are_the_registered_processes():
     assert sorted(PROCESS_MODULES) == sorted(PROCESS_IDENTIFIERS)
 
 
@@ -821,7 +868,7 @@ def test_extract_samples_from_geojson_polygons_in_the_workspace(wps):
 
 def test_chart_schema_lists_the_kubernetes_capable_processes():
     """The chart's enum of wps.jobs.processes is generated from the registry and up to date."""
-    from geoml_hub import chartschema
+    from geoml_hub.tools import chartschema
     from geoml_hub.processes import kubernetes_capable
 
     chart = REPO / "helm" / "geoml-hub"
@@ -830,4 +877,14 @@ def test_chart_schema_lists_the_kubernetes_capable_processes():
     assert enum == list(kubernetes_capable())
     assert (chart / "values.schema.json").read_text(encoding="utf-8") == chartschema.render(chart), (
         f"values.schema.json is out of date: run `{chartschema.REGENERATE}`")
-    assert set(kubernetes_capable()) == {"train_model", "classify_scene", "evaluate_model"}
+    assert set(kubernetes_capable()) == {"train_model", "classify_scene", "evaluate_model",
+                                       "check_compatibility"}
+
+
+def test_classify_scene_without_confidence_or_check_lists_only_its_outputs(wps, chiapas_train):
+    res = ok(execute(wps, "classify_scene", [("model", wps.dataset(chiapas_train.refs["model"])), ("scene", SCENE_99),
+                                             ("confidence", "false"), ("compatibility_check", "false"),
+                                             ("device", "cpu")]))
+    assert {"classification", "class_counts"} <= set(res.refs)
+    assert not {"confidence", "compatibility", "compatible"} & (set(res.refs) | set(res.literals))
+    assert not (job_dir(wps, res) / "confidence.tif").exists()

@@ -35,7 +35,8 @@ def test_standalone_mode_is_explicit(server):
     caps = requests.get(server.wps_url, params={"service": "WPS", "request": "GetCapabilities"}, timeout=30)
     assert caps.status_code == 200
     ids = [e.text for e in ET.fromstring(caps.content).findall(".//wps:Process/ows:Identifier", NS)]
-    assert ids == ["extract_samples", "balance_samples", "train_model", "evaluate_model", "classify_scene",
+    assert ids == ["extract_samples", "balance_samples", "train_model", "evaluate_model", "check_compatibility",
+                   "classify_scene",
                    "validate_classification", "compare_classifications"]
 
 

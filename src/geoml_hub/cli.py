@@ -1,6 +1,6 @@
 """The ``geoml-hub`` command line.
 
-Sub-commands: ``extract``, ``balance``, ``train``, ``evaluate``, ``classify``,
+Sub-commands: ``extract``, ``balance``, ``train``, ``evaluate``, ``compatibility``, ``classify``,
 ``validate``, ``compare`` and ``pipeline``. Long steps show a progress bar (on stderr).
 Expected errors print one line, ``geoml-hub: error: ...``, and exit with status 2.
 """
@@ -21,8 +21,10 @@ from tqdm import tqdm
 
 from . import __version__, params
 from .balancing import BalanceParams, balance_samples
-from .classification import ClassifyParams, classify_scene
-from .errors import GeomlError
+from .catalog import Cache, build_catalog, file_hrefs, save_catalog
+from .classification import ClassifyParams, as_model, classify_scene
+from .compatibility import CompatibilityParams, check_compatibility, quick_check
+from .errors import GeomlError, ParameterError
 from .extraction import extract_samples
 from .pipeline import check_parameters, run_patch_pipeline, run_scene_pipeline
 from .samples import load_samples
@@ -109,9 +111,16 @@ DESCRIPTIONS = {
     "evaluate": "Patch-level quality control of a model: predict every sample of a tree or manifest and compare "
                 "with its class (PyCM). Writes summary.json, report.html, report.csv, predictions.csv and "
                 "confusion_matrix.png into --out.",
-    "classify": "Classify a scene window by window into a uint8 classification GeoTIFF (255: nodata).",
+    "compatibility": "Compare a scene (or a training-sample tree) with the model's training data, band by band: "
+                     "standardised mean shift, share of pixels outside the training 1-99 % range, distribution "
+                     "distance, share of low-confidence predictions; says whether the model is fit for it. Writes "
+                     "summary.json and compatibility.png into --out.",
+    "classify": "Classify a scene window by window into a uint8 classification GeoTIFF (255: nodata). A quick "
+                "compatibility check runs first and prints a warning when the model is not fit for the scene "
+                "(the classification runs anyway); --confidence also writes the probability of the predicted class.",
     "validate": "PyCM quality control of a classification raster on the labelled pixels of a reference raster "
-                "on the same grid. Writes summary.json, report.html, report.csv and confusion_matrix.png into --out.",
+                "on the same grid. Writes summary.json, report.html, report.csv and confusion_matrix.png into --out; "
+                "with --confidence also the accuracy per confidence bin (summary.json and reliability.png).",
     "compare": "Compare two classifications (two versions of a method) against one reference: each is validated "
                "into --out/NAME/, and comparison.csv and summary.json name the better one (higher overall "
                "accuracy, then kappa).",
@@ -125,7 +134,8 @@ DESCRIPTIONS = {
 }
 
 #: What each sub-command's --out names: a directory or a file.
-OUT_KINDS = {"extract": "dir", "balance": "dir", "train": "file", "evaluate": "dir", "classify": "file",
+OUT_KINDS = {"extract": "dir", "balance": "dir", "train": "file", "evaluate": "dir", "compatibility": "dir",
+             "classify": "file",
              "validate": "dir", "compare": "dir", "pipeline": "dir"}
 
 _FLAG_ACTIONS = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction,
@@ -202,10 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for the QC reports (created if missing)")
     params.add_cli_options(p, EvaluateParams)
 
+    p = sub.add_parser("compatibility", help="is a model fit for a scene (or sample tree)? spectral check")
+    p.add_argument("model", help="model file written by geoml-hub train")
+    p.add_argument("scene", nargs="+", help="one multi-band GeoTIFF or single-band files on one grid, or one "
+                                            "training-sample tree or manifest.csv")
+    p.add_argument("--out", required=True, help="directory for summary.json and compatibility.png (created if missing)")
+    params.add_cli_options(p, CompatibilityParams)
+
     p = sub.add_parser("classify", help="classify a scene into a uint8 GeoTIFF")
     p.add_argument("model", help="model file written by geoml-hub train")
     p.add_argument("scene", nargs="+", help="one multi-band GeoTIFF or single-band files on one grid")
     p.add_argument("--out", required=True, help="classification GeoTIFF to write")
+    p.add_argument("--confidence", metavar="OUT.tif",
+                   help="also write the probability of the predicted class: float32 GeoTIFF in [0, 1] on the same "
+                        "grid, nodata -1")
     params.add_cli_options(p, ClassifyParams)
 
     p = sub.add_parser("validate", help="PyCM QC of a classification on labelled reference pixels")
@@ -214,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for the QC reports (created if missing)")
     p.add_argument("--reference-nodata", default="0", help="unlabelled value (default 0; 'none': file nodata)")
     p.add_argument("--ignore-crs-name", action="store_true", help="accept CRSs that differ only in name")
+    p.add_argument("--confidence", metavar="CONF.tif",
+                   help="confidence raster written by classify --confidence: adds the accuracy per confidence bin")
 
     p = sub.add_parser("compare", help="compare two classifications against one reference")
     p.add_argument("a", help="first classification GeoTIFF")
@@ -238,6 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the balancing and the training (default 0)")
     _add_balance_options(p, skip=("seed",))
     _add_train_options(p, skip=("seed",))
+
+    p = sub.add_parser("catalog", help="a static STAC catalogue of data roots (docs/catalog.md)",
+                       description="Write a self-contained static STAC catalogue (pystac) of the data roots into "
+                                   "--out: one collection per root, an item per scene or label raster (bbox and "
+                                   "geometry in WGS 84, proj:, eo:bands, raster:bands), a child collection per "
+                                   "training-sample tree with its class counts. Incremental: rasters whose size "
+                                   "and modification time did not change since the last run (OUT.cache.json) "
+                                   "are not read again.")
+    p.add_argument("--data-root", action="append", metavar="NAME=DIR", required=True,
+                   help="a data root, e.g. data=../shared/data (repeatable)")
+    p.add_argument("--out", required=True, help="the catalogue's folder (OUT/catalog.json), replaced atomically")
+    p.add_argument("--title", default="geoml-hub data", help="the catalogue's title")
 
     p = sub.add_parser("up", help="JupyterHub + the WPS service + idle culler on this machine (docs/user.md)")
     p.add_argument("--port", type=int, default=8000, help="public port (default 8000)")
@@ -318,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_out(path: str, kind: str) -> None:
+def check_out(path: str, kind: str, option: str = "--out") -> None:
     """Refuse an ``--out`` that cannot be written: a file where a directory is expected (or the
     other way round), a path under a file, or a directory without write permission.
 
@@ -328,16 +362,16 @@ def check_out(path: str, kind: str) -> None:
     """
     p = Path(path)
     if kind == "dir" and p.exists() and not p.is_dir():
-        raise GeomlError(f"--out {path}: exists and is not a directory (name a new or an existing directory)")
+        raise GeomlError(f"{option} {path}: exists and is not a directory (name a new or an existing directory)")
     if kind == "file" and p.is_dir():
-        raise GeomlError(f"--out {path}: is a directory (name the file to write, e.g. {p / 'model.pt'})")
+        raise GeomlError(f"{option} {path}: is a directory (name the file to write, e.g. {p / 'model.pt'})")
     existing = p.absolute() if kind == "dir" else p.absolute().parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise GeomlError(f"--out {path}: {existing} is a file, not a directory")
+        raise GeomlError(f"{option} {path}: {existing} is a file, not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise GeomlError(f"--out {path}: no permission to write in {existing}")
+        raise GeomlError(f"{option} {path}: no permission to write in {existing}")
 
 
 def _remove(path: Path) -> None:
@@ -416,10 +450,22 @@ def preflight(args) -> None:
         _replace(TrainConfig(), values).check()
     elif cmd == "evaluate":
         params.check_values(EvaluateParams, params.cli_values(args, EvaluateParams))
+    elif cmd == "compatibility":
+        params.check_values(CompatibilityParams, params.cli_values(args, CompatibilityParams))
+        if not all(Path(s).exists() for s in args.scene):
+            missing = [s for s in args.scene if not Path(s).exists()]
+            raise GeomlError(f"{missing[0]}: scene or training-sample tree not found")
     elif cmd == "classify":
         params.check_values(ClassifyParams, params.cli_values(args, ClassifyParams))
+        if args.confidence is not None:
+            check_out(args.confidence, "file", "--confidence")
+            if Path(args.confidence).absolute() == Path(args.out).absolute():
+                raise GeomlError("--confidence must name another file than --out")
     elif cmd == "validate":
-        _check_qc_rasters([("classification", args.classification)], args.reference, args.ignore_crs_name)
+        checked = [("classification", args.classification)]
+        if args.confidence:
+            checked.append(("confidence raster", args.confidence))
+        _check_qc_rasters(checked, args.reference, args.ignore_crs_name)
     elif cmd == "compare":
         names = _compare_names(args.names)
         _check_qc_rasters([(f"classification {names[0]}", args.a), (f"classification {names[1]}", args.b)],
@@ -517,15 +563,42 @@ def _run(args, quiet: bool) -> int:
         with progress_bar(not quiet, "evaluate") as cb:
             s = evaluate_model(args.model, args.samples, args.out, progress=cb, **params.cli_values(args, EvaluateParams))
         print(format_qc(s))
+    elif cmd == "compatibility":
+        with progress_bar(not quiet, "compatibility") as cb:
+            s = check_compatibility(args.model, args.scene, args.out, progress=cb,
+                                    **params.cli_values(args, CompatibilityParams))
+        print(s["reason"])
+        for b in s["bands"]:
+            dist = f"{b['distance']:.2f}" if b["distance"] is not None else "n/a"
+            print(f"  band {b['band']} (input band {b['scene_band']}): mean shift {b['mean_shift']:+.2f} σ, "
+                  f"{100 * b['outside']:.1f} % outside the training range, distance {dist} σ"
+                  + (f"  <- {', '.join(b['failed'])}" if b["failed"] else ""))
+        if s["low_confidence_share"] is not None:
+            print(f"  {100 * s['low_confidence_share']:.0f} % of {s['classified_samples']} sampled predictions below "
+                  f"probability {s['thresholds']['low_confidence']:g}")
+        print(f"wrote {args.out}/summary.json, {args.out}/compatibility.png")
     elif cmd == "classify":
+        values = params.cli_values(args, ClassifyParams)
+        model = as_model(args.model, values["device"])
+        if values.pop("compatibility_check"):  # first, so that the warning comes before the progress bar
+            checked = quick_check(model, args.scene, values.get("band_map"))
+            if checked.get("compatible") is False:
+                print(f"geoml-hub: warning: the model may not fit this scene ({checked['reason']}); classifying "
+                      "anyway", file=sys.stderr)
         with progress_bar(not quiet, "classify") as cb:
-            res = classify_scene(args.model, args.scene, args.out, progress=cb, **params.cli_values(args, ClassifyParams))
+            res = classify_scene(model, args.scene, args.out, progress=cb, compatibility_check=False,
+                                 confidence=args.confidence, **values)
+        if res.confidence is not None:
+            print(f"wrote {res.confidence} (probability of the predicted class, nodata -1)")
         print(f"wrote {res.path} ({res.pixels} pixels, {res.nodata_pixels} nodata, stride {res.stride}): "
               + ", ".join(f"{k} {v}" for k, v in res.counts.items()))
+    elif cmd == "catalog":
+        run_catalog(args, quiet)
     elif cmd == "validate":
         with progress_bar(not quiet, "validate") as cb:
             s = validate_classification(args.classification, args.reference, args.out, _floats(args.reference_nodata),
-                                        ignore_crs_name=args.ignore_crs_name, progress=cb)
+                                        ignore_crs_name=args.ignore_crs_name, confidence=args.confidence,
+                                        progress=cb)
         print(format_qc(s))
     elif cmd == "compare":
         names = _compare_names(args.names)
@@ -582,6 +655,35 @@ def _run(args, quiet: bool) -> int:
         print(f"QC on held-out data ({args.out}/qc/summary.json):")
         print(format_qc(s["qc"]))
     return 0
+
+
+def run_catalog(args, quiet: bool) -> None:
+    """``geoml-hub catalog``: check the roots and ``--out`` first, then build and swap in."""
+    roots = {}
+    for item in args.data_root:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ParameterError(f"--data-root expects NAME=DIR, got {item!r}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name.strip()):
+            raise ParameterError(f"--data-root {item}: the name must be a plain word (letters, digits, _ -)")
+        if not Path(path.strip()).is_dir():
+            raise ParameterError(f"--data-root {item}: no such directory {path.strip()}")
+        roots[name.strip()] = Path(path.strip())
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / "catalog.json").is_file():
+        raise ParameterError(f"--out {out}: a non-empty directory that is not a STAC catalogue (no catalog.json); "
+                             "give a new or empty folder")
+    cache = Cache(out.parent / f"{out.name}.cache.json")
+    with progress_bar(not quiet, "catalog") as cb:
+        catalog = build_catalog(roots, file_hrefs(out), cache, title=args.title, progress=cb)
+        save_catalog(catalog, out)
+    cache.save()
+    items = sum(1 for _ in catalog.get_items(recursive=True))
+    trees = sum(1 for c in catalog.get_all_collections() if c.extra_fields.get("geoml:kind") == "sample-tree")
+    print(f"wrote {out}/catalog.json: {len(roots)} data root(s), {items} raster item(s), {trees} sample tree(s); "
+          f"{cache.reads} file(s) read, the others unchanged since the last run")
 
 
 def run_map(args) -> int:

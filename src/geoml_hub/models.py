@@ -11,7 +11,8 @@ input), dropout and a linear classifier.
 The model file (``torch.save`` of a plain dictionary, loaded with ``weights_only=True``)
 holds the weights, the architecture and the hyper-parameters, the class names and codes,
 the bands of the samples the model reads, the normalisation statistics, the library
-versions and the SHA-256 of the training manifest. :func:`load_model` checks all of them.
+versions, the SHA-256 of the training manifest and (optional, ``spectral``) per-band
+statistics of the training data for :mod:`geoml_hub.compatibility`. :func:`load_model` checks all of them.
 """
 
 from __future__ import annotations
@@ -177,8 +178,14 @@ def resolve_device(device: str = "auto") -> str:
 
 def save_model(path: PathLike, network, *, architecture: Dict, hyperparameters: Dict, class_names: Sequence[str],
                class_codes: Sequence[int], bands: Sequence[int], sample_bands: int, mean: Sequence[float],
-               std: Sequence[float], manifest_sha256: str, training: Optional[Dict] = None) -> Path:
-    """Write a model file atomically (see the module docstring for its content)."""
+               std: Sequence[float], manifest_sha256: str, training: Optional[Dict] = None,
+               spectral: Optional[Dict] = None) -> Path:
+    """Write a model file atomically (see the module docstring for its content).
+
+    ``spectral``: optional per-band statistics of the training data in raw units
+    (:func:`geoml_hub.compatibility.training_statistics`), stored under the ``spectral`` key
+    for the compatibility check; files without it fall back on ``normalization``.
+    """
     torch = _torch()
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
     payload = {
@@ -189,6 +196,8 @@ def save_model(path: PathLike, network, *, architecture: Dict, hyperparameters: 
         "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
         "versions": library_versions(), "manifest_sha256": manifest_sha256, "training": dict(training or {}),
     }
+    if spectral is not None:
+        payload["spectral"] = dict(spectral)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)

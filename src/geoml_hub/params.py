@@ -11,7 +11,7 @@ From these declarations come
 * the WPS literal inputs with their DescribeProcess metadata
   (:func:`geoml_hub.wps.ogc.wpsio.param_inputs`; ``processes/``),
 * the pipeline's pass-through (:func:`names`; ``geoml_hub.pipeline``),
-* the parameter tables of ``docs/parameters.md`` (:mod:`geoml_hub.paramdoc`).
+* the parameter tables of ``docs/parameters.md`` (:mod:`geoml_hub.tools.paramdoc`).
 
 The range and allowed values are those the WPS and the command line refuse values outside
 (:func:`check_values`; the command line checks before it writes anything); the core

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .compatibility import training_statistics
 from .errors import DataError, ParameterError
 from .fileio import PathLike, save_figure, write_csv
 from .models import build_network, manifest_hash, resolve_device, save_model
@@ -265,6 +266,7 @@ def train_model(samples: Union[SampleSet, PathLike], out: PathLike, config: Opti
                                      scaled(progress, 0.5, 1.0), "refit")
         mean, std = net.norm.mean.flatten().tolist(), net.norm.std.flatten().tolist()
         history += refit_history
+    spectral = training_statistics(x_all, seed=cfg.seed, index=used)
     del x_all
     seconds = time.perf_counter() - started
     training = {"best_epoch": best_epoch, "epochs_run": len(history), "n_train": int(len(tr)), "n_val": int(len(va)),
@@ -275,7 +277,7 @@ def train_model(samples: Union[SampleSet, PathLike], out: PathLike, config: Opti
     save_model(out, net, architecture=arch, hyperparameters=hparams, class_names=sample_set.class_names,
                class_codes=list(sample_set.classes.values()), bands=bands, sample_bands=sample_set.bands,
                mean=mean, std=std, manifest_sha256=manifest_hash([sample_set.samples[i] for i in used]),
-               training=training)
+               training=training, spectral=spectral)
     stem = out.with_suffix("")
     history_path = write_csv(f"{stem}.history.csv", HISTORY_HEADER,
                              ([r[k] for k in HISTORY_HEADER] for r in history))

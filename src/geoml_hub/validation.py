@@ -330,9 +330,125 @@ def write_reports(cm, classes: Sequence[Tuple], summary: Dict, out_dir: PathLike
     return paths
 
 
+#: Confidence bins of the reliability table: [0, 0.1), [0.1, 0.2), ..., [0.9, 1.0].
+CONFIDENCE_BINS = 10
+
+
+def confidence_bins(classification: PathLike, reference: PathLike, confidence: PathLike,
+                    reference_nodata: Optional[float] = 0, ignore_crs_name: bool = False,
+                    bins: int = CONFIDENCE_BINS) -> Dict:
+    """Accuracy of a classification per confidence bin on the labelled reference pixels: how
+    reliable the confidence is (a reliability diagram; C. Guo et al., "On Calibration of Modern
+    Neural Networks", ICML 2017).
+
+    Parameters
+    ----------
+    classification, reference : path-like
+        Single-band rasters on one grid (as for :func:`validate_classification`).
+    confidence : path-like
+        Single-band float32 confidence raster on the same grid (probability of the predicted
+        class in [0, 1], written by ``classify_scene(confidence=...)``); its nodata pixels are
+        left out.
+    reference_nodata : float, optional
+        The unlabelled value of the reference.
+    bins : int
+        Equal-width bins over [0, 1] (the last includes 1).
+
+    Returns
+    -------
+    dict
+        ``bins``: list of ``{low, high, n, correct, accuracy, mean_confidence}`` (``accuracy`` and
+        ``mean_confidence`` null for an empty bin); ``n``; ``mean_confidence_correct`` and
+        ``mean_confidence_wrong`` (mean confidence of correctly and wrongly classified pixels);
+        ``ece``, the expected calibration error ``sum_b n_b / n * |accuracy_b - confidence_b|``.
+
+    Raises
+    ------
+    GridMismatchError, DataError
+        If a raster is missing, unreadable, off-grid or not single-band.
+    """
+    from rasterio.windows import Window
+
+    n = np.zeros(bins, dtype=np.int64)
+    correct = np.zeros(bins, dtype=np.int64)
+    conf_sum = np.zeros(bins)
+    sums = {True: [0.0, 0], False: [0.0, 0]}
+    with gdal_env(), _open(classification) as cls_src, _open(reference) as ref_src, _open(confidence) as conf_src:
+        for src, what in ((conf_src, f"confidence raster {confidence}"),):
+            if src.count != 1:
+                raise DataError(f"{what}: has {src.count} bands; a single-band confidence raster is expected")
+        check_same_grid(cls_src, ref_src, f"classification {classification}", f"reference {reference}", ignore_crs_name)
+        check_same_grid(conf_src, ref_src, f"confidence raster {confidence}", f"reference {reference}", ignore_crs_name)
+        unlabelled = reference_nodata if reference_nodata is not None else ref_src.nodata
+        h, w = ref_src.height, ref_src.width
+        for r in range(0, h, ROW_BLOCK):
+            win = Window(0, r, w, min(ROW_BLOCK, h - r))
+            ref = ref_src.read(1, window=win)
+            pred = cls_src.read(1, window=win)
+            conf = conf_src.read(1, window=win).astype(np.float64)
+            mask = np.isfinite(conf) & (conf >= 0) & (conf <= 1)
+            if conf_src.nodata is not None:
+                mask &= conf != conf_src.nodata
+            if unlabelled is not None and not (isinstance(unlabelled, float) and math.isnan(unlabelled)):
+                mask &= ref != unlabelled
+            if ref.dtype.kind == "f":
+                mask &= ~np.isnan(ref)
+            if cls_src.nodata is not None:
+                mask &= pred != cls_src.nodata
+            ok = ref[mask] == pred[mask]
+            c = conf[mask]
+            k = np.minimum((c * bins).astype(np.int64), bins - 1)
+            n += np.bincount(k, minlength=bins)
+            correct += np.bincount(k[ok], minlength=bins)
+            conf_sum += np.bincount(k, weights=c, minlength=bins)
+            for flag in (True, False):
+                sums[flag][0] += float(c[ok == flag].sum())
+                sums[flag][1] += int((ok == flag).sum())
+    total = int(n.sum())
+    rows = []
+    ece = 0.0
+    for b in range(bins):
+        acc = float(correct[b] / n[b]) if n[b] else None
+        mc = float(conf_sum[b] / n[b]) if n[b] else None
+        if n[b]:
+            ece += n[b] / total * abs(acc - mc)
+        rows.append({"low": b / bins, "high": (b + 1) / bins, "n": int(n[b]), "correct": int(correct[b]),
+                     "accuracy": acc, "mean_confidence": mc})
+    mean = lambda flag: sums[flag][0] / sums[flag][1] if sums[flag][1] else None  # noqa: E731
+    return {"bins": rows, "n": total, "ece": ece if total else None, "mean_confidence_correct": mean(True),
+            "mean_confidence_wrong": mean(False), "confidence": str(confidence)}
+
+
+def plot_reliability(table: Dict, path: PathLike) -> Path:
+    """Reliability diagram of :func:`confidence_bins`: accuracy per confidence bin (bars, with
+    the pixel count) against the diagonal of a perfectly calibrated model; PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, axn) = plt.subplots(2, 1, figsize=(5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    rows = table["bins"]
+    width = rows[0]["high"] - rows[0]["low"]
+    centres = [(r["low"] + r["high"]) / 2 for r in rows]
+    ax.bar(centres, [r["accuracy"] or 0.0 for r in rows], width=width * 0.9, color="tab:blue", label="accuracy")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy of the bin's pixels")
+    ece = table["ece"]
+    ax.set_title(f"Accuracy by confidence (n = {table['n']}" + (f", ECE {ece:.3f})" if ece is not None else ")"))
+    ax.legend(fontsize=8, loc="upper left")
+    axn.bar(centres, [r["n"] for r in rows], width=width * 0.9, color="0.5")
+    axn.set_ylabel("pixels")
+    axn.set_xlabel("confidence (probability of the predicted class)")
+    axn.set_xlim(0, 1)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def validate_classification(classification: PathLike, reference: PathLike, out_dir: Optional[PathLike] = None,
                             reference_nodata: Optional[float] = 0, class_names: Optional[Mapping[int, str]] = None,
-                            ignore_crs_name: bool = False, workers: int = 1,
+                            ignore_crs_name: bool = False, confidence: Optional[PathLike] = None, workers: int = 1,
                             progress: Optional[ProgressCallback] = None) -> Dict:
     """PyCM quality control of a classification raster on the labelled reference pixels.
 
@@ -352,6 +468,9 @@ def validate_classification(classification: PathLike, reference: PathLike, out_d
         Code → name; default: the classification's ``CLASS_NAMES`` tag.
     ignore_crs_name : bool
         Accept CRSs that differ only in name.
+    confidence : path-like, optional
+        The classification's confidence raster: adds ``confidence_bins``
+        (:func:`confidence_bins`) to the summary and ``reliability.png`` to ``out_dir``.
     workers : int
         Worker processes: with more than 1 the rows are counted in blocks
         (:func:`plan_qc`, :func:`count_block`) and the per-block matrices summed
@@ -379,19 +498,27 @@ def validate_classification(classification: PathLike, reference: PathLike, out_d
             counts = fuse_counts(task)
     else:
         counts = confusion_counts(classification, reference, reference_nodata, ignore_crs_name, progress)
-    return qc_report(counts, classification, reference, out_dir, reference_nodata, class_names)
+    return qc_report(counts, classification, reference, out_dir, reference_nodata, class_names, confidence,
+                     ignore_crs_name)
 
 
 def qc_report(counts: PixelCounts, classification: PathLike, reference: PathLike, out_dir: Optional[PathLike] = None,
-              reference_nodata: Optional[float] = 0, class_names: Optional[Mapping[int, str]] = None) -> Dict:
+              reference_nodata: Optional[float] = 0, class_names: Optional[Mapping[int, str]] = None,
+              confidence: Optional[PathLike] = None, ignore_crs_name: bool = False) -> Dict:
     """The PyCM summary (and, with ``out_dir``, the reports) of confusion counts, as
-    :func:`validate_classification` writes them."""
+    :func:`validate_classification` writes them (with ``confidence``: its reliability bins too)."""
     names = dict(class_names) if class_names else class_names_from_raster(classification)
     cm, classes = build_confusion_matrix(counts.pairs, names)
     summary = qc_summary(cm, classes, {"labelled": counts.labelled, "unclassified": counts.unclassified,
                                        "classification": str(classification), "reference": str(reference),
                                        "reference_nodata": reference_nodata})
+    if confidence is not None:
+        summary["confidence_bins"] = confidence_bins(classification, reference, confidence, reference_nodata,
+                                                     ignore_crs_name)
     if out_dir is not None:
+        if confidence is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            plot_reliability(summary["confidence_bins"], Path(out_dir) / "reliability.png")
         write_reports(cm, classes, summary, out_dir, title="Confusion matrix (pixels)")
     return summary
 

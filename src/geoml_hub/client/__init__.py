@@ -40,7 +40,7 @@ The package, shaped like birdy's ``birdy.client``:
 Notes
 -----
 Why not birdy's ``WPSClient`` (birdhouse-birdy 0.10.0, which installs here from PyPI)? Tried
-against ``geoml-hub wps serve``: it lists the seven processes, builds methods with
+against ``geoml-hub wps serve``: it lists the processes, builds methods with
 signatures and docstrings, runs them asynchronously with ``progress=True`` and passes an
 ``Authorization`` header. What it lacks for these notebooks: its requests go through
 OWSLib's ``openURL``, a bare ``requests.request`` per call, so there is no session to mount a

@@ -16,9 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+import pystac
 import requests
 from owslib.etree import etree
 from owslib.wps import ASYNC, ComplexDataInput, WebProcessingService, WPSExecution
+from pystac.stac_io import DefaultStacIO
 
 from .. import __version__
 import geoml_hub.client.session as session
@@ -153,6 +155,38 @@ class Client(JobsAPI):
             self._wps_url = self.url
             self._base = self.url[:-4] if self.url.endswith("/wps") else None
         self._resolved = True
+
+    def catalog(self):
+        """The service's STAC catalogue of the data roots and the published results
+        (``<service>/stac/catalog.json``, docs/catalog.md), read through this client's session (its
+        token, retries and timeout): walk it with pystac, e.g. ``{i.properties["geoml:dataset"]: i
+        for i in client.catalog().get_items(recursive=True)}`` gives every dataset name an input
+        takes, with its footprint and bands.
+
+        Returns
+        -------
+        pystac.Catalog
+
+        Raises
+        ------
+        WPSError
+            If the service has no catalogue (not a geoml-hub WPS) or it cannot be read.
+        """
+        self._resolve()
+        if not self._base:
+            raise WPSError(f"{self.url}: not a geoml-hub service (no base URL), so no STAC catalogue")
+        client = self
+
+        class SessionStacIO(DefaultStacIO):
+            def read_text_from_href(self, href: str) -> str:
+                if not re.match(r"^https?://", href, re.I):
+                    return super().read_text_from_href(href)
+                r = client._request("GET", client._local_url(href), what="the STAC catalogue")
+                if r.status_code != 200:
+                    raise WPSError(f"{href}: {r.status_code} {client._error_text(r)}")
+                return r.text
+
+        return pystac.Catalog.from_file(self._base + "/stac/catalog.json", stac_io=SessionStacIO())
 
     @property
     def wps_url(self) -> str:

@@ -173,7 +173,7 @@ def load_profiles(path: Optional[PathLike] = None) -> List[Dict[str, Any]]:
 @functools.lru_cache(maxsize=1)
 def profiles_schema() -> Dict[str, Any]:
     """The JSON schema of a profile list (``profiles.schema.yaml``, with geoml-hub's ``x-error``
-    messages; :func:`geoml_hub.chartschema.strip_extensions` removes them)."""
+    messages; :func:`geoml_hub.tools.chartschema.strip_extensions` removes them)."""
     return yaml.safe_load(PROFILES_SCHEMA_FILE.read_text(encoding="utf-8"))
 
 

@@ -10,7 +10,8 @@ standalone):
 ``GET /api/config``
     The user, the WPS's public URL and the optional base map.
 ``GET /api/layers``, ``GET /api/layer-info?dataset=D``
-    The rasters of the data roots (scenes and label rasters) with bounds and band presets.
+    The rasters of the data roots (scenes and label rasters) with bounds and band presets: the
+    list comes from the WPS's STAC catalogue (``<wps_url>/stac/``, read as the user).
 ``GET /api/tiles/<z>/<x>/<y>.png?dataset=D[&bands=3,2,1&stretch=2,98]``, ``GET /api/preview.png?...``
     Web Mercator tiles (and a whole-raster preview) of a scene (band combination, percentile
     stretch) or a label raster (colour table). ``D`` is a data-root dataset (``data/...``) or an
@@ -246,7 +247,7 @@ class MapApp:
                                       if self.settings.basemap_url else None),
                           "version": _version()})
         if endpoint == "layers":
-            return _json({"layers": self.layers()})
+            return _json({"layers": self.layers(environ)})
         if endpoint in ("wps", "wps_rest"):
             rest = "/" + args["rest"] if endpoint == "wps_rest" else ""
             wps_endpoint = rest.strip("/") == "wps"
@@ -274,7 +275,7 @@ class MapApp:
             return _json(info)
         if kind == "legend":
             if info["kind"] != "labels":
-                return _error(400, f"{dataset} is a scene, not a label raster: it has no legend")
+                return _error(400, f"{dataset} is a {info['kind']} raster, not a label raster: it has no class legend")
             return _json({"classes": tiles.legend(raster)})
         bands = (1, 1, 1)
         stretch = tiles.parse_stretch(request.args.get("stretch"))
@@ -294,14 +295,52 @@ class MapApp:
         return resp
 
     # -- datasets ---------------------------------------------------------------------------------
-    def layers(self, max_age: float = 60.0):
-        """The rasters of the data roots (:func:`tiles.list_rasters`), listed again at most once a
-        minute: every page load asks for them, and a listing opens every raster."""
+    def layers(self, environ, max_age: float = 60.0):
+        """The rasters of the data roots, from the WPS's STAC catalogue (:meth:`stac_layers`, read
+        as the user), read again at most once a minute. While the WPS has no catalogue yet (it
+        builds it at start-up) or cannot be reached, the data roots are walked instead
+        (:func:`tiles.list_rasters`, which opens every raster), and not kept."""
         stamp, listed = self._layers
         if listed is None or time.monotonic() - stamp > max_age:
-            listed = tiles.list_rasters(self.settings.data_roots)
+            try:
+                listed = self.stac_layers(environ)
+            except (requests.RequestException, ValueError, KeyError) as exc:
+                LOGGER.warning("the WPS's STAC catalogue cannot be read (%s): walking the data roots", exc)
+                return tiles.list_rasters(self.settings.data_roots)
             self._layers = (time.monotonic(), listed)
         return listed
+
+    def stac_layers(self, environ, limit: int = 500):
+        """The map layers (:func:`tiles.layer_from_stac`) of the items of the data roots'
+        collections in ``<wps_url>/stac/catalog.json`` (the results collection is left out: the
+        map lists results from the job API), in dataset order.
+
+        Raises
+        ------
+        requests.RequestException, ValueError
+            If the catalogue cannot be read (``ValueError`` also for a 503 while it is built).
+        """
+        headers = self._auth_headers(environ)
+        out, todo, seen = [], [self.settings.wps_url + "/stac/catalog.json"], set()
+        while todo and len(seen) < 10000:
+            url = todo.pop()
+            if url in seen:
+                continue
+            seen.add(url)
+            r = self.http.get(url, headers=headers, timeout=60)
+            if r.status_code != 200:
+                raise ValueError(f"{url}: the WPS answered {r.status_code}")
+            doc = r.json()
+            if doc.get("type") == "Feature":
+                layer = tiles.layer_from_stac(doc)
+                if layer is not None:
+                    out.append(layer)
+                continue
+            if doc.get("id") == "results" and doc.get("type") == "Collection":
+                continue
+            todo += [urllib.parse.urljoin(url, link["href"]) for link in doc.get("links", [])
+                     if link.get("rel") in ("child", "item")]
+        return sorted(out, key=lambda layer: layer["dataset"])[:limit]
 
 
     def resolve(self, dataset: str, request: Request, environ):

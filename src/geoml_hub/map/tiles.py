@@ -4,6 +4,9 @@ Scenes are rendered as RGB band combinations with a percentile contrast stretch 
 per raster and band over the whole raster (so neighbouring tiles match); single-band integer
 rasters (reference labels, classifications) are rendered with their colour table, or a
 default palette, and are transparent where unlabelled (nodata, 0 or 255 for classifications).
+Confidence rasters (single-band float, band description ``confidence``: the probability of the
+predicted class written by ``classify --confidence``) are rendered with a red-yellow-green ramp
+over [0, 1] (red: the model is unsure), transparent where nodata.
 Tiles are 256 x 256 PNGs in the Web Mercator quad tree (EPSG:3857, ``z/x/y`` as in OSM, the
 default of Leaflet and OpenLayers), reprojected from the raster's CRS by rio-tiler.
 """
@@ -24,6 +27,7 @@ from rasterio.warp import transform_bounds
 # imported here, once, not lazily: a first import of rio_tiler from several request threads at
 # once fails with a circular-import error
 from rio_tiler.errors import TileOutsideBounds
+from rio_tiler.colormap import cmap as colormaps
 from rio_tiler.io import Reader
 from rio_tiler.utils import render
 
@@ -38,6 +42,8 @@ _HINTS = {"blue": ("blue", "b02", "band 1 (blue)"), "green": ("green", "b03"), "
           "nir": ("nir", "near infrared", "b08")}
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".gtif")
+#: rio-tiler colour map of confidence rasters: 0 red (unsure), 0.5 yellow, 1 green (sure).
+CONFIDENCE_RAMP = "rdylgn"
 
 
 def _hex(rgb: Sequence[int]) -> str:
@@ -94,6 +100,8 @@ def raster_info(path: Path, dataset: str) -> Dict:
             names = [d or "" for d in src.descriptions]
             integer = np.dtype(src.dtypes[0]).kind in "iu"
             kind = "labels" if src.count == 1 and integer else "scene"
+            if src.count == 1 and not integer and (names[0] or "").lower() == "confidence":
+                kind = "confidence"
             info = {"dataset": dataset, "name": path.stem, "kind": kind, "bands": src.count,
                     "band_names": [n or f"band {i}" for i, n in enumerate(names, 1)],
                     "bounds": [round(float(b), 7) for b in bounds], "dtype": src.dtypes[0],
@@ -130,6 +138,41 @@ def list_rasters(roots: Dict[str, Path], limit: int = 500) -> List[Dict]:
                 if len(out) >= limit:
                     return out
     return out
+
+
+def layer_from_stac(item: Dict) -> Optional[Dict]:
+    """The map layer (as :func:`raster_info` gives it) of a STAC item of the WPS's catalogue
+    (:mod:`geoml_hub.catalog`): bounds from its WGS 84 bbox, the grid from ``proj:``, band names,
+    data type and the kind from its asset's ``eo:bands`` and ``raster:bands``; ``None`` for an item
+    that is not one raster of a data root (or an image patch).
+
+    Parameters
+    ----------
+    item : dict
+        A STAC item as JSON.
+    """
+    props = item.get("properties", {})
+    dataset = props.get("geoml:dataset", "")
+    assets = [a for a in item.get("assets", {}).values() if a.get("raster:bands")]
+    if len(assets) != 1 or not item.get("bbox") or not dataset or dataset.startswith(("jobs/", "results/")):
+        return None
+    asset = assets[0]
+    bands = asset["raster:bands"]
+    descriptions = [b.get("description") or "" for b in asset.get("eo:bands", [{}] * len(bands))]
+    shape = props.get("proj:shape") or [0, 0]
+    if max(shape) <= PATCH_EDGE:
+        return None
+    dtype = bands[0].get("data_type", "")
+    kind = "labels" if len(bands) == 1 and np.dtype(dtype).kind in "iu" else "scene"
+    if len(bands) == 1 and np.dtype(dtype).kind == "f" and descriptions[0].lower() == "confidence":
+        kind = "confidence"  # as raster_info says
+    info = {"dataset": dataset, "name": dataset.rsplit("/", 1)[-1].rsplit(".", 1)[0], "kind": kind,
+            "bands": len(bands), "band_names": [n or f"band {i}" for i, n in enumerate(descriptions, 1)],
+            "bounds": [round(float(b), 7) for b in item["bbox"]], "dtype": dtype,
+            "crs": props.get("proj:code") or "", "size": [shape[1], shape[0]]}
+    if kind == "scene":
+        info["presets"] = presets(descriptions, len(bands))
+    return info
 
 
 @lru_cache(maxsize=256)
@@ -236,8 +279,8 @@ def render_tile(path: Path, z: int, x: int, y: int, kind: str, bands: Sequence[i
         The raster.
     z, x, y : int
         Web Mercator tile (zoom, column, row).
-    kind : {'scene', 'labels'}
-        RGB composite with a percentile stretch, or classes with colours.
+    kind : {'scene', 'labels', 'confidence'}
+        RGB composite with a percentile stretch, classes with colours, or a confidence ramp.
     bands : sequence of 3 int
         1-based bands for red, green, blue (scenes).
     stretch : (float, float)
@@ -247,7 +290,7 @@ def render_tile(path: Path, z: int, x: int, y: int, kind: str, bands: Sequence[i
         if not r.tile_exists(x, y, z):
             return None
         try:
-            if kind == "labels":
+            if kind in ("labels", "confidence"):
                 img = r.tile(x, y, z, indexes=(1,), tilesize=size, resampling_method="nearest",
                              reproject_method="nearest")
             else:
@@ -288,6 +331,12 @@ def _png(img, path: Path, kind: str, bands: Sequence[int], stretch: Tuple[float,
         for c in legend(path):
             rgba[:, (data == c["code"]) & (img.mask > 0)] = np.array(_rgba(c["color"]), dtype=np.uint8)[:, None]
         return render(rgba[:3], mask=rgba[3], img_format="PNG")
+    if kind == "confidence":
+        data = img.data[0].astype(np.float64)
+        valid = (img.mask > 0) & np.isfinite(data) & (data >= 0)
+        level = np.round(np.clip(np.nan_to_num(data), 0.0, 1.0) * 255).astype(np.uint8)
+        return render(level[None], mask=np.where(valid, 255, 0).astype(np.uint8), img_format="PNG",
+                      colormap=colormaps.get(CONFIDENCE_RAMP))
     img.rescale(in_range=_stretch(str(path), path.stat().st_mtime, tuple(bands), *stretch), out_range=((0, 255),))
     return img.render(img_format="PNG")
 
@@ -296,7 +345,7 @@ def render_preview(path: Path, kind: str, bands: Sequence[int] = (1, 1, 1),
                    stretch: Tuple[float, float] = (2.0, 98.0), max_size: int = 512) -> bytes:
     """The whole raster as one PNG (at most ``max_size`` pixels on a side), in its own CRS."""
     with Reader(str(path)) as r:
-        if kind == "labels":
+        if kind in ("labels", "confidence"):
             img = r.preview(indexes=(1,), max_size=max_size, resampling_method="nearest")
         else:
             img = r.preview(indexes=tuple(bands), max_size=max_size)

@@ -13,8 +13,16 @@ hub, ``/`` standalone):
     One job's record.
 ``POST /jobs/<job>/cancel`` (or ``DELETE /jobs/<job>``)
     Cancel a queued or running job.
+``/ogcapi/...``
+    The same processes and jobs as OGC API - Processes 1.0 (:mod:`geoml_hub.wps.http.ogcapi`).
 ``GET /results``
     The shared results: published jobs of every user (``results/<owner>/<job>/``).
+``GET /stac/catalog.json``, ``GET /stac/<collection>/...``
+    The STAC catalogue (:mod:`geoml_hub.wps.jobs.catalog`) of the data roots and the published
+    results, read-only, for every authenticated user (both are readable by every user; a job
+    that is not published is not in it). 503 until the start-up build has put it in place.
+``GET /data/<root>/<path>``
+    A file of a data root (the catalogue's asset hrefs), for every authenticated user.
 ``GET /workspace``, ``GET|PUT|DELETE /workspace/<name>.geojson``
     The caller's own files in the workspace (``workspace/<user>/<name>``): training polygons
     as the web map saves them (GeoJSON, checked with :func:`geoml_hub.polygons.parse_polygons`,
@@ -58,10 +66,12 @@ from ...processes import build_service
 from ...web.auth import changes_state, cross_site_refusal, make_authenticator
 from ...web.headers import with_headers
 from ...web.routing import Rule, match, url_map
+from ..jobs.catalog import catalog_dir, refresh_logged
 from ..jobs.dispatcher import cancel_job
 from ..jobs.kubernetes import backend_for
 from ..jobs.store import DATABASE_UNAVAILABLE, database_unavailable, store_for
 from ..ogc.inputs import remove_tree, share_outputs
+from .ogcapi import OgcApi, problem
 
 LOGGER = logging.getLogger("geoml_hub.wps")
 
@@ -100,6 +110,7 @@ class WpsApp:
         if settings.backend == "kubernetes":  # load the client and its configuration now (cancel needs it)
             backend_for(settings)
         self.base = urllib.parse.urlparse(settings.url).path.rstrip("/")
+        self.ogcapi = OgcApi(settings, service)
 
     @property
     def store(self):
@@ -128,12 +139,17 @@ class WpsApp:
         Rule("/results", endpoint="results"),
         Rule("/workspace", endpoint="workspace", defaults={"name": ""}),
         Rule("/workspace/<rest:name>", endpoint="workspace"),
+        Rule("/stac", endpoint="stac", defaults={"rel": ""}),
+        Rule("/stac/<rest:rel>", endpoint="stac"),
+        Rule("/data/<rest:rel>", endpoint="data"),
         Rule("/jobs/<job>/publish", endpoint="publish"),
         Rule("/jobs/<job>/publish/", endpoint="publish"),
         Rule("/jobs/<job>", endpoint="job", defaults={"cancel": False}),
         Rule("/jobs/<job>/", endpoint="job", defaults={"cancel": False}),
         Rule("/jobs/<job>/cancel", endpoint="job", defaults={"cancel": True}),
         Rule("/jobs/<job>/cancel/", endpoint="job", defaults={"cancel": True}),
+        Rule("/ogcapi", endpoint="ogcapi", defaults={"rel": ""}),
+        Rule("/ogcapi/<rest:rel>", endpoint="ogcapi"),
     ])
 
     def dispatch(self, request: Request, environ):
@@ -144,7 +160,8 @@ class WpsApp:
         endpoint, args = match(self.URLS, path)
         if endpoint == "index":
             return _json({"service": "geoml-hub WPS", "wps": self.settings.wps_url,
-                          "jobs": self.settings.url + "/jobs", "outputs": self.settings.outputs_url})
+                          "jobs": self.settings.url + "/jobs", "outputs": self.settings.outputs_url,
+                          "stac": self.settings.url + "/stac/catalog.json"})
         if endpoint == "health":
             return _json({"status": "ok"})
         if endpoint == "oauth_callback" and hasattr(self.auth, "oauth_callback"):
@@ -159,6 +176,9 @@ class WpsApp:
             if (not forbidden and hasattr(self.auth, "login_redirect") and request.method == "GET"
                     and "text/html" in request.headers.get("Accept", "")):
                 return self.auth.login_redirect(request)  # a browser: log in through the hub
+            if endpoint == "ogcapi":
+                return problem(status, "unauthorized" if status == 401 else "forbidden",
+                               forbidden or "authentication required: send a JupyterHub token")
             return _error(status, forbidden or "authentication required")
         environ["geoml.identity"] = identity
         if changes_state(request.method, environ.get("QUERY_STRING", ""), wps_endpoint=wps):
@@ -168,12 +188,16 @@ class WpsApp:
                                refusal)
                 if wps:
                     return NoApplicableCode(refusal, code=403)
+                if endpoint == "ogcapi":
+                    return problem(403, "forbidden", refusal)
                 return _error(403, refusal)
         if wps:
             # PyWPS reads meaning into the URL path (/processes/..., /jobs/...): give it the path
             # relative to the service base
             inner = dict(environ, PATH_INFO="/wps", SCRIPT_NAME=environ.get("SCRIPT_NAME", "") + self.base)
             return self.service.call(Request(inner))
+        if endpoint == "ogcapi":
+            return self.ogcapi(args["rel"], identity, request)
         if endpoint == "output":
             return self.serve_output(args["rel"], identity, request)
         if endpoint == "jobs":
@@ -182,6 +206,8 @@ class WpsApp:
             jobs = self.store.published()
             return _json({"results": [dict(j.as_dict(self._status_url(j)), shared_as=f"results/{j.owner}/{j.uuid}")
                                       for j in jobs]})
+        if endpoint in ("stac", "data"):
+            return self.serve_catalog(endpoint, args["rel"], request)
         if endpoint == "workspace":
             return self.workspace(args["name"].strip("/"), identity, request)
         if endpoint == "publish":
@@ -248,6 +274,7 @@ class WpsApp:
         if request.method == "DELETE" or request.args.get("unpublish"):
             remove_tree(target)
             self.store.set_published(uuid, False)
+            refresh_logged(self.settings, self.store, f"job {uuid} withdrawn")
             job = self.store.get(uuid)
             return _json(job.as_dict(self._status_url(job)))
         if job.state != "succeeded" or job.outputs_removed is not None:
@@ -255,6 +282,7 @@ class WpsApp:
         share_outputs(self.settings.job_outputs(uuid), target, {"job_id": uuid, "process": job.identifier,
                                                                "owner": job.owner})
         self.store.set_published(uuid, True)
+        refresh_logged(self.settings, self.store, f"job {uuid} published")
         job = self.store.get(uuid)
         body = job.as_dict(self._status_url(job))
         body["shared_as"] = f"results/{job.owner}/{uuid}"
@@ -301,6 +329,48 @@ class WpsApp:
             return _error(400, str(exc))
         write_bytes(path, body)
         return _json({"name": name, "dataset": dataset, "features": len(features), "classes": codes})
+
+    # -- the STAC catalogue and the data roots' files ----------------------------------------------
+    def serve_catalog(self, endpoint: str, rel: str, request: Request) -> Response:
+        """``/stac/...`` (the catalogue's JSON files) and ``/data/<root>/<path>`` (its data assets):
+        read-only, the same for every authenticated user."""
+        if request.method not in ("GET", "HEAD"):
+            return _error(405, "the catalogue is read-only")
+        rel = urllib.parse.unquote(rel)
+        parts = [p for p in rel.split("/") if p]
+        if any(p in ("..", ".") or p.startswith(".") for p in parts) or "\x00" in rel:
+            return _error(404, "no such file")
+        if endpoint == "stac":
+            root = catalog_dir(self.settings)
+            if not (root / "catalog.json").is_file():
+                return _error(503, "the STAC catalogue is being built: try again in a moment")
+            parts = parts or ["catalog.json"]
+        else:
+            if len(parts) < 2 or parts[0] not in self.settings.data_roots:
+                return _error(404, "no such file")
+            root, parts = self.settings.data_roots[parts[0]], parts[1:]
+        real_root = Path(os.path.realpath(root))
+        path = Path(os.path.realpath(real_root.joinpath(*parts)))
+        try:
+            path.relative_to(real_root)
+        except ValueError:
+            return _error(404, "no such file")
+        if not path.is_file():
+            return _error(404, "no such file")
+        if endpoint == "stac":
+            mime = "application/json" if path.name in ("catalog.json", "collection.json") else "application/geo+json"
+        else:
+            mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            if path.suffix.lower() in (".tif", ".tiff", ".gtif"):
+                mime = "image/tiff; application=geotiff"
+        f = open(path, "rb")
+        size = os.fstat(f.fileno()).st_size
+        resp = Response(wrap_file(request.environ, f), mimetype=mime, direct_passthrough=True)
+        if mime.startswith("image/tiff"):
+            resp.headers["Content-Type"] = mime
+        resp.content_length = size
+        resp.headers["Cache-Control"] = "no-cache" if endpoint == "stac" else "private, max-age=60"
+        return resp
 
     # -- outputs ----------------------------------------------------------------------------------
     def serve_output(self, rel: str, identity, request: Request) -> Response:

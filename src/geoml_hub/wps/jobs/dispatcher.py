@@ -54,6 +54,7 @@ from ..ogc.process import AtomicExecuteResponse, restore_request
 from ..ogc.service import build_service_light, process_copy
 from ..settings import load_settings_json
 from . import kubernetes as k8s
+from .catalog import refresh_in_background, refresh_logged
 from .kubernetes import backend_for
 from .store import (_WAKE, CLUSTER_HOST, DISMISSED, FAILED, HOST, QUEUED, RUNNING, Job, JobStore, store_for, utcnow,
                     wake, worker_alive)
@@ -142,6 +143,39 @@ def cancel_job(settings, service, store: JobStore, uuid: str, by: str) -> Tuple[
     return True, message
 
 
+def dismiss_job(settings, service, store: JobStore, uuid: str, by: str) -> Tuple[bool, str]:
+    """Dismiss a job, whatever its state (OGC API - Processes' ``DELETE /jobs/{id}``).
+
+    A queued or running job is cancelled (:func:`cancel_job`); a job that has ended loses its
+    outputs, its working directory and its shared copy (``results/<owner>/<job id>``, when it was
+    published), and becomes ``dismissed`` (:meth:`JobStore.dismiss_ended`); its status document
+    then says failed with the reason.
+
+    Returns
+    -------
+    (bool, str)
+        Whether the job was dismissed, and a message (why not, when it was not).
+    """
+    job = store.get(uuid)
+    if job is None:
+        return False, "no such job"
+    if not job.final:
+        return cancel_job(settings, service, store, uuid, by)
+    if job.state == DISMISSED:
+        return False, "job already dismissed"
+    message = f"dismissed: its outputs were removed by {by}"
+    if not store.dismiss_ended(uuid, message):
+        job = store.get(uuid)
+        return False, f"job already {job.state}" if job else "no such job"
+    remove_partial_outputs(settings, uuid)
+    ds.remove_tree(settings.results_dir / job.owner / uuid)
+    write_final_status(settings, service, store.get(uuid), message)
+    LOGGER.info("job %s (%s) %s", uuid, job.identifier, message)
+    if job.published:  # it leaves the STAC catalogue's results collection
+        refresh_logged(settings, store, f"published job {uuid} dismissed")
+    return True, message
+
+
 class Dispatcher(threading.Thread):
     """Background thread that drives the job table (see the module docstring).
 
@@ -176,6 +210,7 @@ class Dispatcher(threading.Thread):
             self.recover()
         except Exception:
             LOGGER.exception("job recovery failed")
+        refresh_in_background(self.settings, self.store, "start-up")  # the STAC catalogue of the data and results
         while not self._stop_event.is_set():
             try:
                 self.step()
@@ -456,13 +491,16 @@ class Dispatcher(threading.Thread):
         """Remove outputs of jobs finished more than ``retention_hours`` ago; return how many."""
         now = now or utcnow()
         before = now - dt.timedelta(hours=self.settings.retention_hours)
-        n = 0
+        n = published = 0
         for job in self.store.expired(before):
             remove_partial_outputs(self.settings, job.uuid)
             self.store.mark_outputs_removed(job.uuid)
             LOGGER.info("job %s: outputs removed (finished %s, retention %g h)", job.uuid, job.finished,
                         self.settings.retention_hours)
             n += 1
+            published += bool(job.published)
+        if published:  # an expired published job leaves the STAC catalogue's results collection
+            refresh_logged(self.settings, self.store, f"{published} published job(s) expired")
         return n
 
 

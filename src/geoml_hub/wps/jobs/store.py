@@ -9,6 +9,8 @@ States (``state`` column)::
 
     queued -> running -> succeeded | failed
     queued | running -> dismissed          (cancelled by its owner or an admin)
+    succeeded | failed -> dismissed        (dismissed after it ended: its outputs removed;
+                                            OGC API - Processes' DELETE /jobs/{id})
 
 Every state change is a single conditional ``UPDATE ... WHERE state = <expected>``, so
 two server processes sharing the database never both start, finish or cancel a job.
@@ -281,6 +283,13 @@ class JobStore:
             values["percent"] = 100.0
         return self._transition(uuid, expected, **values)
 
+    def dismiss_ended(self, uuid: str, message: str) -> bool:
+        """Dismiss a job that has ended (succeeded or failed): state ``dismissed``, ``message``,
+        ``outputs_removed`` now, ``published`` off; its ``finished`` time stays. ``False`` when
+        the job has not ended or was dismissed already."""
+        return self._transition(uuid, (SUCCEEDED, FAILED), state=DISMISSED, message=message,
+                                outputs_removed=utcnow(), published=False)
+
     def mark_outputs_removed(self, uuid: str) -> None:
         with self.engine.begin() as c:
             c.execute(jobs_table.update().where(jobs_table.c.uuid == str(uuid))
@@ -297,10 +306,14 @@ class JobStore:
         return Job(**row) if row else None
 
     def list(self, owner: Optional[str] = None, states=None, limit: Optional[int] = None,
-             oldest_first: bool = False) -> List[Job]:
+             oldest_first: bool = False, identifiers=None) -> List[Job]:
+        """Jobs, newest first (or ``oldest_first``), of ``owner``, in ``states``, of the processes
+        ``identifiers`` (each filter only when given), at most ``limit``."""
         q = jobs_table.select()
         if owner is not None:
             q = q.where(jobs_table.c.owner == owner)
+        if identifiers:
+            q = q.where(jobs_table.c.identifier.in_(tuple(identifiers)))
         if states:
             q = q.where(jobs_table.c.state.in_(tuple(states)))
         q = q.order_by(jobs_table.c.created.asc() if oldest_first else jobs_table.c.created.desc())

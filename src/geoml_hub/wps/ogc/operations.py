@@ -34,11 +34,12 @@ import shutil
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from ... import balancing, classification, extraction, training, validation
+from ... import balancing, classification, compatibility, extraction, training, validation
 from ... import polygons as polygons_mod
 # the parameter classes of the processes (processes/ reaches the core only through this module)
 from ...balancing import BalanceParams  # noqa: F401
 from ...classification import ClassifyParams  # noqa: F401
+from ...compatibility import CompatibilityParams  # noqa: F401
 from ...training import TrainConfig  # noqa: F401
 from ...validation import EvaluateParams  # noqa: F401
 from ...errors import DataError, GeomlError, ParameterError
@@ -405,32 +406,82 @@ def evaluate_model(job, model: Path, samples: Path, roots: Optional[List[Path]] 
             "predictions": out / "predictions.csv"}
 
 
-def classify_scene(job, model: Path, scene: Sequence[Path], progress: Optional[ProgressCallback] = None,
-                   **params) -> Dict:
+def classify_scene(job, model: Path, scene: Sequence[Path], confidence: bool = True,
+                   progress: Optional[ProgressCallback] = None, **params) -> Dict:
     """Classify a scene window by window (:func:`geoml_hub.classification.classify_scene`);
     ``params`` are the declared parameters (:class:`geoml_hub.classification.ClassifyParams`).
 
     Returns the outputs ``classification`` (uint8 GeoTIFF ``classification.tif``, nodata
-    255), ``pixels``, ``nodata_pixels``, ``stride`` and ``class_counts`` (JSON: class name ->
-    pixels).
+    255), ``confidence`` (float32 GeoTIFF ``confidence.tif``, probability of the predicted class,
+    nodata -1; when ``confidence``), ``compatible`` and ``compatibility`` (JSON summary of the
+    compatibility check; when ``compatibility_check``), ``pixels``, ``nodata_pixels``, ``stride``
+    and ``class_counts`` (JSON: class name -> pixels).
     """
 
     scene = [Path(p) for p in scene]
     require_tiff(scene, "scene file")
     out = job.workdir / "classification.tif"
+    conf = job.workdir / "confidence.tif" if confidence else None
     workers = _local_workers(job, params.pop("workers", 1))
     runner = _fan_out_runner(job, scene[0])
     if runner is not None:  # the blocks run as Kubernetes Jobs; this worker assembles them
+        checked = None
+        if params.pop("compatibility_check", True):
+            checked = classification.quick_check(classification.as_model(model, params.get("device", "auto")), scene,
+                                                 params.get("band_map"), scaled(progress, 0.0, 0.05))
         blocks = job.workdir / "blocks"
-        task = classification.plan_classification(model, scene, blocks, runner.blocks, **params)
-        runner.run(task, scaled(progress, 0.0, 0.95))
-        res = classification.assemble(task, out, progress=scaled(progress, 0.95, 1.0))
+        task = classification.plan_classification(model, scene, blocks, runner.blocks, confidence=conf is not None,
+                                                  **params)
+        runner.run(task, scaled(progress, 0.05, 0.95))
+        res = classification.assemble(task, out, confidence=conf, progress=scaled(progress, 0.95, 1.0))
+        res.compatibility = checked
         shutil.rmtree(blocks, ignore_errors=True)
     else:
-        res = classification.classify_scene(model, scene, out, progress=progress, workers=workers, **params)
-    return {"classification": res.path, "pixels": int(res.pixels), "nodata_pixels": int(res.nodata_pixels),
-            "stride": int(res.stride),
-            "class_counts": write_json(job.workdir / "class_counts.json", {k: int(v) for k, v in res.counts.items()})}
+        res = classification.classify_scene(model, scene, out, confidence=conf, progress=progress, workers=workers,
+                                            **params)
+    result = {"classification": res.path, "confidence": res.confidence, "pixels": int(res.pixels),
+              "nodata_pixels": int(res.nodata_pixels), "stride": int(res.stride),
+              "class_counts": write_json(job.workdir / "class_counts.json", {k: int(v) for k, v in res.counts.items()}),
+              "compatible": None, "compatibility": None}  # None: left out of the response
+    if res.compatibility is not None:
+        result["compatible"] = _verdict(res.compatibility)
+        result["compatibility"] = scrub_server_paths(job, write_json(job.workdir / "compatibility.json",
+                                                                     res.compatibility))
+    return result
+
+
+def _verdict(summary: Dict) -> str:
+    """``compatible``, ``not compatible`` or ``not checked`` (a literal output)."""
+    return {True: "compatible", False: "not compatible"}.get(summary.get("compatible"), "not checked")
+
+
+def check_compatibility(job, model: Path, scene: Sequence[Path], samples: Optional[Path] = None,
+                        roots: Optional[List[Path]] = None, progress: Optional[ProgressCallback] = None,
+                        **params) -> Dict:
+    """Spectral compatibility of a model with a scene or a sample tree
+    (:func:`geoml_hub.compatibility.check_compatibility`); ``params`` are the declared parameters
+    (:class:`geoml_hub.compatibility.CompatibilityParams`).
+
+    Returns the outputs ``compatible`` (``compatible`` or ``not compatible``), ``reason``,
+    ``summary`` (JSON) and ``figure`` (PNG).
+
+    Raises
+    ------
+    ParameterError
+        Unless exactly one of ``scene`` and ``samples`` is given.
+    """
+    scene = [Path(p) for p in scene]
+    if bool(scene) == bool(samples):
+        raise ParameterError("give either scene (GeoTIFF files) or samples (a training-sample tree), not both")
+    if scene:
+        require_tiff(scene, "scene file")
+        source = scene
+    else:
+        source = open_samples(job, samples, roots)
+    out = job.workdir / "compatibility"
+    s = compatibility.check_compatibility(model, source, out, progress=progress, **params)
+    return {"compatible": _verdict(s), "reason": s["reason"],
+            "summary": scrub_server_paths(job, out / "summary.json"), "figure": out / "compatibility.png"}
 
 
 def compare_classifications(job, classification_a: Path, classification_b: Path, reference: Path,
@@ -471,29 +522,36 @@ def compare_classifications(job, classification_a: Path, classification_b: Path,
 
 
 def validate_classification(job, classification: Path, reference: Path, reference_nodata: Optional[float] = 0,
-                            ignore_crs_name: bool = False, progress: Optional[ProgressCallback] = None) -> Dict:
+                            ignore_crs_name: bool = False, confidence: Optional[Path] = None,
+                            progress: Optional[ProgressCallback] = None) -> Dict:
     """PyCM quality control of a classification on the labelled reference pixels
     (:func:`geoml_hub.validation.validate_classification`).
 
     Returns the outputs ``overall_accuracy``, ``kappa``, ``n`` (labelled pixels compared),
     ``summary`` (JSON), ``report`` (PyCM HTML), ``matrix`` (CSV), ``heatmap`` (PNG) and
-    ``pycm_object`` (PyCM's object file).
+    ``pycm_object`` (PyCM's object file); with ``confidence`` (the classification's confidence
+    raster) also ``reliability`` (PNG: accuracy per confidence bin, the table in the summary).
     """
 
     require_tiff([classification], "classification")
     require_tiff([reference], "reference")
+    if confidence is not None:
+        require_tiff([confidence], "confidence raster")
     out = job.workdir / "qc"
     runner = _fan_out_runner(job, classification)
     if runner is not None:  # per-block confusion counts as Kubernetes Jobs, fused here
         blocks = job.workdir / "qc-blocks"
         task = validation.plan_qc(classification, reference, blocks, runner.blocks, reference_nodata, ignore_crs_name)
         runner.run(task, scaled(progress, 0.0, 0.9))
-        s = validation.qc_report(validation.fuse_counts(task), classification, reference, out, reference_nodata)
+        s = validation.qc_report(validation.fuse_counts(task), classification, reference, out, reference_nodata,
+                                 confidence=confidence, ignore_crs_name=ignore_crs_name)
         shutil.rmtree(blocks, ignore_errors=True)
     else:
         s = validation.validate_classification(classification, reference, out, reference_nodata,
-                                               ignore_crs_name=ignore_crs_name, progress=progress)
+                                               ignore_crs_name=ignore_crs_name, confidence=confidence,
+                                               progress=progress)
     return {"overall_accuracy": s["overall_accuracy"], "kappa": s["kappa"], "n": s["n"],
             "summary": scrub_server_paths(job, out / "summary.json"), "report": out / "report.html",
             "matrix": out / "report_matrix.csv",
-            "heatmap": out / "confusion_matrix.png", "pycm_object": out / "report.obj"}
+            "heatmap": out / "confusion_matrix.png", "pycm_object": out / "report.obj",
+            "reliability": out / "reliability.png" if confidence is not None else None}

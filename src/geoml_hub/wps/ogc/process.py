@@ -444,9 +444,14 @@ class GeomlProcess(Process):
 
     @staticmethod
     def set_outputs(response, values: Mapping[str, Any]) -> None:
-        """Set outputs by identifier: files (paths) for complex outputs, values for literal ones."""
+        """Set outputs by identifier: files (paths) for complex outputs, values for literal ones.
+        An optional output whose value is ``None`` (e.g. ``reliability`` without a confidence
+        input) is left out of the response."""
         for name, value in values.items():
-            if name not in response.outputs or value is None:
+            if name in response.outputs and value is None:
+                del response.outputs[name]
+                continue
+            if name not in response.outputs:
                 continue
             out = response.outputs[name]
             if isinstance(out, ComplexOutput):

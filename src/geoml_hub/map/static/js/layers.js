@@ -66,6 +66,7 @@ function addLayerRow(info) {
   if (info.kind === "scene") row.append(sceneControls(entry));
   row.append(opacityControl(entry));
   if (info.kind === "labels") row.append(legendBox(info.dataset));
+  if (info.kind === "confidence") row.append(confidenceLegend(info.dataset));
   $("#layers-list").append(row);
   return entry;
 }
@@ -138,6 +139,15 @@ async function loadLegend(dataset, box) {
   }
 }
 
+/** The ramp of a confidence raster (tiles.CONFIDENCE_RAMP): red where the model is unsure. */
+function confidenceLegend(dataset) {
+  const ramp = el("span", {class: "ramp", "aria-hidden": "true"});
+  ramp.style.background = "linear-gradient(to right, #a50026, #f46d43, #fee08b, #d9ef8b, #66bd63, #006837)";
+  return el("div", {class: "legend", "data-legend-for": dataset},
+    el("span", {class: "muted"}, "0 unsure"), ramp, el("span", {class: "muted"}, "1 sure"),
+    el("span", {class: "muted small"}, "probability of the predicted class; draw new training polygons where it is red"));
+}
+
 function legendItem(cls) {
   const swatch = el("span", {class: "swatch", "aria-hidden": "true"});
   swatch.style.backgroundColor = cls.color;  // CSSOM, not a style attribute: allowed by a strict CSP
@@ -207,8 +217,9 @@ function zoomTo(entry) {
   zoomed = true;
 }
 
-/** Shows a job's output raster (jobs/<id>/<file>) as a layer, adding it to the list first. */
-export async function showJobLayer(dataset) {
+/** Shows a job's output raster (jobs/<id>/<file>) as a layer, adding it to the list first
+ * (with show false: only adds it, turned off). */
+export async function showJobLayer(dataset, {show = true} = {}) {
   if (!state.layers.has(dataset)) {
     let info;
     try {
@@ -221,7 +232,7 @@ export async function showJobLayer(dataset) {
     updateDatasets();
   }
   const entry = state.layers.get(dataset);
-  if (!entry.checkbox.checked) {
+  if (show && !entry.checkbox.checked) {
     entry.checkbox.checked = true;
     toggleLayer(entry, true);
   }

@@ -4,7 +4,7 @@
  */
 import {viaProxy} from "./api.js";
 import {showJobLayer} from "./layers.js";
-import {el, fileName} from "./util.js";
+import {el, fileName, formatLiteral} from "./util.js";
 import {outputDataset} from "./wps.js";
 
 export function renderOutputs(container, job, outputs) {
@@ -23,7 +23,10 @@ function outputRow(output) {
         on: {click: () => showJobLayer(dataset)}}, "Show on map"));
     }
   } else {
-    value.textContent = output.value;
+    value.textContent = formatLiteral(output.value);
+    if (value.textContent !== String(output.value ?? "")) value.title = String(output.value);  // the full figure
   }
-  return el("tr", {"data-output": output.id}, el("th", {scope: "row", title: output.title}, output.id), value);
+  const row = el("tr", {"data-output": output.id}, el("th", {scope: "row", title: output.title}, output.id), value);
+  if (output.id === "compatible" && output.value === "not compatible") row.classList.add("not-compatible");
+  return row;
 }

@@ -1,9 +1,10 @@
 /*
  * The Processes panel: forms from DescribeProcess (inputs prefilled along the registry's chain),
  * an async Execute, status polling with progress and cancel, and the job's outputs (a
- * classification shown as a layer, a QC report in the QC panel).
+ * classification and its confidence shown as layers, a banner when the model is not fit for the
+ * scene, a QC report in the QC panel).
  */
-import {getXML, request, viaProxy} from "./api.js";
+import {getJSON, getXML, request, viaProxy} from "./api.js";
 import {rememberJob} from "./datasets.js";
 import {refreshJobs} from "./jobs.js";
 import {showJobLayer} from "./layers.js";
@@ -277,6 +278,22 @@ export async function cancelJob() {
   refreshJobs();
 }
 
+/** A banner when the spectral compatibility check said the model is not fit for the scene. */
+async function warnIfNotCompatible(outputs) {
+  const verdict = outputs.find((o) => o.id === "compatible");
+  if (!verdict || verdict.value !== "not compatible") return;
+  let reason = (outputs.find((o) => o.id === "reason") || {}).value || "";
+  const summary = outputs.find((o) => o.id === "compatibility" && o.href);
+  if (!reason && summary) {
+    try {
+      reason = (await getJSON(viaProxy(summary.href), {cache: "no-store"})).reason || "";
+    } catch (err) {
+      reason = "";  // the banner still says it; the outputs table links the summary
+    }
+  }
+  showMessage(`The model may not fit this scene: ${reason || "not compatible"}`, "warning");
+}
+
 async function finishJob(job, doc) {
   const outputs = readOutputs(doc);
   rememberJob(job, outputs);
@@ -286,8 +303,13 @@ async function finishJob(job, doc) {
   if (job.process === "classify_scene") {
     const classification = outputs.find((o) => o.id === "classification");
     const dataset = classification && outputDataset(classification);
+    // the confidence raster in the layer list (off; on top of the classification when turned on)
+    const confidence = outputs.find((o) => o.id === "confidence" && o.href);
+    const confidenceDataset = confidence && outputDataset(confidence);
     if (dataset) shown.push(showJobLayer(dataset));
+    if (confidenceDataset) shown.push(showJobLayer(confidenceDataset, {show: false}));
   }
+  if (job.process === "classify_scene" || job.process === "check_compatibility") shown.push(warnIfNotCompatible(outputs));
   if (QC_PROCESSES.has(job.process)) shown.push(showQC(job, outputs));
   await Promise.all(shown);
 }

@@ -1,6 +1,6 @@
 /*
- * The Quality control panel: overall accuracy, kappa, the per-class table, heatmap and report of
- * a validate_classification or evaluate_model job.
+ * The Quality control panel: overall accuracy, kappa, the per-class table, heatmap, accuracy by
+ * confidence and report of a validate_classification or evaluate_model job.
  */
 import {getJSON, viaProxy} from "./api.js";
 import {$, el, formatFraction, report} from "./util.js";
@@ -32,6 +32,9 @@ export async function showQC(job, outputs) {
   const heatmap = $("#qc-heatmap");
   heatmap.hidden = !link("heatmap");
   if (link("heatmap")) heatmap.src = link("heatmap");
+  const reliability = $("#qc-reliability");  // validate_classification with a confidence raster
+  reliability.hidden = !link("reliability");
+  if (link("reliability")) reliability.src = link("reliability");
   const reportLink = $("#qc-report");
   reportLink.hidden = !link("report");
   if (link("report")) reportLink.href = link("report");

@@ -68,6 +68,16 @@ export function formatFraction(value) {
   return value === null || value === undefined || Number.isNaN(Number(value)) ? "—" : Number(value).toFixed(3);
 }
 
+/* A literal output as people read it: a fractional number to 3 decimals (0.9628252788104089 → 0.963),
+ * anything else (text, integers) as it is. */
+export function formatLiteral(value) {
+  if (value === null || value === undefined) return "";
+  const text = String(value).trim();
+  if (!/^[-+]?\d*\.\d+(e[-+]?\d+)?$/i.test(text)) return text;
+  const n = Number(text);
+  return Number.isInteger(n) ? String(n) : n.toFixed(3);
+}
+
 export function fileName(url) {
   return decodeURIComponent(new URL(url, window.location.href).pathname.split("/").pop());
 }

@@ -7,13 +7,13 @@ part comes from elsewhere: the items of ``singleuser.profileList`` are the profi
 validate profiles files with), without geoml-hub's ``x-`` keys; and the enum of
 ``wps.jobs.processes`` comes from the process registry (:func:`geoml_hub.processes.chart_schema`).
 So a profile key, and a process that may run as a Kubernetes Job, is declared
-once, for the hub, the chart and ``docs/chart-values.md`` (:mod:`geoml_hub.chartdoc`, which
+once, for the hub, the chart and ``docs/chart-values.md`` (:mod:`geoml_hub.tools.chartdoc`, which
 reads the generated file).
 
 Command line::
 
-    python -m geoml_hub.chartschema helm/geoml-hub           # write values.schema.json
-    python -m geoml_hub.chartschema helm/geoml-hub --check   # exit 1 if it is out of date
+    python -m geoml_hub.tools.chartschema helm/geoml-hub           # write values.schema.json
+    python -m geoml_hub.tools.chartschema helm/geoml-hub --check   # exit 1 if it is out of date
 
 ``tests/test_chart_values_doc.py`` fails when ``values.schema.json`` is out of date.
 """
@@ -30,11 +30,11 @@ import yaml
 
 from geoml_hub.processes import chart_schema
 
-from .fileio import write_text
-from .hub.profiles import PROFILES_SCHEMA_FILE
+from ..fileio import write_text
+from ..hub.profiles import PROFILES_SCHEMA_FILE
 
 #: Command that regenerates ``values.schema.json`` (quoted in test failures).
-REGENERATE = "python -m geoml_hub.chartschema helm/geoml-hub"
+REGENERATE = "python -m geoml_hub.tools.chartschema helm/geoml-hub"
 
 #: where in the values schema the profile list is
 PROFILE_LIST = ("singleuser", "profileList")
@@ -79,7 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     int
         0; with ``--check`` 1 when the file differs from what would be written.
     """
-    parser = argparse.ArgumentParser(prog="python -m geoml_hub.chartschema",
+    parser = argparse.ArgumentParser(prog="python -m geoml_hub.tools.chartschema",
                                      description="Generate a Helm chart's values.schema.json from its "
                                                  "values.schema.yaml and geoml-hub's profile schema.")
     parser.add_argument("chart", nargs="?", default="helm/geoml-hub", help="chart directory (default: %(default)s)")

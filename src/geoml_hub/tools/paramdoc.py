@@ -1,7 +1,7 @@
 """``docs/parameters.md``: the tables of the core operations' parameters, generated from their
 declarations (:mod:`geoml_hub.params`).
 
-``python -m geoml_hub.paramdoc --write docs/parameters.md`` writes it;
+``python -m geoml_hub.tools.paramdoc --write docs/parameters.md`` writes it;
 ``tests/test_params.py`` fails when the file is out of date.
 """
 
@@ -11,20 +11,22 @@ import argparse
 import sys
 from typing import List, Optional, Sequence
 
-from .balancing import BalanceParams
-from .classification import ClassifyParams
-from .fileio import write_text
-from .params import Param, declared
-from .training import TrainConfig
-from .validation import EvaluateParams
+from ..balancing import BalanceParams
+from ..classification import ClassifyParams
+from ..compatibility import CompatibilityParams
+from ..fileio import write_text
+from ..params import Param, declared
+from ..training import TrainConfig
+from ..validation import EvaluateParams
 
-REGENERATE = "python -m geoml_hub.paramdoc --write docs/parameters.md"
+REGENERATE = "python -m geoml_hub.tools.paramdoc --write docs/parameters.md"
 
 #: (title, declaring dataclass, command, WPS process) of each operation, in the order of the document.
 OPERATIONS = [
     ("Balancing", BalanceParams, "geoml-hub balance", "balance_samples"),
     ("Training", TrainConfig, "geoml-hub train", "train_model"),
     ("Patch-level QC", EvaluateParams, "geoml-hub evaluate", "evaluate_model"),
+    ("Compatibility check", CompatibilityParams, "geoml-hub compatibility", "check_compatibility"),
     ("Classification", ClassifyParams, "geoml-hub classify", "classify_scene"),
 ]
 
@@ -79,7 +81,7 @@ def document() -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Print the document, or write it (atomically) with ``--write PATH``; exit status 0."""
-    parser = argparse.ArgumentParser(prog="python -m geoml_hub.paramdoc", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m geoml_hub.tools.paramdoc", description=__doc__.splitlines()[0])
     parser.add_argument("--write", metavar="PATH", help="write the Markdown to PATH instead of printing it")
     args = parser.parse_args(argv)
     text = document()

@@ -12,8 +12,8 @@ row for the object itself); free-form objects and lists (``resources``, ``nodeSe
 
 Command line::
 
-    python -m geoml_hub.chartdoc helm/geoml-hub                                # print it
-    python -m geoml_hub.chartdoc helm/geoml-hub --write docs/chart-values.md   # write it
+    python -m geoml_hub.tools.chartdoc helm/geoml-hub                                # print it
+    python -m geoml_hub.tools.chartdoc helm/geoml-hub --write docs/chart-values.md   # write it
 
 ``docs/chart-values.md`` is this output; ``tests/test_chart_values_doc.py`` fails when it is
 out of date.
@@ -30,10 +30,10 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from .fileio import write_text
+from ..fileio import write_text
 
 #: Command that regenerates ``docs/chart-values.md`` (quoted in its header and in test failures).
-REGENERATE = "python -m geoml_hub.chartdoc helm/geoml-hub --write docs/chart-values.md"
+REGENERATE = "python -m geoml_hub.tools.chartdoc helm/geoml-hub --write docs/chart-values.md"
 
 #: Defaults longer than this (as compact JSON) are summarised, e.g. "list of 2 profiles".
 MAX_DEFAULT_CHARS = 100
@@ -343,7 +343,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     int
         Exit status, 0.
     """
-    parser = argparse.ArgumentParser(prog="python -m geoml_hub.chartdoc",
+    parser = argparse.ArgumentParser(prog="python -m geoml_hub.tools.chartdoc",
                                      description="Markdown reference of a Helm chart's values "
                                                  "(values.yaml defaults, values.schema.json types and descriptions).")
     parser.add_argument("chart", nargs="?", default="helm/geoml-hub", help="chart directory (default: %(default)s)")

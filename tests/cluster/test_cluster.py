@@ -514,7 +514,7 @@ def test_a_large_classification_fans_out_over_block_pods_and_matches_one_process
 
     t0 = time.monotonic()
     cluster.wait(qc_done, TRAIN_TIMEOUT, f"fan-out QC job {qc_job.job_id} succeeded", interval=0.5)
-    # the figures of docs/benchmarks.md, section 9 (shown with pytest -rP)
+    # the figures of docs/benchmarks.md, section 11 (shown with pytest -rP)
     print(f"fan-out on Kubernetes {version[0]}.{version[1]}: classify_scene 250x250 in 2 blocks "
           f"{STATE['fan-out-seconds']:.1f} s (submission to succeeded), QC in 2 blocks {time.monotonic() - t0:.1f} s")
     assert len(qc_jobs) == (2 if version < (1, 22) else 1), qc_jobs

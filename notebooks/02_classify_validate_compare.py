@@ -115,7 +115,8 @@ display(Image(filename=str(bal.clusters_plot)))
 # records them, so `classify_scene` reads the same bands from the scene without a band map.
 
 # %%
-jobs = {name: hub.train_model(samples=bal.dataset("manifest"), epochs=EPOCHS, bands=bands, seed=0, wait=False)
+jobs = {name: hub.train_model(samples=bal.dataset("manifest"), family="cnn", epochs=EPOCHS, bands=bands, seed=0,
+                             wait=False)
         for name, bands in VERSIONS.items()}
 fits = {name: job.wait() for name, job in jobs.items()}
 for name, fit in fits.items():

@@ -130,7 +130,7 @@ def pixel_model(tmp_path_factory, chiapas_samples):
     from geoml_hub.training import train_model
 
     out = tmp_path_factory.mktemp("pixel_model") / "pixel.pt"
-    return train_model(chiapas_samples.root, out, epochs=6, widths=(16,), seed=0, device="cpu")
+    return train_model(chiapas_samples.root, out, model="cnn", epochs=6, widths=(16,), seed=0, device="cpu")
 
 
 PATCH_TREE_CLASSES = {"bare": 3, "crop": 7, "wood": 11}  # deliberately not 0..K-1
@@ -155,7 +155,7 @@ def patch_model(tmp_path_factory, patch_tree):
     from geoml_hub.training import train_model
 
     out = tmp_path_factory.mktemp("patch_model") / "patch.pt"
-    return train_model(patch_tree, out, epochs=15, batch_size=8, widths=(8,), seed=0, device="cpu")
+    return train_model(patch_tree, out, model="cnn", epochs=15, batch_size=8, widths=(8,), seed=0, device="cpu")
 
 
 @pytest.fixture(scope="session")

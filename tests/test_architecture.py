@@ -44,7 +44,9 @@ SOURCES = ((ROOT / "src" / "geoml_hub", "geoml_hub"), (ROOT / "processes", "geom
 LAZY_LIBRARIES = {
     "torch": "seconds to load and gigabytes; only training and inference need it",
     "rasterio": "GDAL: loaded when a raster is read, not by the WPS's request path",
-    "sklearn": "scikit-learn: balancing only",
+    "sklearn": "scikit-learn: balancing, the tree model families and model selection",
+    "skops": "safe (de)serialisation of the tree model families only",
+    "threadpoolctl": "one OpenMP thread around the tree models' fit and predict only",
     "scipy": "extraction's region labelling only",
     "matplotlib": "plots only, with the Agg backend chosen at the call",
     "pycm": "quality control only",

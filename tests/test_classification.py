@@ -194,7 +194,7 @@ def test_class_codes_must_fit_uint8(tmp_path):
 
     root = write_npy_tree(tmp_path / "t", {"a": [np.zeros((6, 2, 1, 1))], "b": [np.ones((6, 2, 1, 1))]},
                           classes={"a": 1, "b": 300})
-    res = train_model(root, tmp_path / "m.pt", epochs=1, widths=(4,), device="cpu")
+    res = train_model(root, tmp_path / "m.pt", model="cnn", epochs=1, widths=(4,), device="cpu")
     scene = write_raster(tmp_path / "s.tif", np.zeros((2, 5, 5), np.float32))
     with pytest.raises(ModelError, match="254"):
         classify_scene(res.model_path, scene, tmp_path / "o.tif", device="cpu")

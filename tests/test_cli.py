@@ -99,7 +99,8 @@ def test_balance(tmp_path, capsys):
 
 def test_train_evaluate(tmp_path, capsys, patch_tree):
     model = tmp_path / "m" / "model.pt"
-    rc, out, err = run_main(["-q", "train", patch_tree, "--out", model, "--epochs", "2", "--batch-size", "16",
+    rc, out, err = run_main(["-q", "train", patch_tree, "--out", model, "--model", "cnn", "--epochs", "2",
+                             "--batch-size", "16",
                              "--device", "cpu", "--bands", "1,3", "--no-augment", "--seed", "3"], capsys)
     assert rc == 0, err
     assert model.is_file() and (tmp_path / "m" / "model.history.csv").is_file()

@@ -32,7 +32,17 @@ def eurosat_model(tmp_path_factory, data_dir):
     from geoml_hub.training import train_model
 
     out = tmp_path_factory.mktemp("eurosat6") / "eurosat6.pt"
-    return train_model(EUROSAT, out, epochs=2, widths=(8,), bands=EUROSAT_BANDS, seed=0, device="cpu")
+    return train_model(EUROSAT, out, model="cnn", epochs=2, widths=(8,), bands=EUROSAT_BANDS, seed=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def eurosat_forest(tmp_path_factory, data_dir):
+    """The default family (a random forest) on the same six EuroSAT bands."""
+    from geoml_hub.training import TrainConfig, train_model
+
+    assert TrainConfig().model == "forest"
+    out = tmp_path_factory.mktemp("eurosat6f") / "eurosat6f.pt"
+    return train_model(EUROSAT, out, n_estimators=20, bands=EUROSAT_BANDS, seed=0)
 
 
 def run_main(argv, capsys):
@@ -80,6 +90,15 @@ def test_the_three_verdicts(eurosat_model, pixel_model, chiapas_samples, tmp_pat
     assert check_compatibility(pixel_model.model_path, chiapas_samples.root, device="cpu")["compatible"] is True
     s = check_compatibility(pixel_model.model_path, SCENE_2002, device="cpu")
     assert s["compatible"] is False and s["reason"].startswith("not compatible")
+
+
+def test_the_default_family_gets_the_same_verdicts(eurosat_forest, tmp_path):
+    model = load_model(eurosat_forest.model_path, device="cpu")
+    assert model.meta["family"] == "forest" and model_statistics(model)["source"] == "spectral"
+    s = check_compatibility(eurosat_forest.model_path, SCENE_1999, tmp_path / "f", band_map=LANDSAT_MAP)
+    assert s["compatible"] is False and s["reason"].startswith("not compatible: band 2:"), s["reason"]
+    s = check_compatibility(eurosat_forest.model_path, EUROSAT, tmp_path / "t")
+    assert s["compatible"] is True, s["reason"]
 
 
 def test_model_files_without_the_statistics_fall_back_on_the_normalisation(eurosat_model, pixel_model, tmp_path):

@@ -129,7 +129,8 @@ def test_cookie_alone_cannot_change_state_from_another_site(hub, alice):
 def test_cross_site_cancel_leaves_the_job_running(hub, alice):
     url = hub["url"]
     token = user_token(hub, "alice")
-    r = requests.get(f"{url}/services/wps/wps?" + query("train_model", {"samples": "data/eurosat_ms", "epochs": 300,
+    r = requests.get(f"{url}/services/wps/wps?" + query("train_model", {"samples": "data/eurosat_ms", "family": "cnn",
+                                                                       "epochs": 300,
                                                                        "patience": 300}, async_=True),
                      headers={"Authorization": f"token {token}"}, timeout=60)
     assert r.status_code == 200 and b"statusLocation" in r.content, r.text[:500]

@@ -29,10 +29,29 @@ def check_qc(qc, classes):
     assert np.trace(m) / m.sum() == pytest.approx(qc["overall_accuracy"])
 
 
+def check_selection(out, sel, candidates, n_samples):
+    """The cross-validation table of a pipeline summary: every candidate, consistent figures, the
+    CSV and the plot."""
+    assert [r["model"] for r in sel["candidates"]] == candidates
+    assert sel["n_samples"] == n_samples
+    for row in sel["candidates"]:
+        folds = row["fold_overall_accuracy"]
+        assert len(folds) == sel["n_folds"] and all(0.0 <= v <= 1.0 for v in folds)
+        assert row["mean_overall_accuracy"] == pytest.approx(np.mean(folds), abs=1e-3)
+        assert row["std_overall_accuracy"] == pytest.approx(np.std(folds), abs=1e-3)
+    best = max(r["mean_overall_accuracy"] for r in sel["candidates"])
+    assert next(r for r in sel["candidates"] if r["model"] == sel["chosen"])["mean_overall_accuracy"] == best
+    rows = read_csv_rows(out / "selection" / "cv.csv")
+    assert len(rows) == len(candidates) * sel["n_folds"]
+    for cand in candidates:  # every sample tested exactly once per candidate
+        assert sum(int(r["n_test"]) for r in rows if r["model"] == cand) == n_samples
+    assert_png(out / "selection" / "cv.png")
+
+
 def test_patch_pipeline_eurosat(tmp_path, data_dir):
     out = tmp_path / "eurosat"
-    proc = script("-q", "pipeline", EUROSAT, "--out", out, "--epochs", "3", check_rc=0)
-    assert "QC on held-out data" in proc.stdout
+    proc = script("-q", "pipeline", EUROSAT, "--out", out, "--n-estimators", "50", check_rc=0)
+    assert "QC on held-out data" in proc.stdout and "model selection" in proc.stdout
     for rel in ("split/train.csv", "split/test.csv", "balance/manifest.csv", "balance/summary.json",
                 "model/model.pt", "model/model.history.csv", "qc/summary.json", "qc/report.html", "qc/report.csv",
                 "qc/predictions.csv", "summary.json"):
@@ -55,13 +74,13 @@ def test_patch_pipeline_eurosat(tmp_path, data_dir):
     assert s["balance"]["ratio_after"] <= s["balance"]["ratio_before"]
     balanced = {r["file"] for r in read_csv_rows(out / "balance" / "manifest.csv")}
     assert balanced <= {r["file"] for r in train}
-    # training
+    # model selection: 5 stratified folds of the balanced selection, every candidate in the table
+    sel = s["selection"]
+    check_selection(out, sel, ["forest", "boosting", "ensemble"], len(balanced))
+    assert sel["n_folds"] == 5 and "stratified" in sel["folds"]
+    assert s["training"]["model"] == sel["chosen"]
     rows = read_csv_rows(out / "model" / "model.history.csv")
-    assert len(rows) == s["training"]["epochs_run"]
-    select = [r for r in rows if r["phase"] == "select"]
-    assert 1 <= len(select) <= 3  # --epochs 3
-    refit = load_model(out / "model" / "model.pt", device="cpu").meta["hyperparameters"]["refit"]
-    assert len(rows) - len(select) == (s["training"]["best_epoch"] if refit else 0)
+    assert len(rows) == s["training"]["epochs_run"] == 1  # a tree family: one fit
     model = load_model(out / "model" / "model.pt", device="cpu")
     assert model.class_names == sorted(EUROSAT_COUNTS) and model.class_codes == list(range(10))
     assert model.bands == list(range(1, 14)) and tuple(model.patch_size) == (64, 64)
@@ -79,8 +98,8 @@ def test_patch_pipeline_eurosat(tmp_path, data_dir):
 
 def test_scene_pipeline_chiapas(tmp_path, data_dir, chiapas_labels):
     out = tmp_path / "chiapas"
-    proc = script("-q", "pipeline", "--scene", SCENE_1999, "--reference", LABELS, "--epochs", "5", "--out", out,
-                  check_rc=0)
+    proc = script("-q", "pipeline", "--scene", SCENE_1999, "--reference", LABELS, "--n-estimators", "50",
+                  "--out", out, check_rc=0)
     assert "scene pipeline" in proc.stdout
     for rel in ("split/reference_train.tif", "split/reference_test.tif", "split/regions.csv",
                 "samples/classes.json", "balance/manifest.csv", "balance/summary.json", "model/model.pt",
@@ -100,7 +119,10 @@ def test_scene_pipeline_chiapas(tmp_path, data_dir, chiapas_labels):
     assert s["n_train_samples"] == int((train != 0).sum())
     assert s["classes_without_test_region"] == sorted(set(range(1, 6)) - set(np.unique(test[test != 0]).tolist()))
     assert s["balance"]["ratio_after"] <= s["balance"]["ratio_before"]
-    assert 1 <= s["training"]["best_epoch"] <= s["training"]["epochs_run"] <= 10  # --epochs 5 (+ refit if on)
+    # model selection: whole training regions per fold (each region is one sample container)
+    sel = s["selection"]
+    check_selection(out, sel, ["forest", "boosting", "ensemble"], s["balance"]["total_after"])
+    assert "regions" in sel["folds"] and s["training"]["model"] == sel["chosen"]
     # the classification is on the scene's grid
     with rasterio.open(SCENE_1999) as scene, rasterio.open(out / "classification.tif") as cls_src:
         assert cls_src.dtypes[0] == "uint8" and cls_src.nodata == 255

@@ -13,7 +13,7 @@ from geoml_hub.samples import open_tree
 from geoml_hub.training import HISTORY_HEADER, stratified_split, train_model
 from helpers import assert_png, csv_header, read_csv_rows, write_npy_tree
 
-TINY = {"epochs": 2, "widths": (8,), "device": "cpu", "batch_size": 16}
+TINY = {"model": "cnn", "epochs": 2, "widths": (8,), "device": "cpu", "batch_size": 16}
 
 
 def per_band_stats(x):
@@ -131,7 +131,7 @@ def test_pixel_classifier(tmp_path):
         x = rng.normal(1000 + 800 * k, 50, size=(40, 8, 1, 1)).astype(np.int16)
         spec[name] = [x[:25], x[25:]]
     root = write_npy_tree(tmp_path / "pixels", spec)
-    res = train_model(root, tmp_path / "pixel.pt", seed=0, epochs=3, widths=(8,), device="cpu")
+    res = train_model(root, tmp_path / "pixel.pt", model="cnn", seed=0, epochs=3, widths=(8,), device="cpu")
     model = load_model(res.model_path, device="cpu")
     assert tuple(model.patch_size) == (1, 1) and model.is_pixel_model
     assert model.bands == list(range(1, 9))
@@ -192,7 +192,7 @@ def test_early_stopping(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(0, 1, size=(80, 3, 1, 1)).astype(np.float32)
     root = write_npy_tree(tmp_path / "noise", {"a": [x[:40]], "b": [x[40:]]})
-    res = train_model(root, tmp_path / "m.pt", epochs=40, patience=1, widths=(8,), device="cpu", seed=0,
+    res = train_model(root, tmp_path / "m.pt", model="cnn", epochs=40, patience=1, widths=(8,), device="cpu", seed=0,
                       val_fraction=0.3, learning_rate=0.05, refit=False)
     assert len(res.history) < 40
     assert len(res.history) == res.best_epoch + 1

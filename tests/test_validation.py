@@ -315,8 +315,8 @@ def test_evaluate_class_unknown_to_the_model(tmp_path):
     rng = np.random.default_rng(0)
     known = {"a": [rng.normal(0, 1, (30, 3, 1, 1)).astype(np.float32)],
              "b": [rng.normal(5, 1, (30, 3, 1, 1)).astype(np.float32)]}
-    model = train_model(write_npy_tree(tmp_path / "train", known), tmp_path / "m.pt", epochs=3, widths=(4,),
-                        device="cpu").model_path
+    model = train_model(write_npy_tree(tmp_path / "train", known), tmp_path / "m.pt", model="cnn", epochs=3,
+                        widths=(4,), device="cpu").model_path
     extra = dict(known, zz=[rng.normal(9, 1, (5, 3, 1, 1)).astype(np.float32)])
     s = evaluate_model(model, write_npy_tree(tmp_path / "eval", extra), tmp_path / "qc")
     assert s["classes"] == ["a", "b", "zz"]

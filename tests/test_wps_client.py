@@ -200,7 +200,8 @@ def pipeline(client):
     bal = client.balance_samples(samples="data/eurosat_ms", step=2, seed=0)
     t1 = time.monotonic()
     seen = []
-    fit = client.train_model(samples=bal.dataset("manifest"), epochs=2, batch_size=32, seed=0, device="cpu",
+    fit = client.train_model(samples=bal.dataset("manifest"), family="cnn", epochs=2, batch_size=32, seed=0,
+                             device="cpu",
                              progress=lambda fraction, message: seen.append((fraction, message)))
     t2 = time.monotonic()
     print(f"balance_samples {t1 - t0:.1f} s, train_model {t2 - t1:.1f} s")
@@ -364,7 +365,8 @@ def test_wait_false_and_job_handles(client):
 
 def test_cancel_running_training(client):
     need(client, "train_model")
-    job = client.train_model(samples="data/eurosat_ms", epochs=500, patience=500, device="cpu", wait=False)
+    job = client.train_model(samples="data/eurosat_ms", family="cnn", epochs=500, patience=500, device="cpu",
+                             wait=False)
     t0, deadline = time.monotonic(), time.monotonic() + 60
     while True:
         st = job.status()

@@ -69,7 +69,8 @@ def cluster(tmp_path, monkeypatch):
 
 def test_cuda_device_selects_the_cuda_image_and_a_pull_failure_fails_the_job(cluster):
     standin, server = cluster
-    job_id, loc, _ = execute(server, "train_model", {"samples": EUROSAT, "epochs": 2, "device": "cuda"})
+    job_id, loc, _ = execute(server, "train_model", {"samples": EUROSAT, "family": "cnn", "epochs": 2,
+                                                     "device": "cuda"})
     final = wait_final(server, [job_id], timeout=120)[job_id]
     assert final["status"] == "failed"
     assert f"image pull failed (ErrImagePull) for image {CUDA_IMAGE}" in final["message"], final

@@ -243,7 +243,7 @@ def chain(client, session):
         "class_names": "1=forest,2=water,3=herbaceous,4=barren,5=urban"})
     out["balance"] = run_async(client, session, "balance_samples", {"samples": out["extract"]["samples"]})
     out["train"] = run_async(client, session, "train_model", {
-        "samples": out["balance"]["manifest"], "epochs": 1, "device": "cpu"})
+        "samples": out["balance"]["manifest"], "family": "cnn", "epochs": 1, "device": "cpu"})
     out["compatibility"] = run_async(client, session, "check_compatibility", {
         "model": {"href": out["train"]["model"]["href"]}, "scene": [SCENE_99], "device": "cpu"})
     for key, scene in (("classify_99", SCENE_99), ("classify_02", SCENE_02)):
@@ -323,8 +323,8 @@ def test_sync_execution_and_raw_response(client, session, chain):
 
 
 def test_dismiss_a_running_job_stops_its_worker(client, session, server, chain):
-    accepted = client.execute("train_model", {"samples": chain["balance"]["manifest"], "epochs": 500,
-                                              "patience": 500, "device": "cpu"}, async_=True)
+    accepted = client.execute("train_model", {"samples": chain["balance"]["manifest"], "family": "cnn",
+                                              "epochs": 500, "patience": 500, "device": "cpu"}, async_=True)
     job = accepted["jobID"]
     deadline = time.monotonic() + 300
     while (info := session.status(job))["status"] in ("accepted", "running") and info["progress"] == 0 \

@@ -206,7 +206,7 @@ def chiapas_balance(wps, chiapas_extract) -> Result:
 @pytest.fixture(scope="module")
 def chiapas_train(wps, chiapas_balance) -> Result:
     return ok(execute(wps, "train_model", [("samples", wps.dataset(chiapas_balance.refs["manifest"])),
-                                           ("epochs", 2), ("device", "cpu")]))
+                                           ("family", "cnn"), ("epochs", 2), ("device", "cpu")]))
 
 
 def _classify(wps, train: Result, scene: str, tile_size: int) -> Result:
@@ -242,7 +242,7 @@ def eurosat_balance(wps) -> Result:
 @pytest.fixture(scope="module")
 def eurosat_train(wps, eurosat_balance) -> Result:
     return ok(execute(wps, "train_model", [("samples", wps.dataset(eurosat_balance.refs["manifest"])),
-                                           ("epochs", 2), ("bands", "2,3,4,8"), ("device", "cpu"),
+                                           ("family", "cnn"), ("epochs", 2), ("bands", "2,3,4,8"), ("device", "cpu"),
                                            ("batch_size", 64)]))
 
 
@@ -589,7 +589,7 @@ def test_progress_is_reported_per_window_and_per_epoch(wps, chiapas_train, chiap
     assert len(windows) == 16 and windows[-1] == "classified window 16/16"  # ceil(250 / 64) ** 2
     assert [f for f, _ in calls] == sorted(f for f, _ in calls) and calls[-1][0] == 1.0
     calls.clear()
-    tasks.train_model(job, wps.path(chiapas_balance.refs["manifest"]), epochs=3, device="cpu",
+    tasks.train_model(job, wps.path(chiapas_balance.refs["manifest"]), model="cnn", epochs=3, device="cpu",
                       progress=lambda f, m: calls.append((f, m)))
     assert len(calls) == 1 + 3 and calls[-1][0] == 1.0
 

@@ -29,6 +29,7 @@ from .extraction import extract_samples
 from .pipeline import check_parameters, run_patch_pipeline, run_scene_pipeline
 from .samples import load_samples
 from .scene import _open, check_readable, check_same_grid
+from .selection import SelectParams
 from .training import TrainConfig, _replace, train_model
 from .validation import EvaluateParams, compare_classifications, evaluate_model, validate_classification
 
@@ -259,7 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (created if missing)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the balancing and the training (default 0)")
     _add_balance_options(p, skip=("seed",))
-    _add_train_options(p, skip=("seed",))
+    params.add_cli_options(p.add_argument_group("model selection (cross-validation, docs/training.md)"),
+                           SelectParams)
+    # the model family is what the cross-validation chooses among --candidates
+    _add_train_options(p, skip=("seed", "model"))
 
     p = sub.add_parser("catalog", help="a static STAC catalogue of data roots (docs/catalog.md)",
                        description="Write a self-contained static STAC catalogue (pystac) of the data roots into "
@@ -477,10 +481,10 @@ def preflight(args) -> None:
             raise GeomlError("pipeline needs SAMPLES_DIR, or --scene SCENE... --reference LABELS.tif")
         if args.scene and args.samples:
             raise GeomlError("pipeline takes SAMPLES_DIR or --scene, not both")
-        train = params.cli_values(args, TrainConfig, skip=("seed",))
+        train = params.cli_values(args, TrainConfig, skip=("seed", "model"))
         balance = params.cli_values(args, BalanceParams, skip=("seed",))
         fraction = args.test_fraction if args.test_fraction is not None else (0.3 if args.scene else 0.2)
-        check_parameters(fraction, args.seed, balance, train, cli=True)
+        check_parameters(fraction, args.seed, balance, train, cli=True, select=params.cli_values(args, SelectParams))
         if args.stride is not None:
             params.check_value(params.field_param("stride", ClassifyParams.__dataclass_fields__["stride"]),
                                args.stride, "--stride")
@@ -556,8 +560,10 @@ def _run(args, quiet: bool) -> int:
         with progress_bar(not quiet, "train") as cb:
             res = train_model(args.samples, args.out, progress=cb, **params.cli_values(args, TrainConfig))
         acc = res.val_overall_accuracy
-        print(f"trained on {res.n_train} samples ({res.n_val} validation) on {res.device} in {res.seconds:.0f} s; "
-              f"best epoch {res.best_epoch}" + (f", validation overall accuracy {acc:.3f}" if acc is not None else ""))
+        family = res.config.get("model", "cnn")
+        print(f"trained {family} on {res.n_train} samples ({res.n_val} validation) on {res.device} in "
+              f"{res.seconds:.0f} s" + (f"; best epoch {res.best_epoch}" if family == "cnn" else "")
+              + (f", validation overall accuracy {acc:.3f}" if acc is not None else ""))
         print(f"wrote {res.model_path}, {res.history_path}, {res.curves_path}")
     elif cmd == "evaluate":
         with progress_bar(not quiet, "evaluate") as cb:
@@ -628,8 +634,9 @@ def _run(args, quiet: bool) -> int:
 
         return down(Path(args.state_dir) if args.state_dir else DEFAULT_STATE)
     elif cmd == "pipeline":
-        train = params.cli_values(args, TrainConfig, skip=("seed",))
+        train = params.cli_values(args, TrainConfig, skip=("seed", "model"))
         balance = params.cli_values(args, BalanceParams, skip=("seed",))
+        select = params.cli_values(args, SelectParams)
         if args.scene:
             if not args.reference:
                 raise GeomlError("pipeline --scene needs --reference LABELS.tif")
@@ -638,20 +645,25 @@ def _run(args, quiet: bool) -> int:
                                        args.patch_size,
                                        args.test_fraction if args.test_fraction is not None else 0.3, args.seed,
                                        _class_names(args.class_names), args.stride, balance, train,
-                                       progress=cb)
+                                       progress=cb, select=select)
             print(f"scene pipeline: {s['regions']['train']} training / {s['regions']['test']} test regions, "
                   f"{s['n_train_samples']} training samples -> {s['balance']['total_after']} balanced; "
-                  f"{s['training']['epochs_run']} epochs; {s['seconds']:.0f} s")
+                  f"model {s['training']['model']}; {s['seconds']:.0f} s")
         elif args.samples:
             with progress_bar(not quiet, "pipeline") as cb:
                 s = run_patch_pipeline(args.samples, args.out,
                                    args.test_fraction if args.test_fraction is not None else 0.2, args.seed,
-                                       balance, train, progress=cb)
+                                       balance, train, progress=cb, select=select)
             print(f"patch pipeline: {s['n_train']} training / {s['n_test']} held-out samples; balanced "
                   f"{s['balance']['total_before']} -> {s['balance']['total_after']}; "
-                  f"{s['training']['epochs_run']} epochs; {s['seconds']:.0f} s")
+                  f"model {s['training']['model']}; {s['seconds']:.0f} s")
         else:
             raise GeomlError("pipeline needs SAMPLES_DIR, or --scene SCENE... --reference LABELS.tif")
+        print(f"model selection ({s['selection']['folds']}; {args.out}/selection/cv.png):")
+        for row in s["selection"]["candidates"]:
+            mark = " <- chosen" if row["model"] == s["selection"]["chosen"] else ""
+            print(f"  {row['model']:9s} overall accuracy {row['mean_overall_accuracy']:.3f} ± "
+                  f"{row['std_overall_accuracy']:.3f}{mark}")
         print(f"QC on held-out data ({args.out}/qc/summary.json):")
         print(format_qc(s["qc"]))
     return 0

@@ -1,4 +1,10 @@
-"""Network architectures and the geoml-hub model file.
+"""Model families and the geoml-hub model file.
+
+Families (:data:`FAMILIES`): ``cnn`` (the PyTorch network below), and three scikit-learn
+families on the features of :mod:`geoml_hub.features` (per-band statistics of patches, band
+values of pixels, spectral indices): ``forest`` (``RandomForestClassifier``), ``boosting``
+(``HistGradientBoostingClassifier``) and ``ensemble`` (a soft-voting ``VotingClassifier`` of
+the two). :meth:`Model.predict_proba` is the one interface of all of them.
 
 One architecture family, :class:`geoml_hub.networks.PatchCNN`, serves both patch
 classifiers (EuroSAT 64×64 patches) and pixel classifiers (patch size 1, iota2-style):
@@ -9,10 +15,14 @@ pooling (optionally with the per-band mean and standard deviation of the normali
 input), dropout and a linear classifier.
 
 The model file (``torch.save`` of a plain dictionary, loaded with ``weights_only=True``)
-holds the weights, the architecture and the hyper-parameters, the class names and codes,
-the bands of the samples the model reads, the normalisation statistics, the library
-versions, the SHA-256 of the training manifest and (optional, ``spectral``) per-band
-statistics of the training data for :mod:`geoml_hub.compatibility`. :func:`load_model` checks all of them.
+holds the family (``cnn`` when absent: files written before the other families), the
+weights (CNN) or the fitted estimator (scikit-learn families: serialised with ``skops.io``
+into a ``uint8`` tensor, loaded only if it holds no type beyond skops' trusted ones and the
+fitted trees, :data:`TRUSTED_TYPES`), the feature description (scikit-learn families),
+the architecture and the hyper-parameters, the class names and codes, the bands of the
+samples the model reads, the normalisation statistics, the library versions, the SHA-256
+of the training manifest and (optional, ``spectral``) per-band statistics of the training data
+for :mod:`geoml_hub.compatibility`. :func:`load_model` checks all of them.
 """
 
 from __future__ import annotations
@@ -28,10 +38,20 @@ import numpy as np
 
 from . import __version__
 from .errors import ModelError, ParameterError
+from .features import compute_features
 from .fileio import PathLike, atomic_path
 
 FORMAT = "geoml-hub-model"
-FORMAT_VERSION = 1
+#: Format version this geoml-hub reads; CNN files are still written as version 1 (unchanged
+#: layout, readable by older versions), scikit-learn families as version 2.
+FORMAT_VERSION = 2
+#: The model families, the first the default of old files.
+FAMILIES = ("cnn", "forest", "boosting", "ensemble")
+#: Types a scikit-learn model file may hold beyond those skops trusts by default (the fitted trees
+#: of the three tree families); a file holding any other type is refused.
+TRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree",
+                           "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+                           "sklearn.utils._bunch.Bunch"})
 _REQUIRED = ("format", "format_version", "state_dict", "architecture", "hyperparameters", "classes",
              "bands", "sample_bands", "normalization", "versions", "manifest_sha256")
 
@@ -76,11 +96,18 @@ def manifest_hash(samples: Sequence) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def library_versions() -> Dict[str, str]:
-    """Versions of the libraries a model file depends on."""
+def library_versions(family: str = "cnn") -> Dict[str, str]:
+    """Versions of the libraries a model file depends on (scikit-learn and skops too for the
+    scikit-learn families)."""
     torch = _torch()
-    return {"geoml_hub": __version__, "torch": str(torch.__version__), "numpy": str(np.__version__),
-            "python": platform.python_version()}
+    out = {"geoml_hub": __version__, "torch": str(torch.__version__), "numpy": str(np.__version__),
+           "python": platform.python_version()}
+    if family != "cnn":
+        import sklearn  # imported here: only the tree families need it
+        import skops
+
+        out.update(sklearn=str(sklearn.__version__), skops=str(skops.__version__))
+    return out
 
 
 @dataclass
@@ -89,10 +116,10 @@ class Model:
 
     Attributes
     ----------
-    network : torch.nn.Module
-        In evaluation mode on :attr:`device`; input ``(batch, len(bands), rows, cols)``
-        float32 raw values (normalisation is inside the network), output logits
-        ``(batch, n_classes)``.
+    network : torch.nn.Module or None
+        CNN family (``None`` for the scikit-learn families): in evaluation mode on
+        :attr:`device`; input ``(batch, len(bands), rows, cols)`` float32 raw values
+        (normalisation is inside the network), output logits ``(batch, n_classes)``.
     class_names : list of str
         Ordered as the network outputs.
     class_codes : list of int
@@ -105,7 +132,12 @@ class Model:
         ``(rows, cols)`` in pixels.
     meta : dict
         Everything else in the file (architecture, hyper-parameters, normalisation,
-        versions, manifest hash, training history).
+        versions, manifest hash, training history, the feature description).
+    family : str
+        One of :data:`FAMILIES`.
+    estimator : object
+        The fitted scikit-learn classifier (``None`` for the CNN); it reads the features of
+        :func:`geoml_hub.features.compute_features` with ``meta['features']``.
     """
 
     network: object
@@ -116,6 +148,8 @@ class Model:
     patch_size: tuple
     device: str
     meta: Dict = field(default_factory=dict)
+    family: str = "cnn"
+    estimator: object = None
 
     @property
     def is_pixel_model(self) -> bool:
@@ -139,6 +173,8 @@ class Model:
         numpy.ndarray
             ``(N, n_classes)`` float32 probabilities.
         """
+        if self.family != "cnn":
+            return self._predict_proba_trees(x, batch_size)
         torch = _torch()
         out = np.empty((len(x), len(self.class_names)), dtype=np.float32)
         rows, cols = self.patch_size
@@ -149,6 +185,19 @@ class Model:
                 xb = torch.from_numpy(chunk if chunk.flags.writeable else chunk.copy()).to(self.device)
                 prob = sum(torch.softmax(self.network(view(xb)), dim=1) for view in views) / len(views)
                 out[start:start + len(xb)] = prob.cpu().numpy()
+        return out
+
+    def _predict_proba_trees(self, x: np.ndarray, batch_size: int) -> np.ndarray:
+        """Scikit-learn families: features of whole chunks (all pixels of a window at once)."""
+        from threadpoolctl import threadpool_limits  # a scikit-learn dependency; see training.single_thread
+
+        out = np.zeros((len(x), len(self.class_names)), dtype=np.float32)
+        chunk = max(batch_size, 65536 if self.is_pixel_model else 1024)
+        cols = np.asarray(self.estimator.classes_, dtype=np.int64)  # class indexes seen in training
+        for start in range(0, len(x), chunk):
+            feats = compute_features(x[start:start + chunk], self.meta["features"])
+            with threadpool_limits(limits=1, user_api="openmp"):
+                out[start:start + len(feats), cols] = self.estimator.predict_proba(feats)
         return out
 
 
@@ -178,23 +227,45 @@ def resolve_device(device: str = "auto") -> str:
 
 def save_model(path: PathLike, network, *, architecture: Dict, hyperparameters: Dict, class_names: Sequence[str],
                class_codes: Sequence[int], bands: Sequence[int], sample_bands: int, mean: Sequence[float],
-               std: Sequence[float], manifest_sha256: str, training: Optional[Dict] = None,
-               spectral: Optional[Dict] = None) -> Path:
+               std: Sequence[float], manifest_sha256: str, training: Optional[Dict] = None, family: str = "cnn",
+               estimator=None, features: Optional[Dict] = None, spectral: Optional[Dict] = None) -> Path:
     """Write a model file atomically (see the module docstring for its content).
 
-    ``spectral``: optional per-band statistics of the training data in raw units
+    ``network`` is the CNN (``None`` for a scikit-learn family, whose fitted ``estimator``
+    and feature description ``features`` are stored instead). ``mean``/``std``: per-band
+    statistics of the training samples in raw units (every family). ``spectral``: optional
+    per-band statistics of the training data in raw units
     (:func:`geoml_hub.compatibility.training_statistics`), stored under the ``spectral`` key
     for the compatibility check; files without it fall back on ``normalization``.
+
+    Raises
+    ------
+    ModelError
+        If ``family`` is unknown, or a scikit-learn family lacks its estimator or features.
     """
     torch = _torch()
-    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    if family not in FAMILIES:
+        raise ModelError(f"unknown model family {family!r} (one of {', '.join(FAMILIES)})")
+    extra: Dict = {"family": family}
+    if family == "cnn":
+        state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+        version = 1
+    else:
+        if estimator is None or features is None:
+            raise ModelError(f"a {family} model needs its fitted estimator and feature description")
+        import skops.io as sio  # imported here: only the tree families need it
+
+        state = {}
+        blob = sio.dumps(estimator)
+        extra.update(estimator=torch.frombuffer(bytearray(blob), dtype=torch.uint8).clone(), features=dict(features))
+        version = 2
     payload = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "state_dict": state,
+        "format": FORMAT, "format_version": version, "state_dict": state, **extra,
         "architecture": dict(architecture), "hyperparameters": dict(hyperparameters),
         "classes": [{"name": str(n), "code": int(c)} for n, c in zip(class_names, class_codes)],
         "bands": [int(b) for b in bands], "sample_bands": int(sample_bands),
         "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
-        "versions": library_versions(), "manifest_sha256": manifest_sha256, "training": dict(training or {}),
+        "versions": library_versions(family), "manifest_sha256": manifest_sha256, "training": dict(training or {}),
     }
     if spectral is not None:
         payload["spectral"] = dict(spectral)
@@ -276,6 +347,17 @@ def load_model(path: PathLike, device: str = "auto") -> Model:
         raise ModelError(f"{path}: normalisation statistics do not match the {len(bands)} bands")
     if any(b < 1 or b > int(payload["sample_bands"]) for b in bands):
         raise ModelError(f"{path}: band indexes {bands} outside 1..{payload['sample_bands']}")
+    family = str(payload.get("family", "cnn"))
+    if family not in FAMILIES:
+        raise ModelError(f"{path}: unknown model family {family!r}")
+    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "estimator")}
+    patch_size = tuple(int(v) for v in arch["patch_size"])
+    class_names = [c["name"] for c in classes]
+    codes = [int(c["code"]) for c in classes]
+    if family != "cnn":
+        estimator = _load_estimator(path, payload, len(classes))
+        return Model(None, class_names, codes, [int(b) for b in bands], int(payload["sample_bands"]), patch_size,
+                     "cpu", meta, family, estimator)
     network = build_network(arch)
     try:
         network.load_state_dict(payload["state_dict"], strict=True)
@@ -287,6 +369,38 @@ def load_model(path: PathLike, device: str = "auto") -> Model:
         raise ModelError(f"{path}: normalisation statistics disagree with the network's")
     dev = resolve_device(device)
     network.to(dev).eval()
-    meta = {k: v for k, v in payload.items() if k != "state_dict"}
-    return Model(network, [c["name"] for c in classes], [int(c["code"]) for c in classes], [int(b) for b in bands],
-                 int(payload["sample_bands"]), tuple(int(v) for v in arch["patch_size"]), dev, meta)
+    return Model(network, class_names, codes, [int(b) for b in bands], int(payload["sample_bands"]), patch_size,
+                 dev, meta)
+
+
+def _load_estimator(path: Path, payload: Dict, n_classes: int):
+    """The scikit-learn estimator of a model file, loaded with ``skops.io`` trusting only its
+    default types and :data:`TRUSTED_TYPES`.
+
+    Raises
+    ------
+    ModelError
+        If the estimator or the feature description is missing, the file holds another type,
+        or the estimator is unreadable or predicts other classes.
+    """
+    import skops.io as sio  # imported here: only the tree families need it
+
+    blob = payload.get("estimator")
+    if blob is None or "features" not in payload:
+        raise ModelError(f"{path}: a {payload.get('family')} model file lacks its estimator or feature description")
+    data = bytes(blob.numpy().tobytes()) if hasattr(blob, "numpy") else bytes(blob)
+    try:
+        types = sio.get_untrusted_types(data=data)
+    except Exception:  # skops raises many types for damaged archives
+        raise ModelError(f"{path}: the stored estimator is unreadable (a corrupt or edited model file)") from None
+    foreign = [t for t in types if t not in TRUSTED_TYPES]
+    if foreign:
+        raise ModelError(f"{path}: the stored estimator holds types that are not loaded for safety: {foreign[:3]}")
+    try:
+        estimator = sio.loads(data, trusted=types)
+    except Exception:  # as above
+        raise ModelError(f"{path}: the stored estimator is unreadable (a corrupt or edited model file)") from None
+    classes = np.asarray(getattr(estimator, "classes_", []))
+    if not len(classes) or classes.min() < 0 or classes.max() >= n_classes:
+        raise ModelError(f"{path}: the stored estimator's classes do not match the file's {n_classes} classes")
+    return estimator

@@ -1,6 +1,11 @@
-"""Training of patch and pixel classifiers with PyTorch.
+"""Training of patch and pixel classifiers: a PyTorch CNN or scikit-learn trees.
 
-:func:`train_model` trains a :class:`~geoml_hub.models.PatchCNN`-family network on a
+``model`` chooses the family (:data:`geoml_hub.models.FAMILIES`). ``forest``, ``boosting``
+and ``ensemble`` fit scikit-learn classifiers (:func:`make_estimator`) on the features of
+:mod:`geoml_hub.features` — per-band statistics of patches or band values of pixels, plus
+spectral indices where the band names are known — with the same seeded stratified
+validation split (its overall accuracy is reported), then refit on all samples (seconds).
+``cnn``: :func:`train_model` trains a :class:`~geoml_hub.models.PatchCNN`-family network on a
 training-sample tree or manifest: a seeded, stratified split into training and
 validation samples, per-band normalisation statistics from the training split only,
 dihedral augmentation (flips, 90° rotations — overhead imagery has no "up"), AdamW with
@@ -27,7 +32,8 @@ import numpy as np
 from .compatibility import training_statistics
 from .errors import DataError, ParameterError
 from .fileio import PathLike, save_figure, write_csv
-from .models import build_network, manifest_hash, resolve_device, save_model
+from .models import FAMILIES, build_network, manifest_hash, resolve_device, save_model
+from .features import compute_features, feature_names, feature_spec, parse_band_names
 from .params import device_param, param, seed_param
 from .progress import ProgressCallback, report, scaled
 from .samples import SampleSet, load_samples
@@ -50,6 +56,14 @@ class TrainConfig:
 
     Attributes
     ----------
+    model : {'cnn', 'forest', 'boosting', 'ensemble'}
+        Model family.
+    n_estimators : int
+        Trees of the forest; boosting iterations of the gradient-boosted trees.
+    band_names : str, optional
+        Comma-separated names of the samples' bands (spectral indices of tree families).
+    indices : bool
+        Tree families: add spectral indices where the band names are known.
     epochs : int
         Maximum epochs (one-cycle learning-rate schedule over this many).
     batch_size : int
@@ -85,6 +99,27 @@ class TrainConfig:
         1-based band subset (default: all bands).
     """
 
+    model: str = param(
+        "forest", "string", "Model family",
+        "cnn: a PyTorch patch CNN (per-pixel network for 1x1 samples). forest: scikit-learn random forest, "
+        "boosting: histogram gradient-boosted trees, ensemble: soft vote of the two, all three on per-band "
+        "statistics of patches (mean, std, 10/50/90 % quantiles, texture, share of the brightness) or band values "
+        "of pixels, plus spectral indices (NDVI, NDWI, MNDWI, NDBI, NBR) where the band names are known. Default: "
+        "forest, the best in 5-fold cross-validation on EuroSAT (docs/training.md).", choices=FAMILIES,
+        wps="family")  # the WPS process's "model" is its output file
+    n_estimators: int = param(300, "integer", "Trees",
+                              "forest: number of trees; boosting: boosting iterations; ensemble: both. Ignored by "
+                              "cnn.", minimum=10, maximum=5000, unit="trees")
+    band_names: Optional[str] = param(
+        None, "string", "Band names",
+        "Tree families: comma-separated names of the samples' bands, for spectral indices, e.g. "
+        "B01,B02,B03,B04,B05,B06,B07,B08,B09,B10,B11,B12,B8A (names of the Sentinel-2 or Landsat 7 presets, or "
+        "descriptions saying blue, green, red, NIR, SWIR 1, SWIR 2). Default: the band descriptions of GeoTIFF "
+        "samples, else the preset of the band count (13: Sentinel-2 as EuroSAT orders it; 6 or 8: Landsat 7 ETM+ "
+        "bands 1-5, 7 (, 6, QA)), else no indices.")
+    indices: bool = param(True, "boolean", "Spectral indices",
+                          "Tree families: add normalised-difference spectral indices where the band names are known.",
+                          cli="--no-indices", flag_help="no spectral indices (indices false)")
     epochs: int = param(60, "integer", "Epochs",
                         "Maximum number of epochs (the one-cycle learning-rate schedule spans them; early stopping "
                         "may end training sooner).", minimum=1, maximum=500, unit="epochs")
@@ -130,6 +165,12 @@ class TrainConfig:
             raise ParameterError(f"patience must be at least 1, got {self.patience}")
         if not self.widths or min(self.widths) < 1:
             raise ParameterError(f"widths must be positive integers, got {self.widths}")
+        if self.model not in FAMILIES:
+            raise ParameterError(f"model must be one of {', '.join(FAMILIES)}, got {self.model!r}")
+        if self.n_estimators < 1:
+            raise ParameterError(f"n_estimators must be at least 1, got {self.n_estimators}")
+        if isinstance(self.band_names, str):
+            parse_band_names(self.band_names)
 
 
 @dataclass
@@ -246,6 +287,8 @@ def train_model(samples: Union[SampleSet, PathLike], out: PathLike, config: Opti
     out = Path(out)
     started = time.perf_counter()
     report(progress, 0.0, f"reading {len(sample_set)} samples")
+    if cfg.model != "cnn":
+        return _train_trees(cfg, sample_set, labels, bands, out, started, progress)
 
     x_all = sample_set.read()[:, [b - 1 for b in bands]]
     tr, va = stratified_split(labels, cfg.val_fraction, cfg.seed)
@@ -284,6 +327,145 @@ def train_model(samples: Union[SampleSet, PathLike], out: PathLike, config: Opti
     curves_path = plot_history(history, f"{stem}.curves.png", best_epoch)
     return TrainResult(out, history_path, curves_path, history, best_epoch, training["val_overall_accuracy"],
                        int(len(tr)), int(len(va)), seconds, device, hparams)
+
+
+def make_estimator(family: str, n_estimators: int = 300, seed: int = 0):
+    """The unfitted scikit-learn classifier of a tree family.
+
+    * ``forest``: ``RandomForestClassifier(n_estimators, max_features='sqrt')`` (Breiman 2001).
+    * ``boosting``: ``HistGradientBoostingClassifier(max_iter=n_estimators, learning_rate=0.05,
+      early_stopping=False)`` (LightGBM-style histogram boosting; Ke et al. 2017).
+    * ``ensemble``: ``VotingClassifier`` of the two with ``voting='soft'`` (mean probabilities).
+
+    All seeded with ``seed``; the forest uses every core (``n_jobs=-1``).
+
+    Raises
+    ------
+    ParameterError
+        If ``family`` is not a tree family.
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier, VotingClassifier
+
+    forest = RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=-1)
+    boosting = HistGradientBoostingClassifier(max_iter=n_estimators, learning_rate=0.05, early_stopping=False,
+                                              random_state=seed)
+    if family == "forest":
+        return forest
+    if family == "boosting":
+        return boosting
+    if family == "ensemble":
+        return VotingClassifier([("forest", forest), ("boosting", boosting)], voting="soft")
+    raise ParameterError(f"{family!r} is not a tree family (forest, boosting, ensemble)")
+
+
+def single_thread():
+    """Context limiting OpenMP to one thread: scikit-learn's histogram boosting on a few hundred
+    samples runs 25x slower with a thread per core when the cores are busy (1.2 s against 30 s for
+    100 iterations on this 2-core machine at load 5, docs/training.md)."""
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    return threadpool_limits(limits=1, user_api="openmp")
+
+
+def sample_descriptions(sample_set: SampleSet) -> Optional[List[Optional[str]]]:
+    """Band descriptions of the first sample file when it is a GeoTIFF (``None`` otherwise or
+    when it has none)."""
+    first = Path(sample_set.samples[0].file) if len(sample_set) else None
+    if first is None or first.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    import rasterio  # imported here: only GeoTIFF samples need it
+
+    with rasterio.open(first) as src:
+        desc = list(src.descriptions)
+    return desc if any(desc) else None
+
+
+def tree_features(cfg: TrainConfig, sample_set: SampleSet, bands: Sequence[int]) -> Dict:
+    """The feature description (:func:`geoml_hub.features.feature_spec`) of a tree model trained
+    with ``cfg`` on ``sample_set``."""
+    names = parse_band_names(cfg.band_names) if isinstance(cfg.band_names, str) else cfg.band_names
+    return feature_spec(sample_set.bands, bands, sample_set.patch_size, names, sample_descriptions(sample_set),
+                        cfg.indices)
+
+
+def _train_trees(cfg: TrainConfig, sample_set: SampleSet, labels: np.ndarray, bands: List[int], out: Path,
+                 started: float, progress: Optional[ProgressCallback]) -> TrainResult:
+    """Fit a scikit-learn family: validation split → overall accuracy → refit on all samples."""
+    x_all = sample_set.read()[:, [b - 1 for b in bands]]
+    spec = tree_features(cfg, sample_set, bands)
+    feats = compute_features(x_all, spec)
+    mean, std = band_statistics(x_all)
+    spectral = training_statistics(x_all, seed=cfg.seed)  # for the compatibility check, as the CNN's
+    del x_all
+    tr, va = stratified_split(labels, cfg.val_fraction, cfg.seed)
+    t0 = time.perf_counter()
+    row = {"phase": "select", "epoch": 1, "train_loss": float("nan"), "val_loss": float("nan"),
+           "val_overall_accuracy": float("nan"), "learning_rate": float("nan")}
+    val_oa = None
+    if len(va):
+        report(progress, 0.1, f"fitting {cfg.model} on {len(tr)} samples ({feats.shape[1]} features)")
+        with single_thread():
+            est = make_estimator(cfg.model, cfg.n_estimators, cfg.seed).fit(feats[tr], labels[tr])
+            row["train_overall_accuracy"] = float((est.predict(feats[tr]) == labels[tr]).mean())
+            val_oa = float((est.predict(feats[va]) == labels[va]).mean())
+        row["val_overall_accuracy"] = val_oa
+    report(progress, 0.5, f"fitting {cfg.model} on all {len(labels)} samples")
+    with single_thread():
+        est = make_estimator(cfg.model, cfg.n_estimators, cfg.seed).fit(feats, labels)
+        if not len(va):
+            row["train_overall_accuracy"] = float((est.predict(feats) == labels).mean())
+    row["seconds"] = time.perf_counter() - t0
+    history = [row]
+    seconds = time.perf_counter() - started
+    device = "cpu"
+    training = {"best_epoch": 1, "epochs_run": 1, "n_train": int(len(tr)), "n_val": int(len(va)),
+                "refit_samples": int(len(labels)), "val_overall_accuracy": val_oa, "device": device,
+                "seconds": seconds, "source": sample_set.source, "n_features": int(feats.shape[1])}
+    hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    arch = {"name": "sklearn", "estimator": type(est).__name__, "in_bands": len(bands),
+            "n_classes": len(sample_set.classes), "patch_size": list(sample_set.patch_size)}
+    save_model(out, None, architecture=arch, hyperparameters=hparams, class_names=sample_set.class_names,
+               class_codes=list(sample_set.classes.values()), bands=bands, sample_bands=sample_set.bands,
+               mean=mean.tolist(), std=std.tolist(), manifest_sha256=manifest_hash(sample_set.samples),
+               training=training, family=cfg.model, estimator=est, features=spec, spectral=spectral)
+    stem = out.with_suffix("")
+    history_path = write_csv(f"{stem}.history.csv", HISTORY_HEADER, ([r[k] for k in HISTORY_HEADER] for r in history))
+    curves_path = plot_importances(est, feature_names(spec, len(bands)), feats, labels, f"{stem}.curves.png",
+                                   cfg.model, val_oa)
+    report(progress, 1.0, f"{cfg.model} fitted" + (f", validation overall accuracy {val_oa:.3f}" if val_oa else ""))
+    return TrainResult(out, history_path, curves_path, history, 1, val_oa, int(len(tr)), int(len(va)), seconds,
+                       device, hparams)
+
+
+def plot_importances(est, names: Sequence[str], feats: np.ndarray, labels: np.ndarray, path: PathLike,
+                     family: str, val_oa: Optional[float]) -> Path:
+    """The 20 most important features of a tree model as a bar chart PNG: the forest's mean
+    decrease in impurity (``feature_importances_``; the forest member of an ensemble), else
+    the features' ANOVA F statistic against the classes (``sklearn.feature_selection.f_classif``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    forest = est.named_estimators_["forest"] if hasattr(est, "named_estimators_") else est
+    if hasattr(forest, "feature_importances_"):
+        score, what = np.asarray(forest.feature_importances_), "forest: mean decrease in impurity"
+    else:
+        from sklearn.feature_selection import f_classif
+
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = np.nan_to_num(f_classif(feats, labels)[0])
+        what = "ANOVA F statistic"
+    order = np.argsort(score)[::-1][:20][::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.25 * len(order) + 1.2))
+    ax.barh([names[i] for i in order], score[order])
+    ax.set_xlabel(what)
+    title = f"{family}: most important features"
+    if val_oa is not None:
+        title += f" (validation overall accuracy {val_oa:.3f})"
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    return save_figure(fig, path)
 
 
 def _fit(cfg: TrainConfig, arch: Dict, x_all: np.ndarray, labels: np.ndarray, tr: np.ndarray, va: np.ndarray,

@@ -16,6 +16,7 @@ from ..classification import ClassifyParams
 from ..compatibility import CompatibilityParams
 from ..fileio import write_text
 from ..params import Param, declared
+from ..selection import SelectParams
 from ..training import TrainConfig
 from ..validation import EvaluateParams
 
@@ -28,6 +29,7 @@ OPERATIONS = [
     ("Patch-level QC", EvaluateParams, "geoml-hub evaluate", "evaluate_model"),
     ("Compatibility check", CompatibilityParams, "geoml-hub compatibility", "check_compatibility"),
     ("Classification", ClassifyParams, "geoml-hub classify", "classify_scene"),
+    ("Model selection", SelectParams, "geoml-hub pipeline", None),
 ]
 
 
@@ -68,13 +70,13 @@ def document() -> str:
              "defaults, ranges and units), the pipelines' pass-through and these tables are generated from",
              "them. The WPS and the command line refuse a value outside the allowed range (the command line",
              "before it writes anything); the core checks what it must. `geoml-hub pipeline` takes the",
-             "balancing and training options",
-             "(its `--seed` seeds the split, the balancing and the training).", "",
+             "balancing, training (but `--model`: the model selection chooses it) and model-selection options",
+             "(its `--seed` seeds the split, the balancing, the folds and the training).", "",
              "This file is generated; do not edit it by hand. Change the declarations, then run", "",
              "```sh", REGENERATE, "```", ""]
     for title, cls, command, process in OPERATIONS:
-        lines += [f"## {title}", "",
-                  f"`{cls.__module__}.{cls.__name__}`: `{command}` and the WPS process `{process}`.", ""]
+        where = f"`{command}` and the WPS process `{process}`" if process else f"`{command}` (no WPS process)"
+        lines += [f"## {title}", "", f"`{cls.__module__}.{cls.__name__}`: {where}.", ""]
         lines += table(cls) + [""]
     return "\n".join(lines)
 

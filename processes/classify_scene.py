@@ -9,6 +9,7 @@ class ClassifyScene(GeomlProcess):
     identifier = "classify_scene"
     param_class = operations.ClassifyParams
     kubernetes = True
+    fan_out = "scene"
     chain = {"model": (("train_model", "model"),),
              "scene": (("extract_samples", "scene"), ("map", "scene"))}
 

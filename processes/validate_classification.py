@@ -8,6 +8,7 @@ from geoml_hub.wps.ogc.process import GeomlProcess
 class ValidateClassification(GeomlProcess):
     identifier = "validate_classification"
     qc = True
+    fan_out = "classification"
     chain = {"classification": (("classify_scene", "classification"),),
              "confidence": (("classify_scene", "confidence"),),
              "reference": (("extract_samples", "reference_test"), ("extract_samples", "reference_labels"),

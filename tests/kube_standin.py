@@ -11,7 +11,9 @@ controller reports them (``Complete``, ``Failed`` with ``BackoffLimitExceeded`` 
 
 Not simulated: scheduling (the node selector, tolerations and resources are only recorded),
 volumes (the pod sees this machine's file system, so mount paths must equal the server's),
-retries (``backoffLimit`` is honoured only as 0), and the TTL controller.
+retries (``backoffLimit`` is honoured only as 0), the TTL controller, and Indexed Jobs: ``/version``
+answers ``version`` (default 1.20, the real test cluster's), so a fan-out runs as one Job per
+block, each with its ``JOB_COMPLETION_INDEX`` in its environment.
 
 The manifests themselves are validated strictly elsewhere (tests/test_wps_k8s.py).
 """
@@ -128,7 +130,9 @@ class KubeStandIn:
         Images whose pull fails.
     """
 
-    def __init__(self, workdir, secrets: Optional[Dict[str, Dict[str, str]]] = None, unpullable=()):
+    def __init__(self, workdir, secrets: Optional[Dict[str, Dict[str, str]]] = None, unpullable=(),
+                 version=("1", "20")):
+        self.version = version
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.secrets = secrets or {}
@@ -151,14 +155,23 @@ class KubeStandIn:
             def do_GET(self):
                 url = urlparse(self.path)
                 outer._tick()
+                if url.path == "/version":
+                    if outer.version is None:
+                        return self._status(404, "NotFound")
+                    major, minor = outer.version
+                    return self._send(200, {"major": major, "minor": minor, "gitVersion": f"v{major}.{minor}.0",
+                                            "platform": "linux/amd64"})
                 m = re.fullmatch(r"/apis/batch/v1/namespaces/([^/]+)/jobs/([^/]+)", url.path)
                 if m:
                     run = outer.runs.get(m.group(2))
                     return self._send(200, run.job_json()) if run else self._status(404, "NotFound")
                 if re.fullmatch(r"/apis/batch/v1/namespaces/([^/]+)/jobs", url.path):
-                    # the label selector of an existence test (``geoml-hub/job-id``) only
-                    key = parse_qs(url.query).get("labelSelector", [""])[0]
-                    items = [r.job_json() for r in outer.runs.values() if key in r.manifest["metadata"]["labels"]]
+                    # label selectors of existence (``key``) and equality (``key=value``) terms
+                    selector = parse_qs(url.query).get("labelSelector", [""])[0]
+                    terms = [t.split("=", 1) for t in selector.split(",") if t]
+                    items = [r.job_json() for r in outer.runs.values()
+                             if all(t[0] in r.manifest["metadata"]["labels"] and
+                                    (len(t) == 1 or r.manifest["metadata"]["labels"][t[0]] == t[1]) for t in terms)]
                     return self._send(200, {"kind": "JobList", "apiVersion": "batch/v1", "metadata": {}, "items": items})
                 if re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", url.path):
                     selector = parse_qs(url.query).get("labelSelector", [""])[0]

@@ -490,6 +490,9 @@ def test_job_backend_renders_a_job_spec_the_wps_accepts(rendered, tmp_path, monk
     # issue 12: the SSRF allow-list and the retries of killed jobs are chart values
     assert settings.url_allow == ["data.example.org", "10.1.0.0/16"] and settings.job_retries == 2
     assert settings.kubernetes_processes == ["train_model", "classify_scene", "evaluate_model"]
+    # issue 14: the fan-out of large classifications and QCs over block pods
+    assert (settings.fan_out_min_pixels, settings.fan_out_parallelism, settings.fan_out_block_count) == (
+        100_000_000, 4, 8)
     spec = k8s.load_job_spec(settings.kubernetes_job_spec)
     assert spec.cpu_image == f"registry.example.org/geoml/geoml-hub/notebook-cpu:{__version__}"
     assert spec.cuda_image == f"registry.example.org/geoml/geoml-hub/notebook-cuda:{__version__}-cuda12.9"

@@ -463,3 +463,61 @@ def test_backend_for_a_bad_kubeconfig_is_one_clear_error(tmp_path):
                  kubernetes_config=str(kubeconfig))
     with pytest.raises(ParameterError, match=f"kubernetes_config: cannot load {kubeconfig}"):
         k8s.backend_for(s)
+
+
+# -- fan-out Jobs (the blocks of a large classification or QC) -------------------------------------
+#: Fields of a Job spec that Kubernetes 1.20 (the real test cluster's) does not know; its API
+#: server drops them silently, so a fallback manifest must not rely on any of them.
+NEWER_THAN_1_20 = {"completionMode", "backoffLimitPerIndex", "maxFailedIndexes", "podFailurePolicy",
+                   "podReplacementPolicy", "successPolicy", "managedBy", "suspend"}
+TASK = "/srv/wps/work/JOB/blocks/task.json"
+
+
+@pytest.mark.parametrize("version,schema", [((1, 30), "1.30.0"), ((1, 37), None), ((1, 28), "1.28.0"),
+                                            ((1, 25), "1.25.0")])
+def test_fan_out_is_one_indexed_job_on_servers_that_have_them(version, schema):
+    job_id = str(uuid.uuid4())
+    (m,) = k8s.fan_out_manifests(make_spec(), job_id, "classify_scene", "cpu", TASK, blocks=5, parallelism=2,
+                                 retries=1, version=version)
+    kubernetes_validate.validate(m, schema or kubernetes_validate.latest_version(), strict=True)
+    spec = m["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == 5 and spec["parallelism"] == 2
+    if version >= (1, 29):  # a failed block is retried on its own
+        assert spec["backoffLimitPerIndex"] == 1 and "backoffLimit" not in spec
+    else:  # 1.22-1.28: one limit for all the blocks together
+        assert spec["backoffLimit"] == 5 and "backoffLimitPerIndex" not in spec
+    assert m["metadata"]["name"] == f"geoml-wps-{job_id}-blocks"
+    labels = m["metadata"]["labels"]
+    assert labels["geoml-hub/fan-out-of"] == job_id and "geoml-hub/job-id" not in labels
+    (c,) = spec["template"]["spec"]["containers"]
+    assert c["command"] == ["python", "-m", "geoml_hub.blocks", TASK]
+    assert not any(e["name"] == "JOB_COMPLETION_INDEX" for e in c["env"])  # Kubernetes sets it
+    # the same pod as a whole WPS job's Job (one pod template): image, mounts, security, no token
+    whole = k8s.job_manifest(make_spec(), job_id, "classify_scene", "cpu", SETTINGS)["spec"]["template"]["spec"]
+    pod = spec["template"]["spec"]
+    assert {k: v for k, v in pod.items() if k != "containers"} == {k: v for k, v in whole.items() if k != "containers"}
+    (wc,) = whole["containers"]
+    assert {k: v for k, v in c.items() if k != "command"} == {k: v for k, v in wc.items() if k != "command"}
+    assert pod["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("version", [(1, 20), (1, 21), None])
+def test_fan_out_before_indexed_jobs_is_one_job_per_block(version):
+    job_id = str(uuid.uuid4())
+    ms = k8s.fan_out_manifests(make_spec(), job_id, "validate_classification", "auto", TASK, blocks=3,
+                               parallelism=2, retries=2, version=version)
+    assert [m["metadata"]["name"] for m in ms] == [f"geoml-wps-{job_id}-b{i}" for i in range(3)]
+    for i, m in enumerate(ms):
+        kubernetes_validate.validate(m, "1.25.0", strict=True)  # the oldest schema at hand
+        assert not NEWER_THAN_1_20 & set(m["spec"]), set(m["spec"])
+        assert m["spec"]["backoffLimit"] == 2  # the block's own retries, as backoffLimitPerIndex
+        (c,) = m["spec"]["template"]["spec"]["containers"]
+        assert {"name": "JOB_COMPLETION_INDEX", "value": str(i)} in c["env"]
+        assert c["command"] == ["python", "-m", "geoml_hub.blocks", TASK]
+        assert m["spec"]["template"]["metadata"]["labels"]["geoml-hub/block-index"] == str(i)
+
+
+def test_fan_out_job_names_must_fit():
+    with pytest.raises(ValueError, match="too long"):
+        k8s.fan_out_manifests(make_spec(name_prefix="geoml-wps-long-prefix-"), str(uuid.uuid4()), "classify_scene",
+                              "cpu", TASK, blocks=3, parallelism=2, retries=0, version=(1, 30))

@@ -86,3 +86,157 @@ def test_cuda_device_selects_the_cuda_image_and_a_pull_failure_fails_the_job(clu
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+
+
+# ---------------------------------------------------------------------------
+# fan-out: the blocks of a large classification / QC as Kubernetes Jobs (Kubernetes 1.20: one Job
+# per block, JOB_COMPLETION_INDEX in its environment, at most fan_out_parallelism at once)
+
+
+def test_classify_and_qc_fan_out_over_block_jobs_and_match_one_process(tmp_path, monkeypatch, pixel_model):
+    import shutil
+
+    import numpy as np
+    import rasterio
+
+    from conftest import LABELS, SCENE_1999
+    from geoml_hub.classification import classify_scene
+    from geoml_hub.validation import validate_classification
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(pixel_model.model_path, models / "pixel.pt")
+    extra = tmp_path / "fan-out.ini"
+    standin, server = None, None
+    try:
+        standin, server = start(tmp_path, monkeypatch)
+        server.stop()
+        ini = (tmp_path / "wps.ini").read_text() + ("fan_out_min_pixels = 50000\nfan_out_parallelism = 2\n"
+                                                    "fan_out_blocks = 3\n")
+        extra.write_text(ini)
+        server = WpsServer(tmp_path / "state", parallel=2,
+                           extra=["--config", str(extra), "--data-root", f"models={models}"]).start()
+        seen = []
+        job_id, loc, _ = execute(server, "classify_scene", {"model": "models/pixel.pt", "scene": "data/landsat7_chiapas/"
+                                                            "LE70220491999322EDC01_stack.gtif", "tile_size": 64,
+                                                            "device": "cpu"})
+
+        def watch(jobs):
+            seen.append((jobs[job_id]["percent"], jobs[job_id]["message"]))
+            running = [r for r in standin.runs.values() if r.exit_code is None and r.proc is not None
+                       and r.proc.poll() is None]
+            seen.append(("pods", len(running)))
+        final = wait_final(server, [job_id], timeout=240, watch=watch)[job_id]
+        assert final["status"] == "succeeded", final
+        blocks = [m for m in standin.created if m["metadata"]["labels"].get("geoml-hub/fan-out-of") == job_id]
+        assert [m["metadata"]["name"] for m in blocks] == [f"geoml-wps-{job_id}-b{i}" for i in range(3)]
+        for i, m in enumerate(blocks):
+            (c,) = m["spec"]["template"]["spec"]["containers"]
+            assert c["command"][:3] == ["python", "-m", "geoml_hub.blocks"]
+            assert {"name": "JOB_COMPLETION_INDEX", "value": str(i)} in c["env"]
+            assert m["spec"]["backoffLimit"] == 1  # job_retries: a block's own retries
+            assert "completionMode" not in m["spec"]  # Kubernetes 1.20 has no Indexed Jobs
+        assert max(n for k, n in seen if k == "pods") <= 2  # fan_out_parallelism
+        assert any("blocks on Kubernetes" in str(m) for _, m in seen)
+        wait_for(lambda: all(m["metadata"]["name"] in standin.deleted for m in blocks), timeout=30,
+                 what="the block Jobs removed")
+        cls = server.state_dir / "outputs" / job_id / "classification.tif"
+        if not cls.exists():
+            (cls,) = server.state_dir.rglob(f"{job_id}/classification.tif")
+        ref = classify_scene(pixel_model.model_path, SCENE_1999, tmp_path / "ref.tif", device="cpu", tile_size=64)
+        with rasterio.open(cls) as a, rasterio.open(ref.path) as b:
+            assert np.array_equal(a.read(1), b.read(1))
+            assert a.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+
+        # QC of that classification fans out too (3 blocks of counts, fused)
+        qc_id, _, _ = execute(server, "validate_classification", {"classification": f"jobs/{job_id}/classification.tif",
+                                                                 "reference": "data/landsat7_chiapas/training_data.gtif"})
+        qc = wait_final(server, [qc_id], timeout=240)[qc_id]
+        assert qc["status"] == "succeeded", qc
+        qc_blocks = [m for m in standin.created if m["metadata"]["labels"].get("geoml-hub/fan-out-of") == qc_id]
+        assert len(qc_blocks) == 3
+        (summary,) = server.state_dir.rglob(f"{qc_id}/summary.json")
+        fused = json.loads(summary.read_text())
+        single = validate_classification(ref.path, LABELS)
+        assert fused["overall_accuracy"] == single["overall_accuracy"] and fused["kappa"] == single["kappa"]
+        assert fused["n"] == single["n"]
+    finally:
+        if server is not None:
+            server.stop()
+        if standin is not None:
+            standin.close()
+
+
+def test_a_failed_block_fails_the_job_with_its_reason(tmp_path, monkeypatch, pixel_model):
+    """A block whose pod cannot run (here: its image cannot be pulled) fails the WPS job with the
+    block's index and the pod's reason, and its Job is deleted."""
+    standin, server = start(tmp_path, monkeypatch)
+    server.stop()
+    models = tmp_path / "models"
+    models.mkdir()
+    import shutil
+
+    shutil.copy(pixel_model.model_path, models / "pixel.pt")
+    ini = tmp_path / "fan-out.ini"
+    ini.write_text((tmp_path / "wps.ini").read_text() + "fan_out_min_pixels = 1\nfan_out_parallelism = 1\n"
+                                                       "fan_out_blocks = 2\n")
+    standin.unpullable.add(CPU_IMAGE)
+    server = WpsServer(tmp_path / "state", parallel=1,
+                       extra=["--config", str(ini), "--data-root", f"models={models}"]).start()
+    try:
+        job_id, _, _ = execute(server, "classify_scene", {"model": "models/pixel.pt", "scene": "data/landsat7_chiapas/"
+                                                          "LE70220491999322EDC01_stack.gtif", "tile_size": 64,
+                                                          "device": "cpu"})
+        final = wait_final(server, [job_id], timeout=120)[job_id]
+        assert final["status"] == "failed"
+        assert f"block 0 in Job geoml-wps-{job_id}-b0 failed: image pull failed" in final["message"], final
+        assert CPU_IMAGE in final["message"]
+        wait_for(lambda: f"geoml-wps-{job_id}-b0" in standin.deleted, timeout=30, what="the block Job removed")
+        assert not any(m["metadata"]["name"].endswith("-b1") for m in standin.created)  # parallelism 1
+    finally:
+        server.stop()
+        standin.close()
+
+
+def test_cancel_of_a_fan_out_deletes_its_block_jobs(tmp_path, monkeypatch, pixel_model):
+    """Cancel while the blocks run: the job is dismissed, its worker in the WPS stopped and the
+    block Job deleted (its process killed); no further block starts."""
+    import shutil
+
+    import numpy as np
+    import rasterio
+
+    from conftest import SCENE_1999
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(pixel_model.model_path, models / "pixel.pt")
+    with rasterio.open(SCENE_1999) as src:  # a bigger scene: the Chiapas scene mosaicked 8 x 8
+        data, profile = src.read(), src.profile
+    profile.update(height=2000, width=2000, tiled=True, blockxsize=256, blockysize=256)
+    with rasterio.open(models / "mosaic.tif", "w", **profile) as dst:
+        dst.write(np.tile(data, (1, 8, 8)))
+    standin, server = start(tmp_path, monkeypatch)
+    server.stop()
+    ini = tmp_path / "fan-out.ini"
+    ini.write_text((tmp_path / "wps.ini").read_text() + "fan_out_min_pixels = 1000000\nfan_out_parallelism = 1\n"
+                                                       "fan_out_blocks = 4\n")
+    server = WpsServer(tmp_path / "state", parallel=1,
+                       extra=["--config", str(ini), "--data-root", f"models={models}"]).start()
+    try:
+        job_id, loc, _ = execute(server, "classify_scene", {"model": "models/pixel.pt", "scene": "models/mosaic.tif",
+                                                            "method": "patch", "device": "cpu"})
+        first = f"geoml-wps-{job_id}-b0"
+        wait_for(lambda: first in standin.runs and standin.runs[first].proc is not None, timeout=120,
+                 what="the first block Job running")
+        r = requests.post(f"{server.url}/jobs/{job_id}/cancel", timeout=60)
+        assert r.status_code == 200, r.text
+        wait_for(lambda: first in standin.deleted, timeout=30, what="the running block Job deleted by the cancel")
+        final = wait_final(server, [job_id], timeout=60)[job_id]
+        assert final["status"] == "dismissed", final
+        time.sleep(3)  # the worker was stopped: no further block Job comes
+        assert [m["metadata"]["name"] for m in standin.created
+                if m["metadata"]["labels"].get("geoml-hub/fan-out-of") == job_id] == [first]
+    finally:
+        server.stop()
+        standin.close()

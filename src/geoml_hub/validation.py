@@ -94,7 +94,8 @@ class PixelCounts:
 
 
 def confusion_counts(classification: PathLike, reference: PathLike, reference_nodata: Optional[float] = 0,
-                     ignore_crs_name: bool = False, progress: Optional[ProgressCallback] = None) -> PixelCounts:
+                     ignore_crs_name: bool = False, progress: Optional[ProgressCallback] = None,
+                     rows: Optional[Tuple[int, int]] = None) -> PixelCounts:
     """Count ``(reference, predicted)`` code pairs over the labelled pixels, window by window.
 
     Parameters
@@ -106,6 +107,8 @@ def confusion_counts(classification: PathLike, reference: PathLike, reference_no
         -99999). ``None``: every pixel is labelled except the file's own nodata.
     ignore_crs_name : bool
         Accept CRSs that are the same projection under different names.
+    rows : (int, int), optional
+        Count only rows ``start..stop-1`` (one block of a fan-out, :func:`count_block`).
 
     Raises
     ------
@@ -125,7 +128,8 @@ def confusion_counts(classification: PathLike, reference: PathLike, reference_no
         unlabelled = reference_nodata if reference_nodata is not None else ref_src.nodata
         cls_nodata = cls_src.nodata
         h, w = ref_src.height, ref_src.width
-        windows = [Window(0, r, w, min(ROW_BLOCK, h - r)) for r in range(0, h, ROW_BLOCK)]
+        first, last = rows if rows is not None else (0, h)
+        windows = [Window(0, r, w, min(ROW_BLOCK, last - r)) for r in range(first, last, ROW_BLOCK)]
         if ref_src.dtypes[0] in _BYTE_TYPES and cls_src.dtypes[0] in _BYTE_TYPES:
             return _byte_counts(ref_src, cls_src, windows, unlabelled, cls_nodata, progress)
         counts: Counter = Counter()
@@ -444,7 +448,7 @@ def plot_reliability(table: Dict, path: PathLike) -> Path:
 
 def validate_classification(classification: PathLike, reference: PathLike, out_dir: Optional[PathLike] = None,
                             reference_nodata: Optional[float] = 0, class_names: Optional[Mapping[int, str]] = None,
-                            ignore_crs_name: bool = False, confidence: Optional[PathLike] = None,
+                            ignore_crs_name: bool = False, confidence: Optional[PathLike] = None, workers: int = 1,
                             progress: Optional[ProgressCallback] = None) -> Dict:
     """PyCM quality control of a classification raster on the labelled reference pixels.
 
@@ -467,6 +471,10 @@ def validate_classification(classification: PathLike, reference: PathLike, out_d
     confidence : path-like, optional
         The classification's confidence raster: adds ``confidence_bins``
         (:func:`confidence_bins`) to the summary and ``reliability.png`` to ``out_dir``.
+    workers : int
+        Worker processes: with more than 1 the rows are counted in blocks
+        (:func:`plan_qc`, :func:`count_block`) and the per-block matrices summed
+        (:func:`fuse_counts`), as iota2 fuses per-tile matrices; the result is the same.
 
     Returns
     -------
@@ -479,7 +487,26 @@ def validate_classification(classification: PathLike, reference: PathLike, out_d
     GridMismatchError, DataError
     """
 
-    counts = confusion_counts(classification, reference, reference_nodata, ignore_crs_name, progress)
+    if workers < 1:
+        raise ParameterError(f"workers must be at least 1, got {workers}")
+    if workers > 1:
+        from .blocks import run_local  # the fan-out runner: only with worker processes
+
+        with tempfile.TemporaryDirectory(prefix="geoml-qc-blocks-") as tmp:
+            task = plan_qc(classification, reference, tmp, workers, reference_nodata, ignore_crs_name)
+            run_local(task, workers, progress, message="compared")
+            counts = fuse_counts(task)
+    else:
+        counts = confusion_counts(classification, reference, reference_nodata, ignore_crs_name, progress)
+    return qc_report(counts, classification, reference, out_dir, reference_nodata, class_names, confidence,
+                     ignore_crs_name)
+
+
+def qc_report(counts: PixelCounts, classification: PathLike, reference: PathLike, out_dir: Optional[PathLike] = None,
+              reference_nodata: Optional[float] = 0, class_names: Optional[Mapping[int, str]] = None,
+              confidence: Optional[PathLike] = None, ignore_crs_name: bool = False) -> Dict:
+    """The PyCM summary (and, with ``out_dir``, the reports) of confusion counts, as
+    :func:`validate_classification` writes them (with ``confidence``: its reliability bins too)."""
     names = dict(class_names) if class_names else class_names_from_raster(classification)
     cm, classes = build_confusion_matrix(counts.pairs, names)
     summary = qc_summary(cm, classes, {"labelled": counts.labelled, "unclassified": counts.unclassified,
@@ -494,6 +521,86 @@ def validate_classification(classification: PathLike, reference: PathLike, out_d
             plot_reliability(summary["confidence_bins"], Path(out_dir) / "reliability.png")
         write_reports(cm, classes, summary, out_dir, title="Confusion matrix (pixels)")
     return summary
+
+
+QC_ALIGN = 64  # rows: block boundaries of a QC fan-out (counting is additive: any split is exact)
+
+
+def plan_qc(classification: PathLike, reference: PathLike, block_dir: PathLike, blocks: int,
+            reference_nodata: Optional[float] = 0, ignore_crs_name: bool = False) -> Path:
+    """Check a QC and write its block task (:func:`geoml_hub.blocks.write_task`): at most
+    ``blocks`` row-blocks, each counted by :func:`count_block`.
+
+    Returns
+    -------
+    Path
+        The task file ``block_dir/task.json``.
+
+    Raises
+    ------
+    GridMismatchError, DataError
+        As :func:`confusion_counts`, before anything is written.
+    """
+    from .blocks import BlockPlan, write_task  # geoml_hub.blocks imports this module by name
+
+    with gdal_env(), _open(classification) as cls_src, _open(reference) as ref_src:
+        for src, what in ((cls_src, f"classification {classification}"), (ref_src, f"reference {reference}")):
+            if src.count != 1:
+                raise DataError(f"{what}: has {src.count} bands; a single-band raster of class codes is expected")
+        check_same_grid(cls_src, ref_src, f"classification {classification}", f"reference {reference}", ignore_crs_name)
+        plan = BlockPlan.split(ref_src.height, ref_src.width, QC_ALIGN, blocks)
+    args = {"classification": str(Path(classification).resolve()), "reference": str(Path(reference).resolve()),
+            "reference_nodata": reference_nodata, "ignore_crs_name": bool(ignore_crs_name)}
+    return write_task(block_dir, "qc", plan, args)
+
+
+def count_block(args: Dict, plan, index: int, out_dir: PathLike,
+                progress: Optional[ProgressCallback] = None) -> Dict:
+    """Confusion counts of block ``index`` of a QC plan (:func:`plan_qc`).
+
+    Returns
+    -------
+    dict
+        ``rows`` ``[start, stop]``, ``pairs`` (``[reference, predicted, pixels]`` triples),
+        ``unclassified`` and ``labelled`` (pixels); :func:`fuse_counts` sums them.
+    """
+    start, stop = plan.block(index)
+    counts = confusion_counts(args["classification"], args["reference"], args["reference_nodata"],
+                              args["ignore_crs_name"], progress, rows=(start, stop))
+    return {"rows": [start, stop], "pairs": [[_plain(r), _plain(p), int(n)] for (r, p), n in counts.pairs.items()],
+            "unclassified": int(counts.unclassified), "labelled": int(counts.labelled)}
+
+
+def _plain(v):
+    """A class code as JSON keeps it (int, float or str)."""
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    return v
+
+
+def fuse_counts(task: PathLike) -> PixelCounts:
+    """Sum the per-block confusion counts of a QC task (the per-block matrices add up to the
+    scene's: each labelled pixel is in exactly one block).
+
+    Raises
+    ------
+    ParameterError
+        If a block has no result.
+    """
+    from .blocks import block_results, read_task  # geoml_hub.blocks imports this module by name
+
+    task = Path(task)
+    _, plan, _ = read_task(task)
+    pairs: Counter = Counter()
+    unclassified = labelled = 0
+    for r in block_results(task.parent, plan.n):
+        for ref, pred, n in r["pairs"]:
+            pairs[(ref, pred)] += n
+        unclassified += r["unclassified"]
+        labelled += r["labelled"]
+    return PixelCounts(pairs, unclassified, labelled)
 
 
 @dataclass(frozen=True)

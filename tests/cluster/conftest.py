@@ -189,7 +189,9 @@ def chart_values(settings: ClusterSettings, data_claim: str) -> Dict[str, Any]:
         "wps": {
             "image": image(defaults["wps"]["image"]["name"]),
             "jobs": {"backend": "kubernetes", "cpuImage": image(jobs["cpuImage"]["name"]),
-                     "cudaImage": image(jobs["cudaImage"]["name"])},
+                     "cudaImage": image(jobs["cudaImage"]["name"]),
+                     # the Chiapas scene (250 x 250) fans out over 2 block pods (issue 14)
+                     "fanOut": {"minPixels": 50_000, "parallelism": 2}},
             "outputs": {"accessModes": ["ReadWriteMany"], "storageClassName": settings.rwx_storage_class},
         },
         "singleuser": {"image": image(defaults["singleuser"]["image"]["name"]), "profileList": profiles,
@@ -250,6 +252,13 @@ class Cluster:
         if proc.returncode != 0:
             pytest.fail(f"helm uninstall failed:\n{proc.stdout}\n{proc.stderr}\n{self.report()}")
         self.installed = False
+
+    def version(self) -> Tuple[int, int]:
+        """``(major, minor)`` of the API server (``/version``)."""
+        from kubernetes import client
+
+        info = client.VersionApi().get_code()
+        return int("".join(c for c in info.major if c.isdigit())), int("".join(c for c in info.minor if c.isdigit()))
 
     def pods(self, selector: str) -> List[Any]:
         """Pods of the namespace matching the label ``selector``."""

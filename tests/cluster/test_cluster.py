@@ -26,6 +26,7 @@ import math
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Dict, List
 
@@ -432,6 +433,94 @@ def test_a_job_deleted_outside_the_wps_fails_the_job_with_its_reason(cluster, al
     record = cluster.wait(lambda: (r := job.info())["status"] != "running" and r, 120,
                           f"WPS job {job.job_id} ended after its Job was deleted")
     assert record["status"] == "failed" and "no longer exists" in record["message"], record
+
+
+FAN_OUT_LABEL = "geoml-hub/fan-out-of"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data
+
+
+def test_a_large_classification_fans_out_over_block_pods_and_matches_one_process(cluster, alice_wps, tmp_path):
+    """Issue 14: with ``wps.jobs.fanOut`` parallelism 2 and a size the Chiapas scene passes, a
+    classify_scene job runs its 2 row-blocks in 2 pods (Kubernetes 1.20 has no Indexed Jobs: one
+    Job per block with ``JOB_COMPLETION_INDEX`` in its environment), the WPS assembles a
+    Cloud-Optimized GeoTIFF, and it equals a single-process classification of the same model here,
+    pixel for pixel; the QC of it fans out too and its fused matrix equals the single-process QC."""
+    from geoml_hub.classification import classify_scene
+    from geoml_hub.validation import validate_classification
+    import rasterio
+
+    fan = cluster.values["wps"]["jobs"]["fanOut"]
+    assert fan["parallelism"] == 2 and 0 < fan["minPixels"] <= 250 * 250
+    version = cluster.version()
+    ext = alice_wps.extract_samples(scene=SCENE, reference=LABELS, class_names=CLASS_NAMES)
+    trained = alice_wps.train_model(samples=ext.dataset("samples"), epochs=2, device="cpu")
+    job = alice_wps.classify_scene(model=trained.dataset("model"), scene=SCENE, tile_size=64, device="cpu", wait=False)
+
+    jobs, pods, steps = {}, {}, set()
+
+    def finished():
+        for j in cluster.batch.list_namespaced_job(cluster.namespace,
+                                                   label_selector=f"{FAN_OUT_LABEL}={job.job_id}").items:
+            env = {e.name: e.value for e in j.spec.template.spec.containers[0].env}
+            jobs[j.metadata.name] = env.get("JOB_COMPLETION_INDEX")
+        for p in cluster.pods(f"{FAN_OUT_LABEL}={job.job_id}"):
+            pods[p.metadata.name] = p.status.phase
+        record = job.info()
+        steps.add(record["percent"])
+        if record["status"] in ("failed", "dismissed"):
+            pytest.fail(f"WPS job {job.job_id} {record['status']}: {record.get('message')}\n{cluster.report()}")
+        return record["status"] == "succeeded" and record
+
+    t0 = time.monotonic()
+    cluster.wait(finished, TRAIN_TIMEOUT, f"fan-out WPS job {job.job_id} succeeded", interval=0.5)
+    STATE["fan-out-seconds"] = time.monotonic() - t0
+    base = f"geoml-wps-{job.job_id}"
+    if version < (1, 22):  # the fallback: one Job per block, its index in the environment
+        assert jobs == {f"{base}-b0": "0", f"{base}-b1": "1"}, (jobs, pods)
+    else:
+        assert list(jobs) == [f"{base}-blocks"], jobs
+    assert len(pods) >= 2, pods
+    assert kubernetes_job(cluster, job.job_id) is None  # the coordinating worker ran in the WPS pod
+    cluster.wait(lambda: not cluster.batch.list_namespaced_job(
+        cluster.namespace, label_selector=f"{FAN_OUT_LABEL}={job.job_id}").items, 60, "the block Jobs removed")
+    assert any(p is not None and 0 < p < 100 for p in steps), steps
+
+    result = job.result()
+    assembled = result.path("classification")
+    model = trained.path("model")
+    ref = classify_scene(model, SHARED_DATA / SCENE.removeprefix("data/"), tmp_path / "ref.tif", tile_size=64,
+                         device="cpu")
+    with rasterio.open(assembled) as a, rasterio.open(ref.path) as b:
+        cls, single = a.read(1), b.read(1)
+        assert a.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert a.colormap(1) == b.colormap(1) and a.tags()["CLASS_NAMES"] == b.tags()["CLASS_NAMES"]
+        assert a.nodata == 255 and a.transform == b.transform and a.crs == b.crs
+    assert np.array_equal(cls, single), f"{int((cls != single).sum())} of {cls.size} pixels differ"
+    assert len(np.unique(cls)) >= 2
+    STATE["fan-out-identical"] = True
+
+    # QC of the assembled classification: per-block confusion counts in 2 pods, fused in the WPS
+    qc_job = alice_wps.validate_classification(classification=result.dataset("classification"), reference=LABELS,
+                                               wait=False)
+    qc_jobs = set()
+
+    def qc_done():
+        qc_jobs.update(j.metadata.name for j in cluster.batch.list_namespaced_job(
+            cluster.namespace, label_selector=f"{FAN_OUT_LABEL}={qc_job.job_id}").items)
+        record = qc_job.info()
+        if record["status"] in ("failed", "dismissed"):
+            pytest.fail(f"QC job {qc_job.job_id} {record['status']}: {record.get('message')}")
+        return record["status"] == "succeeded"
+
+    t0 = time.monotonic()
+    cluster.wait(qc_done, TRAIN_TIMEOUT, f"fan-out QC job {qc_job.job_id} succeeded", interval=0.5)
+    # the figures of docs/benchmarks.md, section 11 (shown with pytest -rP)
+    print(f"fan-out on Kubernetes {version[0]}.{version[1]}: classify_scene 250x250 in 2 blocks "
+          f"{STATE['fan-out-seconds']:.1f} s (submission to succeeded), QC in 2 blocks {time.monotonic() - t0:.1f} s")
+    assert len(qc_jobs) == (2 if version < (1, 22) else 1), qc_jobs
+    fused = qc_job.result()
+    one = validate_classification(ref.path, SHARED_DATA / LABELS.removeprefix("data/"))
+    assert fused.overall_accuracy == one["overall_accuracy"] and fused.kappa == one["kappa"] and fused.n == one["n"]
 
 
 # -- e. other users -------------------------------------------------------------------------------------

@@ -118,6 +118,18 @@ class Settings:
     kubernetes_max_jobs : int
         Kubernetes Jobs of this server at the same time (queued jobs wait for a slot; they do
         not count against ``parallelprocesses``).
+    fan_out_min_pixels : int
+        With ``backend = kubernetes``: a ``classify_scene`` or ``validate_classification`` job
+        whose raster (the scene; the classification) has at least this many pixels fans out: its
+        worker runs in this server and its blocks (:mod:`geoml_hub.blocks`) run as one Indexed
+        Kubernetes Job (one Job per block on Kubernetes before 1.22), in the CPU or CUDA image of
+        its ``device`` input; the block results are assembled here. 0 (default): never.
+    fan_out_parallelism : int
+        Block pods of one fan-out running at once; also the most worker processes a job's
+        ``workers`` input gets on this server (default 2).
+    fan_out_blocks : int
+        Blocks a fanned-out raster is cut into (0, default: ``fan_out_parallelism``); a failed
+        block is retried ``job_retries`` times on its own.
     pywps : dict
         Extra PyWPS configuration sections, ``{section: {option: value}}``.
 
@@ -150,6 +162,9 @@ class Settings:
     kubernetes_job_spec: Optional[Path] = None
     kubernetes_config: str = ""
     kubernetes_max_jobs: int = 10
+    fan_out_min_pixels: int = 0
+    fan_out_parallelism: int = 2
+    fan_out_blocks: int = 0
     pywps: Dict[str, Dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -202,6 +217,10 @@ class Settings:
         # which processes may run as Kubernetes Jobs is the registry's to say: build_service checks it
         if self.kubernetes_max_jobs < 1:
             raise ParameterError(f"kubernetes_max_jobs must be at least 1, got {self.kubernetes_max_jobs}")
+        if self.fan_out_min_pixels < 0 or self.fan_out_blocks < 0:
+            raise ParameterError("fan_out_min_pixels and fan_out_blocks must be 0 or more")
+        if self.fan_out_parallelism < 1:
+            raise ParameterError(f"fan_out_parallelism must be at least 1, got {self.fan_out_parallelism}")
         if self.kubernetes_job_spec:
             self.kubernetes_job_spec = Path(self.kubernetes_job_spec).expanduser().resolve()
         if self.backend == "kubernetes" and not self.kubernetes_job_spec:
@@ -210,6 +229,16 @@ class Settings:
     def runs_on_kubernetes(self, identifier: str) -> bool:
         """Whether jobs of process ``identifier`` run as Kubernetes Jobs."""
         return self.backend == "kubernetes" and identifier in self.kubernetes_processes
+
+    def fans_out(self, pixels: int) -> bool:
+        """Whether a fan-out-capable job whose raster has ``pixels`` pixels runs its blocks as
+        Kubernetes Jobs (see ``fan_out_min_pixels``)."""
+        return self.backend == "kubernetes" and 0 < self.fan_out_min_pixels <= pixels
+
+    @property
+    def fan_out_block_count(self) -> int:
+        """Blocks of a fanned-out raster (``fan_out_blocks``, else ``fan_out_parallelism``)."""
+        return self.fan_out_blocks or self.fan_out_parallelism
 
     def path_aliases(self) -> Dict[str, str]:
         """``{path as given: real path}`` for the state directory, data roots and shared results
@@ -424,7 +453,8 @@ def load_settings(config: Optional[os.PathLike] = None, **overrides) -> Settings
         values["state_dir"] = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "geoml-hub" / "wps"
     casts = {"parallelprocesses": int, "maxprocesses": int, "max_download_mb": float, "retention_hours": float,
              "kubernetes_max_jobs": int, "max_job_output_mb": float, "user_quota_mb": float,
-             "max_input_pixels": lambda v: int(float(v)), "job_retries": int}
+             "max_input_pixels": lambda v: int(float(v)), "job_retries": int,
+             "fan_out_min_pixels": lambda v: int(float(v)), "fan_out_parallelism": int, "fan_out_blocks": int}
     for key, cast in casts.items():
         if key in values:
             try:

@@ -47,7 +47,9 @@ from pywps.response.status import WPS_STATUS
 
 from ...processes import load as load_processes
 from ...web.proctree import stop_group
+from ...web.auth import STANDALONE_OWNER
 from ..ogc import inputs as ds
+from ..ogc.operations import raster_pixels
 from ..ogc.process import AtomicExecuteResponse, restore_request
 from ..ogc.service import build_service_light, process_copy
 from ..settings import load_settings_json
@@ -130,6 +132,11 @@ def cancel_job(settings, service, store: JobStore, uuid: str, by: str) -> Tuple[
             LOGGER.error("job %s: could not delete its Kubernetes Job: %s", uuid, exc)
     elif job.state == RUNNING:
         stop_worker(fresh.pid, fresh.pid_start)
+        if settings.backend == "kubernetes" and settings.fan_out_min_pixels:
+            try:  # the blocks of a fan-out whose worker (here) was stopped
+                backend_for(settings).delete_fan_out(uuid, "Foreground")
+            except Exception as exc:  # the dispatcher removes them at its next look
+                LOGGER.error("job %s: could not delete its fan-out Jobs: %s", uuid, exc)
     write_final_status(settings, service, store.get(uuid), message)
     remove_partial_outputs(settings, uuid)
     LOGGER.info("job %s (%s) %s", uuid, job.identifier, message)
@@ -333,6 +340,8 @@ class Dispatcher(threading.Thread):
             return
         for job in self.store.list(states=[QUEUED], oldest_first=True, limit=200):
             where = "kubernetes" if self.settings.runs_on_kubernetes(job.identifier) else "local"
+            if where == "kubernetes" and self.fans_out(job):
+                where = "local"  # its worker runs here and runs the blocks as Kubernetes Jobs
             if free[where] <= 0:
                 continue
             if self.store.claim(job.uuid):
@@ -343,6 +352,25 @@ class Dispatcher(threading.Thread):
                     self.spawn(job)
             if free["local"] <= 0 and free["kubernetes"] <= 0:
                 break
+
+    def fans_out(self, job: Job) -> bool:
+        """Whether ``job`` fans out over Kubernetes Jobs: its process names a fan-out raster input
+        (``GeomlProcess.fan_out``) and the raster has at least ``fan_out_min_pixels`` pixels
+        (read from its header; a raster that cannot be resolved or read does not fan out, and the
+        job reports the problem itself)."""
+        process = getattr(self.service, "processes", {}).get(job.identifier)
+        name = getattr(process, "fan_out", None)
+        if not name or self.settings.backend != "kubernetes" or not self.settings.fan_out_min_pixels:
+            return False
+        try:
+            inputs = restore_request(job).inputs.get(name) or []
+            admin = job.owner == STANDALONE_OWNER and self.settings.auth == "none"
+            path = ds.resolve(inputs[0].data, self.settings, ds.Access(job.owner, admin), kind="file",
+                              job_store=self.store)
+            return self.settings.fans_out(raster_pixels(path))
+        except Exception as exc:  # the job runs as usual and says what is wrong with its input
+            LOGGER.info("job %s: no fan-out (%s)", job.uuid, exc)
+            return False
 
     # -- Kubernetes Jobs ------------------------------------------------------------------------
     @property
@@ -387,6 +415,8 @@ class Dispatcher(threading.Thread):
                 reason = "the Kubernetes Job completed without a final status"
             self._fail(fresh, f"failed: {reason}")
         self.remove_finished_cluster_jobs()
+        if self.settings.fan_out_min_pixels:
+            self.remove_finished_fan_outs()
 
     def remove_finished_cluster_jobs(self) -> None:
         """Delete the Kubernetes Jobs of WPS jobs that have ended (after keeping the pod log), so
@@ -407,6 +437,24 @@ class Dispatcher(threading.Thread):
                                 job.state if job is not None else "unknown to this WPS")
             except Exception as exc:
                 LOGGER.warning("job %s: cannot remove its Kubernetes Job: %s", uuid, exc)
+
+    def remove_finished_fan_outs(self) -> None:
+        """Delete the fan-out Jobs of WPS jobs that have ended (their worker deletes them when it can;
+        a killed worker or a cancel leaves them to this)."""
+        try:
+            job_ids = self.cluster.fan_out_job_ids()
+        except Exception as exc:  # API unreachable: try again at the next look
+            LOGGER.warning("cannot list the fan-out Jobs: %s", exc)
+            return
+        for uuid in job_ids:
+            job = self.store.get(uuid)
+            if job is not None and job.state in (QUEUED, RUNNING):
+                continue
+            try:
+                n = self.cluster.delete_fan_out(uuid, "Background")
+                LOGGER.info("job %s: %d fan-out Job(s) removed", uuid, n)
+            except Exception as exc:
+                LOGGER.warning("job %s: cannot remove its fan-out Jobs: %s", uuid, exc)
 
     def keep_pod_log(self, uuid: str) -> None:
         """Append the worker pod's log to ``logs/<job id>.log`` (once; pods go with the Job's TTL)."""

@@ -25,14 +25,18 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ... import placement
-from ...errors import ParameterError
+from ...blocks import block_name, block_progress
+from ...errors import GeomlError, ParameterError
+from ...progress import ProgressCallback, report
 
 #: Devices a job may ask for; ``auto`` means ``JobSpec.default_device``.
 DEVICES = ("cpu", "cuda", "auto")
@@ -52,6 +56,8 @@ CONTAINER = "worker"
 #: (otherwise it would only end at ``activeDeadlineSeconds``).
 IMAGE_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 CONFIG_REASONS = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+
+LOGGER = logging.getLogger("geoml_hub.wps")
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -184,24 +190,24 @@ def job_labels(spec: JobSpec, job_id: str, identifier: str, device: str) -> Dict
     return labels
 
 
-def job_manifest(spec: JobSpec, job_id: str, identifier: str, device: Optional[str], settings_path: str) -> Dict[str, Any]:
-    """The ``batch/v1`` Job that runs WPS job ``job_id`` (process ``identifier``).
+def pod_template(spec: JobSpec, labels: Dict[str, str], dev: str, command: List[str],
+                 extra_env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """The pod template of every Job the WPS creates (a WPS job's, or a fan-out block's): the
+    worker image of ``dev``, its placement and resources, the volumes and mounts of the WPS,
+    the non-root security context, no ServiceAccount token.
 
     Parameters
     ----------
     spec : JobSpec
-    job_id : str
-        The WPS job's id (its uuid); the Job is named ``spec.name_prefix + job_id``.
-    identifier : str
-        The WPS process (``train_model``, ``classify_scene``), for labels.
-    device : str
-        ``cpu``, ``cuda`` or ``auto``.
-    settings_path : str
-        The settings JSON of the server as the pod sees it (on the mounted outputs volume).
+    labels : dict
+        Labels of the pods.
+    dev : {'cpu', 'cuda'}
+        The resolved device (:meth:`JobSpec.resolve_device`).
+    command : list of str
+        The container's command.
+    extra_env : dict, optional
+        More environment (after the spec's), e.g. ``JOB_COMPLETION_INDEX`` of a block Job.
     """
-    dev = spec.resolve_device(device)
-    name = spec.job_name(job_id)
-    labels = job_labels(spec, job_id, identifier, dev)
     res = copy.deepcopy(spec.resources.get(dev) or {})
     res.setdefault("requests", {})
     res.setdefault("limits", {})
@@ -228,13 +234,14 @@ def job_manifest(spec: JobSpec, job_id: str, identifier: str, device: Optional[s
                 "nodeSelectorTerms": copy.deepcopy(spec.cpu_node_affinity)}}}
         image = spec.cpu_image
     env.update({k: str(v) for k, v in spec.env.items()})
+    env.update({k: str(v) for k, v in (extra_env or {}).items()})
     res = {k: v for k, v in res.items() if v}
 
     container = {
         "name": CONTAINER,
         "image": image,
         "imagePullPolicy": spec.image_pull_policy,
-        "command": ["python", "-m", "geoml_hub.wps.jobs.worker", str(settings_path), job_id],
+        "command": [str(c) for c in command],
         "env": [{"name": k, "value": v} for k, v in env.items()] + copy.deepcopy(spec.env_from),
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -268,22 +275,109 @@ def job_manifest(spec: JobSpec, job_id: str, identifier: str, device: Optional[s
     if spec.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in spec.image_pull_secrets]
     pod_spec.update(pod)
+    return {"metadata": {"labels": dict(labels)}, "spec": pod_spec}
 
-    job_spec: Dict[str, Any] = {
-        "backoffLimit": spec.backoff_limit,
-        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
-    }
+
+def _job(spec: JobSpec, name: str, labels: Dict[str, str], annotations: Dict[str, str], template: Dict[str, Any],
+         backoff_limit: Optional[int], **extra) -> Dict[str, Any]:
+    job_spec: Dict[str, Any] = {}
+    if backoff_limit is not None:
+        job_spec["backoffLimit"] = backoff_limit
+    job_spec.update(extra)
+    job_spec["template"] = template
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     if spec.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name, "namespace": spec.namespace, "labels": labels,
-                     "annotations": {"geoml-hub/job-id": job_id, "geoml-hub/process": identifier}},
-        "spec": job_spec,
-    }
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": spec.namespace, "labels": labels, "annotations": annotations},
+            "spec": job_spec}
+
+
+def job_manifest(spec: JobSpec, job_id: str, identifier: str, device: Optional[str], settings_path: str) -> Dict[str, Any]:
+    """The ``batch/v1`` Job that runs WPS job ``job_id`` (process ``identifier``).
+
+    Parameters
+    ----------
+    spec : JobSpec
+    job_id : str
+        The WPS job's id (its uuid); the Job is named ``spec.name_prefix + job_id``.
+    identifier : str
+        The WPS process (``train_model``, ``classify_scene``), for labels.
+    device : str
+        ``cpu``, ``cuda`` or ``auto``.
+    settings_path : str
+        The settings JSON of the server as the pod sees it (on the mounted outputs volume).
+    """
+    dev = spec.resolve_device(device)
+    name = spec.job_name(job_id)
+    labels = job_labels(spec, job_id, identifier, dev)
+    template = pod_template(spec, labels, dev,
+                            ["python", "-m", "geoml_hub.wps.jobs.worker", str(settings_path), job_id])
+    return _job(spec, name, labels, {"geoml-hub/job-id": job_id, "geoml-hub/process": identifier}, template,
+                spec.backoff_limit)
+
+
+# -- fan-out Jobs --------------------------------------------------------------------------------
+#: Label of the Jobs and pods of a WPS job's fan-out (value: the WPS job id); they do not carry
+#: ``geoml-hub/job-id``, which names the one Job that runs a whole WPS job.
+LABEL_FAN_OUT = "geoml-hub/fan-out-of"
+LABEL_BLOCK = "geoml-hub/block-index"
+#: First Kubernetes version with Indexed Jobs on by default (beta; GA in 1.24).
+INDEXED_SINCE = (1, 22)
+#: First version with ``backoffLimitPerIndex`` on by default (beta; GA in 1.33).
+PER_INDEX_SINCE = (1, 29)
+
+
+def fan_out_manifests(spec: JobSpec, job_id: str, identifier: str, device: Optional[str], task_path: str,
+                      blocks: int, parallelism: int, retries: int,
+                      version: Optional[Tuple[int, int]]) -> List[Dict[str, Any]]:
+    """The Job(s) that run the blocks of a fan-out (``python -m geoml_hub.blocks TASK``).
+
+    * Kubernetes 1.22 or newer (``version``): one **Indexed Job**, ``completionMode: Indexed``,
+      ``completions = blocks``, ``parallelism``; each pod's ``JOB_COMPLETION_INDEX`` (set by
+      Kubernetes) is its block. A failed block is retried ``retries`` times on its own with
+      ``backoffLimitPerIndex`` from 1.29 on; before that ``backoffLimit = retries × blocks``
+      counts the failures of all blocks together.
+    * Older servers, or an unknown version: **one Job per block**, named ``...-b<index>``, with
+      ``JOB_COMPLETION_INDEX`` set in its pod's environment and ``backoffLimit = retries`` (so a
+      block's retries are its own, as with ``backoffLimitPerIndex``). The caller creates them,
+      at most ``parallelism`` running at once (:class:`ClusterBlockRunner`). Kubernetes 1.20
+      drops ``completionMode`` silently (a plain Job of ``blocks`` completions whose pods all
+      would run the same block), so the version decides, not the API's answer.
+
+    Returns
+    -------
+    list of dict
+        One manifest (Indexed) or ``blocks`` manifests (index order).
+    """
+    dev = spec.resolve_device(device)
+    base = spec.job_name(job_id)
+    if len(f"{base}-b{int(blocks) - 1}") > 63 or len(f"{base}-blocks") > 63:
+        raise ValueError(f"job id {job_id!r} with name prefix {spec.name_prefix!r} is too long for block Job names")
+    labels = job_labels(spec, job_id, identifier, dev)
+    labels.pop(LABEL_JOB_ID)
+    labels["app.kubernetes.io/component"] = COMPONENT + "-block"
+    labels[LABEL_FAN_OUT] = _label_value(job_id)
+    annotations = {"geoml-hub/job-id": job_id, "geoml-hub/process": identifier, "geoml-hub/task": str(task_path)}
+    command = ["python", "-m", "geoml_hub.blocks", str(task_path)]
+    if version is not None and tuple(version) >= INDEXED_SINCE:
+        template = pod_template(spec, labels, dev, command)
+        extra: Dict[str, Any] = {"completionMode": "Indexed", "completions": int(blocks),
+                                 "parallelism": int(min(parallelism, blocks))}
+        if tuple(version) >= PER_INDEX_SINCE:
+            extra["backoffLimitPerIndex"] = int(retries)
+            backoff = None  # defaults to "no limit": the per-index limit decides
+        else:
+            backoff = int(retries) * int(blocks)
+        return [_job(spec, f"{base}-blocks", labels, annotations, template, backoff, **extra)]
+    out = []
+    for i in range(int(blocks)):
+        block_labels = dict(labels, **{LABEL_BLOCK: str(i)})
+        template = pod_template(spec, block_labels, dev, command, {"JOB_COMPLETION_INDEX": str(i)})
+        out.append(_job(spec, f"{base}-b{i}", block_labels, dict(annotations, **{"geoml-hub/block-index": str(i)}),
+                        template, int(retries)))
+    return out
 
 
 # -- status mapping ------------------------------------------------------------------------------
@@ -441,11 +535,84 @@ class KubernetesJobBackend:
     core_api : kubernetes.client.CoreV1Api
     """
 
-    def __init__(self, spec: JobSpec, settings_path: str, batch_api, core_api):
+    def __init__(self, spec: JobSpec, settings_path: str, batch_api, core_api, version_api=None):
         self.spec = spec
         self.settings_path = str(settings_path)
         self.batch = batch_api
         self.core = core_api
+        self.version_api = version_api
+        self._version: Any = False  # not asked yet
+
+    def server_version(self) -> Optional[Tuple[int, int]]:
+        """``(major, minor)`` of the API server (its ``/version``, asked once), or ``None`` when it
+        cannot be read (then fan-outs use one Job per block, which every version runs)."""
+        if self._version is False:
+            self._version = None
+            if self.version_api is not None:
+                try:
+                    info = self.version_api.get_code()
+                    self._version = (int(re.sub(r"\D", "", str(_get(info, "major")))),
+                                     int(re.sub(r"\D", "", str(_get(info, "minor")))))
+                except Exception as exc:  # no /version (or a proxy in the way): the fallback works everywhere
+                    LOGGER.warning("cannot read the Kubernetes version: %s; fan-outs use one Job per block", exc)
+        return self._version
+
+    def create(self, manifest: Dict[str, Any]) -> None:
+        """Create a Job; one of the same name (a retried creation) is left as it is."""
+        from kubernetes.client.exceptions import ApiException  # only with backend = kubernetes
+
+        try:
+            self.batch.create_namespaced_job(namespace=self.spec.namespace, body=manifest)
+        except ApiException as exc:
+            if exc.status != 409:  # AlreadyExists
+                raise
+
+    def read(self, name: str):
+        """The Job ``name``, or ``None`` when it does not exist."""
+        from kubernetes.client.exceptions import ApiException  # only with backend = kubernetes
+
+        try:
+            return self.batch.read_namespaced_job(name=name, namespace=self.spec.namespace)
+        except ApiException as exc:
+            if not self._not_found(exc):
+                raise
+            return None
+
+    def pods_of(self, selector: Dict[str, str]) -> List[Any]:
+        ret = self.core.list_namespaced_pod(namespace=self.spec.namespace,
+                                            label_selector=",".join(f"{k}={v}" for k, v in selector.items()))
+        return list(ret.items or [])
+
+    def fan_out_job_ids(self) -> List[str]:
+        """The WPS job ids of the fan-out Jobs in the namespace (label ``geoml-hub/fan-out-of``)."""
+        ret = self.batch.list_namespaced_job(namespace=self.spec.namespace, label_selector=LABEL_FAN_OUT)
+        return sorted({j.metadata.labels[LABEL_FAN_OUT] for j in ret.items or []})
+
+    def delete_fan_out(self, job_id: str, propagation: str = "Foreground") -> int:
+        """Delete the fan-out Jobs of WPS job ``job_id`` (and their pods); return how many."""
+        from kubernetes.client import V1DeleteOptions
+        from kubernetes.client.exceptions import ApiException  # only with backend = kubernetes
+
+        ret = self.batch.list_namespaced_job(namespace=self.spec.namespace,
+                                             label_selector=f"{LABEL_FAN_OUT}={_label_value(job_id)}")
+        n = 0
+        for j in ret.items or []:
+            try:
+                self.batch.delete_namespaced_job(name=j.metadata.name, namespace=self.spec.namespace,
+                                                 body=V1DeleteOptions(propagation_policy=propagation))
+                n += 1
+            except ApiException as exc:
+                if not self._not_found(exc):
+                    raise
+        return n
+
+    def pod_log(self, pod, tail_lines: int = 20) -> str:
+        """The last lines of a pod's worker log ("" when it cannot be read)."""
+        try:
+            return self.core.read_namespaced_pod_log(name=_get(pod, "metadata", "name"), namespace=self.spec.namespace,
+                                                     container=CONTAINER, tail_lines=tail_lines) or ""
+        except Exception:  # the pod is gone or never started: the reason says why
+            return ""
 
     @staticmethod
     def _not_found(exc) -> bool:
@@ -527,6 +694,167 @@ class KubernetesJobBackend:
         return ""
 
 
+# -- the fan-out of one WPS job --------------------------------------------------------------------
+class FanOutError(GeomlError):
+    """A block of a fan-out failed (the message names the block and the pod's reason)."""
+
+
+class ClusterBlockRunner:
+    """Runs the blocks of a WPS job's fan-out (:mod:`geoml_hub.blocks`) as Kubernetes Jobs and waits
+    for them, from the WPS job's worker in the WPS pod (which may use the API; the block pods may not).
+
+    The Job(s) come from :func:`fan_out_manifests`: one Indexed Job on Kubernetes 1.22 or newer,
+    else one Job per block, at most ``parallelism`` of them running at once. While they run, the
+    WPS job's progress is the sum of the blocks' progress (their ``.progress`` files on the
+    shared volume) over the number of blocks. A block that fails after its retries fails the
+    WPS job with the block's reason (the pod's termination message, OOMKilled, an image pull
+    failure, the deadline); the fan-out's Jobs are deleted then, and after success.
+
+    Parameters
+    ----------
+    backend : KubernetesJobBackend
+    job_id, identifier : str
+        The WPS job and its process.
+    device : str
+        ``cpu``, ``cuda`` or ``auto``.
+    blocks, parallelism : int
+        Blocks of a scene, and pods at once.
+    retries : int
+        Retries of a failed block.
+    min_pixels : int
+        Scenes with at least this many pixels fan out (:meth:`wants`); 0: never.
+    poll : float
+        Seconds between looks at the Jobs.
+    """
+
+    def __init__(self, backend: KubernetesJobBackend, job_id: str, identifier: str, device: Optional[str],
+                 blocks: int, parallelism: int, retries: int, min_pixels: int, poll: float = 2.0):
+        self.backend = backend
+        self.job_id = job_id
+        self.identifier = identifier
+        self.device = device
+        self.blocks = max(1, int(blocks))
+        self.parallelism = max(1, int(parallelism))
+        self.retries = max(0, int(retries))
+        self.min_pixels = int(min_pixels)
+        self.poll = poll
+        self.created: List[str] = []
+
+    def wants(self, pixels: int) -> bool:
+        """Whether a raster of ``pixels`` pixels fans out."""
+        return self.min_pixels > 0 and pixels >= self.min_pixels
+
+    def run(self, task_path, progress: Optional[ProgressCallback] = None) -> None:
+        """Run every block of ``task_path`` (:func:`geoml_hub.blocks.write_task`) and wait.
+
+        Raises
+        ------
+        FanOutError
+            When a block failed (after its retries) or a Job was deleted.
+        """
+        from ...blocks import read_task  # the task's plan: how many blocks to run
+
+        _, plan, _ = read_task(task_path)
+        n = plan.n
+        manifests = fan_out_manifests(self.backend.spec, self.job_id, self.identifier, self.device, str(task_path),
+                                      n, self.parallelism, self.retries, self.backend.server_version())
+        indexed = manifests[0]["spec"].get("completionMode") == "Indexed"
+        self._clear_earlier_attempt()
+        LOGGER.info("job %s: %d blocks as %s", self.job_id, n,
+                    f"Indexed Job {manifests[0]['metadata']['name']}" if indexed else f"{n} Jobs, {self.parallelism} at once")
+        ok = False
+        try:
+            if indexed:
+                self._run_indexed(manifests[0], task_path, n, progress)
+            else:
+                self._run_per_block(manifests, task_path, n, progress)
+            ok = True
+        finally:
+            try:
+                self.backend.delete_fan_out(self.job_id, "Background" if ok else "Foreground")
+            except Exception as exc:  # the dispatcher removes them later (remove_finished_cluster_jobs)
+                LOGGER.warning("job %s: cannot delete its fan-out Jobs: %s", self.job_id, exc)
+
+    def _clear_earlier_attempt(self, timeout: float = 120.0) -> None:
+        """Delete fan-out Jobs left by an earlier attempt of this job (its worker was killed, e.g. the
+        WPS pod restarted) and wait until they are gone: the new Jobs have the same names."""
+        if not self.backend.delete_fan_out(self.job_id, "Foreground"):
+            return
+        deadline = time.monotonic() + timeout
+        selector = {LABEL_FAN_OUT: _label_value(self.job_id)}
+        while time.monotonic() < deadline:
+            names = [b for b in self.backend.fan_out_job_ids() if b == _label_value(self.job_id)]
+            if not names and not self.backend.pods_of(selector):
+                return
+            time.sleep(self.poll)
+        raise FanOutError(f"the fan-out Jobs of an earlier attempt of job {self.job_id} were not deleted within "
+                          f"{timeout:g} s")
+
+    def _report(self, task_path, n, progress, running: int) -> None:
+        folder = Path(task_path).parent
+        done = sum(1 for i in range(n) if (folder / block_name(i, ".json")).exists())
+        report(progress, block_progress(folder, n), f"blocks on Kubernetes: {done}/{n} done, {running} running")
+
+    def _failed(self, what: str, reason: str, pods: List[Any]) -> FanOutError:
+        for pod in _sorted_pods(pods):
+            if _get(pod, "status", "phase") == "Failed":
+                tail = self.backend.pod_log(pod)
+                if tail:
+                    LOGGER.error("job %s: log of the failed pod %s:\n%s", self.job_id, _get(pod, "metadata", "name"), tail)
+                break
+        return FanOutError(f"{what} failed: {reason.removeprefix('failed: ')}")
+
+    def _run_indexed(self, manifest, task_path, n, progress) -> None:
+        name = manifest["metadata"]["name"]
+        self.backend.create(manifest)
+        self.created.append(name)
+        selector = {LABEL_FAN_OUT: _label_value(self.job_id)}
+        while True:
+            job = self.backend.read(name)
+            if job is None:
+                raise FanOutError(f"the Indexed Job {name} no longer exists (deleted outside the WPS)")
+            pods = self.backend.pods_of(selector)
+            state, reason = job_state(job, pods)
+            failed_indexes = _get(job, "status", "failed_indexes")
+            if state == FAILED or failed_indexes:
+                if failed_indexes and state != FAILED:
+                    reason = f"block(s) {failed_indexes} failed after {self.retries} retries"
+                    for p in _sorted_pods(pods):
+                        kind, msg = _pod_problem(p)
+                        if msg:
+                            reason += f"; {msg}"
+                            break
+                raise self._failed(f"the Indexed Job {name}", reason, pods)
+            if state == SUCCEEDED:
+                return
+            running = sum(1 for p in pods if _get(p, "status", "phase") in ("Pending", "Running"))
+            self._report(task_path, n, progress, running)
+            time.sleep(self.poll)
+
+    def _run_per_block(self, manifests, task_path, n, progress) -> None:
+        pending = list(range(n))
+        active: Dict[int, str] = {}
+        while pending or active:
+            while pending and len(active) < self.parallelism:
+                i = pending.pop(0)
+                self.backend.create(manifests[i])
+                active[i] = manifests[i]["metadata"]["name"]
+                self.created.append(active[i])
+            for i, name in list(active.items()):
+                job = self.backend.read(name)
+                if job is None:
+                    raise FanOutError(f"block {i}: its Job {name} no longer exists (deleted outside the WPS)")
+                pods = self.backend.pods_of({LABEL_FAN_OUT: _label_value(self.job_id), LABEL_BLOCK: str(i)})
+                state, reason = job_state(job, pods)
+                if state == FAILED:
+                    raise self._failed(f"block {i} in Job {name}", reason, pods)
+                if state == SUCCEEDED:
+                    del active[i]
+            self._report(task_path, n, progress, len(active))
+            if pending or active:
+                time.sleep(self.poll)
+
+
 # -- configuration -------------------------------------------------------------------------------
 def load_job_spec(path) -> JobSpec:
     """Read a :class:`JobSpec` from the JSON file ``path`` (keys are its field names; the Helm
@@ -585,7 +913,8 @@ def backend_for(settings) -> KubernetesJobBackend:
         where = settings.kubernetes_config or "the in-cluster ServiceAccount / $KUBECONFIG"
         raise ParameterError(f"kubernetes_config: cannot load {where}: {exc}") from None
     api = client.ApiClient(conf)
-    backend = KubernetesJobBackend(spec, str(settings.settings_file), client.BatchV1Api(api), client.CoreV1Api(api))
+    backend = KubernetesJobBackend(spec, str(settings.settings_file), client.BatchV1Api(api), client.CoreV1Api(api),
+                                   client.VersionApi(api))
     _BACKENDS[key] = backend
     return backend
 

@@ -21,9 +21,22 @@ from ..ogc import inputs as ds
 from ..ogc.process import AtomicExecuteResponse, JobContext, JobEnded, restore_request
 from ..ogc.service import build_service_light
 from ..settings import load_settings_json
+from .kubernetes import ClusterBlockRunner, backend_for
 from .store import CLUSTER_HOST, FAILED, RUNNING, store_for
 
 LOGGER = logging.getLogger("geoml_hub.wps")
+
+
+def block_runner(settings, job, process, request):
+    """The Kubernetes block runner of a fan-out-capable job that runs in the WPS (not in a Job's pod)
+    on a server with ``backend = kubernetes`` and ``fan_out_min_pixels`` set; else ``None``."""
+    if (not getattr(process, "fan_out", None) or settings.backend != "kubernetes" or not settings.fan_out_min_pixels
+            or job.host == CLUSTER_HOST):
+        return None
+    device = request.inputs["device"][0].data if request.inputs.get("device") else "auto"
+    return ClusterBlockRunner(backend_for(settings), job.uuid, job.identifier, device,
+                              blocks=settings.fan_out_block_count, parallelism=settings.fan_out_parallelism,
+                              retries=settings.job_retries, min_pixels=settings.fan_out_min_pixels)
 
 
 def run_job(settings_file: str, uuid: str) -> int:
@@ -47,7 +60,8 @@ def run_job(settings_file: str, uuid: str) -> int:
     process.async_ = True
     process.setup_outputs_from_wps_request(request)
     admin = job.owner == STANDALONE_OWNER and settings.auth == "none"
-    process.job = JobContext(uuid, ds.Access(job.owner, admin), settings, store, workdir)
+    process.job = JobContext(uuid, ds.Access(job.owner, admin), settings, store, workdir,
+                             block_runner=block_runner(settings, job, process, request))
     response = AtomicExecuteResponse(request, process=process, uuid=uuid)
     response.store_status_file = True
     started = "started"

@@ -160,6 +160,31 @@ def check_pixels(paths: Iterable, what: str, limit: Optional[int] = None) -> Non
                             f"{limit} pixels (max_input_pixels)")
 
 
+def raster_pixels(path: Path) -> int:
+    """Width x height of a raster (its header only); 0 when it cannot be read (the process says why)."""
+    import rasterio  # as in check_pixels: GDAL stays off the request path until a raster is read
+
+    try:
+        with rasterio.open(path) as src:
+            return int(src.width) * int(src.height)
+    except rasterio.errors.RasterioIOError:
+        return 0
+
+
+def _fan_out_runner(job, path: Path):
+    """The job's Kubernetes block runner when its raster ``path`` is large enough to fan out
+    (``fan_out_min_pixels``), else ``None``."""
+    runner = getattr(job, "block_runner", None)
+    return runner if runner is not None and runner.wants(raster_pixels(path)) else None
+
+
+def _local_workers(job, workers: int) -> int:
+    """A job's ``workers`` input, at most the server's ``fan_out_parallelism``."""
+    settings = getattr(job, "settings", None)
+    cap = getattr(settings, "fan_out_parallelism", workers)
+    return max(1, min(int(workers), int(cap)))
+
+
 def _manifest_files(path: Path) -> List[Path]:
     """The files a manifest lists (relative entries resolved as the core does); rows the core
     would refuse are left to it."""
@@ -397,7 +422,23 @@ def classify_scene(job, model: Path, scene: Sequence[Path], confidence: bool = T
     require_tiff(scene, "scene file")
     out = job.workdir / "classification.tif"
     conf = job.workdir / "confidence.tif" if confidence else None
-    res = classification.classify_scene(model, scene, out, confidence=conf, progress=progress, **params)
+    workers = _local_workers(job, params.pop("workers", 1))
+    runner = _fan_out_runner(job, scene[0])
+    if runner is not None:  # the blocks run as Kubernetes Jobs; this worker assembles them
+        checked = None
+        if params.pop("compatibility_check", True):
+            checked = classification.quick_check(classification.as_model(model, params.get("device", "auto")), scene,
+                                                 params.get("band_map"), scaled(progress, 0.0, 0.05))
+        blocks = job.workdir / "blocks"
+        task = classification.plan_classification(model, scene, blocks, runner.blocks, confidence=conf is not None,
+                                                  **params)
+        runner.run(task, scaled(progress, 0.05, 0.95))
+        res = classification.assemble(task, out, confidence=conf, progress=scaled(progress, 0.95, 1.0))
+        res.compatibility = checked
+        shutil.rmtree(blocks, ignore_errors=True)
+    else:
+        res = classification.classify_scene(model, scene, out, confidence=conf, progress=progress, workers=workers,
+                                            **params)
     result = {"classification": res.path, "confidence": res.confidence, "pixels": int(res.pixels),
               "nodata_pixels": int(res.nodata_pixels), "stride": int(res.stride),
               "class_counts": write_json(job.workdir / "class_counts.json", {k: int(v) for k, v in res.counts.items()}),
@@ -497,8 +538,18 @@ def validate_classification(job, classification: Path, reference: Path, referenc
     if confidence is not None:
         require_tiff([confidence], "confidence raster")
     out = job.workdir / "qc"
-    s = validation.validate_classification(classification, reference, out, reference_nodata,
-                                           ignore_crs_name=ignore_crs_name, confidence=confidence, progress=progress)
+    runner = _fan_out_runner(job, classification)
+    if runner is not None:  # per-block confusion counts as Kubernetes Jobs, fused here
+        blocks = job.workdir / "qc-blocks"
+        task = validation.plan_qc(classification, reference, blocks, runner.blocks, reference_nodata, ignore_crs_name)
+        runner.run(task, scaled(progress, 0.0, 0.9))
+        s = validation.qc_report(validation.fuse_counts(task), classification, reference, out, reference_nodata,
+                                 confidence=confidence, ignore_crs_name=ignore_crs_name)
+        shutil.rmtree(blocks, ignore_errors=True)
+    else:
+        s = validation.validate_classification(classification, reference, out, reference_nodata,
+                                               ignore_crs_name=ignore_crs_name, confidence=confidence,
+                                               progress=progress)
     return {"overall_accuracy": s["overall_accuracy"], "kappa": s["kappa"], "n": s["n"],
             "summary": scrub_server_paths(job, out / "summary.json"), "report": out / "report.html",
             "matrix": out / "report_matrix.csv",

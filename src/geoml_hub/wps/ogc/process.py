@@ -206,6 +206,9 @@ class JobContext:
     settings: Any
     store: Any
     workdir: Path
+    #: Runs the blocks of a fan-out as Kubernetes Jobs (:class:`geoml_hub.wps.jobs.kubernetes.ClusterBlockRunner`),
+    #: set by the worker of a fan-out-capable job on a Kubernetes WPS; ``None``: no fan-out.
+    block_runner: Any = None
 
     @property
     def outputs(self) -> Path:
@@ -271,6 +274,9 @@ class GeomlProcess(Process):
     kubernetes: bool = False
     #: Whether the outputs are a quality-control report (the web map shows them as one).
     qc: bool = False
+    #: The raster input whose size decides a fan-out over Kubernetes Jobs (``fan_out_min_pixels``);
+    #: ``None``: the process does not fan out.
+    fan_out: Optional[str] = None
     #: How the web map fills inputs from earlier jobs: ``{input: ((source, name), ...)}``, a
     #: source being a process (its outputs and the inputs it ran with) or ``"map"`` (the scene
     #: layer turned on last, ``scene``; the training polygons saved last, ``samples``).

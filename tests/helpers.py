@@ -189,3 +189,15 @@ def chiapas_polygons(path, with_codes=True):
                              "geometry": transform_geom(src.crs, "EPSG:4326", geom)})
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return labels, len(features)
+
+
+def run_main(argv, capsys):
+    """Run ``geoml-hub ARGV`` in this process: ``(exit status, stdout, stderr)``."""
+    from geoml_hub.cli import main  # the CLI imports the whole core: only the CLI tests pay for it
+
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse
+        rc = exc.code
+    out, err = capsys.readouterr()
+    return rc, out, err

@@ -9,20 +9,10 @@ import torch
 
 from conftest import CHIAPAS_COUNTS, EUROSAT, LABELS, SCENE_1999
 from geoml_hub import __version__
-from geoml_hub.cli import main
-from helpers import (assert_png, make_unbalanced_tree, read_csv_rows, read_json, read_raster, script,
+from helpers import (assert_png, make_unbalanced_tree, read_csv_rows, read_json, read_raster, run_main, script,
                      write_raster)
 
 CLASS_NAMES_ARG = "1=forest,2=water,3=herbaceous,4=barren,5=urban"
-
-
-def run_main(argv, capsys):
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def assert_one_line_error(rc, err, *fragments):

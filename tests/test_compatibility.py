@@ -12,13 +12,12 @@ import pytest
 import rasterio
 
 from conftest import EUROSAT, LABELS, SCENE_1999, SCENE_2002
-from geoml_hub.cli import main
 from geoml_hub.classification import CONFIDENCE_NODATA, NODATA, classify_scene
 from geoml_hub.compatibility import check_compatibility, model_statistics, quick_check
 from geoml_hub.errors import ModelError, ParameterError
 from geoml_hub.models import load_model
 from geoml_hub.validation import validate_classification
-from helpers import assert_png, read_json, write_raster
+from helpers import assert_png, read_json, run_main, write_raster
 
 #: Sentinel-2 bands B02, B03, B04, B08, B11, B12 (blue, green, red, NIR, SWIR 1, SWIR 2) ...
 EUROSAT_BANDS = (2, 3, 4, 8, 11, 12)
@@ -43,15 +42,6 @@ def eurosat_forest(tmp_path_factory, data_dir):
     assert TrainConfig().model == "forest"
     out = tmp_path_factory.mktemp("eurosat6f") / "eurosat6f.pt"
     return train_model(EUROSAT, out, n_estimators=20, bands=EUROSAT_BANDS, seed=0)
-
-
-def run_main(argv, capsys):
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def test_the_training_statistics_are_stored_in_the_model(pixel_model, eurosat_model):

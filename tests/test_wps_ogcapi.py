@@ -234,6 +234,10 @@ def test_errors_are_problem_details(client, session):
 
 @pytest.fixture(scope="module")
 def chain(client, session):
+    return run_chain(client, session)
+
+
+def run_chain(client: Processes, session: Session) -> dict:
     """The Chiapas chain through OGC API - Processes: extract -> balance -> train (1 epoch) ->
     check compatibility -> classify both dates -> evaluate, validate (synchronously) and compare; the outputs of one job
     are given to the next as links (``{"href": <output URL>}``)."""
@@ -387,10 +391,11 @@ def test_dismiss_a_finished_job_removes_its_outputs(session, server, chain):
 # == under geoml-hub up: authentication and two users ==========================================================
 
 @pytest.mark.slow
-def test_under_the_hub_users_see_only_their_own_jobs(shared_base):
+def test_under_the_hub_users_see_only_their_own_jobs_and_run_every_process(shared_base):
     """Under ``geoml-hub up``: a JupyterHub token authenticates OWSLib; bob cannot see, read or
     dismiss alice's job (404, as for an unknown one); no identity: 401; alice's login cookie alone
-    cannot execute or dismiss from another site (403)."""
+    cannot execute or dismiss from another site (403); and the whole chain of every process runs
+    end to end as alice through the hub."""
     state = shared_base / "ogcapi-hub"
     port = free_port()
     res = up(state, port, shared_base / "ogcapi-hub-shared")
@@ -435,5 +440,13 @@ def test_under_the_hub_users_see_only_their_own_jobs(shared_base):
         assert [j["jobID"] for j in as_alice.get("/jobs").json()["jobs"]] == [job]
         assert as_alice.delete(f"/jobs/{job}").status_code == 200
         assert as_alice.status(job)["status"] == "dismissed"
+        # every process, end to end, as alice through the hub; bob still sees none of it
+        chain = run_chain(alice, as_alice)
+        assert chain["compatibility"]["compatible"] == "compatible"
+        assert chain["compare"]["overall_accuracy_a"] == pytest.approx(chain["validate"]["overall_accuracy"])
+        done = [j for j in as_alice.get("/jobs", params={"limit": 50}).json()["jobs"] if j["status"] == "successful"]
+        assert {j["processID"] for j in done} == set(identifiers())
+        assert as_bob.get("/jobs").json()["jobs"] == []
+        assert as_bob.get(f"/jobs/{chain['train']['_status']['jobID']}").status_code == 404
     finally:
         down(state)

@@ -11,7 +11,9 @@
 #
 # The data are the Landsat 7 scene of Chiapas and its partial label raster from the shared
 # remote-sensing database (`data/...` on the server, `~/data` in a user server).
-# `GEOML_DEMO_EPOCHS` shortens training (default 60, the recommended setting).
+# Training uses the default model family, a random forest on band values and spectral indices
+# (docs/training.md); `GEOML_DEMO_FAMILY=cnn` trains the small CNN instead, and then
+# `GEOML_DEMO_EPOCHS` shortens its training (default 60, the recommended setting).
 
 # %%
 import os
@@ -21,6 +23,7 @@ from geoml_hub.client import Client
 
 SCENE = "data/landsat7_chiapas/LE70220491999322EDC01_stack.gtif"
 LABELS = "data/landsat7_chiapas/training_data.gtif"
+FAMILY = os.environ.get("GEOML_DEMO_FAMILY", "forest")
 EPOCHS = int(os.environ.get("GEOML_DEMO_EPOCHS", "60"))
 
 hub = Client()
@@ -45,11 +48,11 @@ print(f"kept {bal.samples_after} of {bal.samples_before} samples; "
 bal.clusters_plot  # the cluster plot (a PNG, downloaded)
 
 # %% [markdown]
-# ## 3. Train (progress per epoch), classify the scene, validate on the held-out regions
+# ## 3. Train (a random forest unless `GEOML_DEMO_FAMILY` says otherwise), classify the scene, validate on the held-out regions
 
 # %%
-fit = hub.train_model(samples=bal.dataset("manifest"), epochs=EPOCHS)
-print(f"{fit.epochs_run} epochs on {fit.device}; validation overall accuracy {fit.val_overall_accuracy:.3f}")
+fit = hub.train_model(samples=bal.dataset("manifest"), family=FAMILY, epochs=EPOCHS)
+print(f"{FAMILY}: {fit.epochs_run} epoch(s) on {fit.device}; validation overall accuracy {fit.val_overall_accuracy:.3f}")
 cls = hub.classify_scene(model=fit.dataset("model"), scene=SCENE)
 qc = hub.validate_classification(classification=cls.dataset("classification"), reference=ext.reference_test)
 

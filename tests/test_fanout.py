@@ -49,7 +49,7 @@ def chiapas_patch_model(tmp_path_factory, data_dir):
 
     root = tmp_path_factory.mktemp("chiapas_patch")
     samples = extract_samples(SCENE_1999, LABELS, root / "samples", patch_size=5, class_names=CHIAPAS_NAMES)
-    return train_model(samples.root, root / "patch.pt", epochs=2, widths=(8,), seed=0, device="cpu")
+    return train_model(samples.root, root / "patch.pt", model="cnn", epochs=2, widths=(8,), seed=0, device="cpu")
 
 def _read(path):
     with rasterio.open(path) as src:

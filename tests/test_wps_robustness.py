@@ -132,7 +132,7 @@ def test_queue_limit_holds_under_a_concurrent_burst(tmp_path, database):
     """45 Executes at once against --max-queued 30 while the only slot is busy: exactly 30 are
     queued, the other 15 get ServerBusy."""
     with WpsServer(tmp_path / "state", parallel=1, database=database, extra=["--max-queued", "30"]) as server:
-        long_id, _, _ = execute(server, "train_model", {"samples": EUROSAT, "epochs": 500, "patience": 500})
+        long_id, _, _ = execute(server, "train_model", {"samples": EUROSAT, "family": "cnn", "epochs": 500, "patience": 500})
         wait_for(lambda: (lambda j: j if j and j.pid else None)(db_job(server.state_dir, database, long_id)),
                  what="the training job's worker")
         answers = [None] * 45
@@ -231,7 +231,7 @@ def test_raster_pycm_rejects_gets_a_clear_report(server):
 def test_killed_worker_is_retried_once_then_fails(tmp_path):
     state = tmp_path / "state"
     with WpsServer(state, parallel=1) as server:
-        job_id, loc, _ = execute(server, "train_model", {"samples": EUROSAT, "epochs": 400, "patience": 400})
+        job_id, loc, _ = execute(server, "train_model", {"samples": EUROSAT, "family": "cnn", "epochs": 400, "patience": 400})
         first = wait_for(lambda: (lambda j: j if j and j.pid else None)(db_job(state, None, job_id)),
                          what="the worker")
         os.kill(first.pid, signal.SIGKILL)  # the OOM killer, say

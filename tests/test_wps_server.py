@@ -41,7 +41,7 @@ def test_standalone_mode_is_explicit(server):
 
 
 def test_async_training_reports_progress_and_outputs(server):
-    job_id, loc, first = execute(server, "train_model", {"samples": EUROSAT, "epochs": 3, "patience": 50})
+    job_id, loc, first = execute(server, "train_model", {"samples": EUROSAT, "family": "cnn", "epochs": 3, "patience": 50})
     assert status_of(first.content)[0] == "ProcessAccepted"
     seen, bad = [], []
 
@@ -153,7 +153,7 @@ def test_restart_after_kill_9(tmp_path, database):
     # --job-retries 0: the killed job fails at once (test_wps_robustness.py: the default retries it)
     server = WpsServer(state, parallel=1, database=database, extra=["--job-retries", "0"]).start()
     try:
-        long_id, long_loc, _ = execute(server, "train_model", {"samples": EUROSAT, "epochs": 300, "patience": 300})
+        long_id, long_loc, _ = execute(server, "train_model", {"samples": EUROSAT, "family": "cnn", "epochs": 300, "patience": 300})
         queued = [execute(server, "validate_classification",
                           {"classification": CHIAPAS_LABELS, "reference": CHIAPAS_LABELS})[0] for _ in range(3)]
         rec = wait_for(lambda: (lambda j: j if j and j.pid else None)(db_job(state, database, long_id)),
@@ -179,7 +179,7 @@ def test_worker_survives_a_server_crash(tmp_path):
     state = tmp_path / "state"
     server = WpsServer(state, parallel=1).start()
     try:
-        job_id, loc, _ = execute(server, "train_model", {"samples": EUROSAT, "epochs": 4, "patience": 50})
+        job_id, loc, _ = execute(server, "train_model", {"samples": EUROSAT, "family": "cnn", "epochs": 4, "patience": 50})
         rec = wait_for(lambda: (lambda j: j if j and j.pid else None)(db_job(state, None, job_id)),
                        what="the worker")
     finally:
@@ -192,7 +192,7 @@ def test_worker_survives_a_server_crash(tmp_path):
 
 
 def test_cancel_running_training(server):
-    job_id, loc, _ = execute(server, "train_model", {"samples": EUROSAT, "epochs": 400, "patience": 400})
+    job_id, loc, _ = execute(server, "train_model", {"samples": EUROSAT, "family": "cnn", "epochs": 400, "patience": 400})
     wait_for(lambda: job(server, job_id)["percent"] > 0, timeout=120, what="training progress")
     rec = db_job(server.state_dir, None, job_id)
     assert rec.pid and alive(rec.pid)
@@ -213,7 +213,7 @@ def test_cancel_running_training(server):
 def test_graceful_stop_requeues_and_restart_resumes(tmp_path):
     state = tmp_path / "state"
     server = WpsServer(state, parallel=1).start()
-    job_id, _, _ = execute(server, "train_model", {"samples": EUROSAT, "epochs": 400, "patience": 400})
+    job_id, _, _ = execute(server, "train_model", {"samples": EUROSAT, "family": "cnn", "epochs": 400, "patience": 400})
     rec = wait_for(lambda: (lambda j: j if j and j.pid else None)(db_job(state, None, job_id)), what="the worker")
     server.stop()
     assert not alive(rec.pid)

@@ -328,7 +328,7 @@ import json
 from geoml_hub.client import Client
 wps = Client(progress=False)          # GEOML_WPS_URL and JUPYTERHUB_API_TOKEN of the server
 ext = wps.extract_samples(scene="{scene}", reference="{labels}", class_names="{names}")
-job = wps.train_model(samples="{samples}", epochs=3, device="cpu", wait=False)
+job = wps.train_model(samples="{samples}", family="cnn", epochs=3, device="cpu", wait=False)
 print(json.dumps({{"job": job.job_id, "extract": ext.job_id, "classes": ext.class_counts}}))
 """
 
@@ -388,7 +388,7 @@ def test_training_from_alice_notebook_runs_as_a_kubernetes_job(cluster, alice_wp
 
 
 def test_cancel_deletes_the_kubernetes_job(cluster, alice_wps):
-    job = alice_wps.train_model(samples=EUROSAT, epochs=500, val_fraction=0.0, device="cpu", wait=False)
+    job = alice_wps.train_model(samples=EUROSAT, family="cnn", epochs=500, val_fraction=0.0, device="cpu", wait=False)
     k8s_job = cluster.wait(lambda: kubernetes_job(cluster, job.job_id), 120,
                            f"a Kubernetes Job labelled {JOB_ID_LABEL}={job.job_id}")
     cluster.wait(lambda: running_job_pod(cluster, job.job_id), 300, f"the pod of Job {k8s_job.metadata.name} running")
@@ -406,7 +406,7 @@ def test_a_deleted_job_pod_is_replaced_and_the_job_runs_again(cluster, alice_wps
     """``kubectl delete pod`` of a running job: the Job controller starts a new pod (a deleted pod
     does not count against ``backoffLimit``) and the job runs again from the start there (every
     process only writes its job's directories, so a rerun is safe); it never hangs."""
-    job = alice_wps.train_model(samples=EUROSAT, epochs=500, val_fraction=0.0, device="cpu", wait=False)
+    job = alice_wps.train_model(samples=EUROSAT, family="cnn", epochs=500, val_fraction=0.0, device="cpu", wait=False)
     first = cluster.wait(lambda: running_job_pod(cluster, job.job_id), 300, f"the pod of WPS job {job.job_id} running")
     cluster.wait(lambda: (r := job.info())["status"] == "running" and r["percent"] > 0, 120,
                  f"WPS job {job.job_id} running with progress")
@@ -426,7 +426,7 @@ def test_a_deleted_job_pod_is_replaced_and_the_job_runs_again(cluster, alice_wps
 
 def test_a_job_deleted_outside_the_wps_fails_the_job_with_its_reason(cluster, alice_wps):
     """``kubectl delete job``: the WPS job fails and says the Job no longer exists."""
-    job = alice_wps.train_model(samples=EUROSAT, epochs=500, val_fraction=0.0, device="cpu", wait=False)
+    job = alice_wps.train_model(samples=EUROSAT, family="cnn", epochs=500, val_fraction=0.0, device="cpu", wait=False)
     k8s_job = cluster.wait(lambda: kubernetes_job(cluster, job.job_id), 120, f"the Job of WPS job {job.job_id}")
     cluster.wait(lambda: job.info()["status"] == "running", 120, f"WPS job {job.job_id} running")
     cluster.batch.delete_namespaced_job(k8s_job.metadata.name, cluster.namespace, propagation_policy="Background")
@@ -453,7 +453,7 @@ def test_a_large_classification_fans_out_over_block_pods_and_matches_one_process
     assert fan["parallelism"] == 2 and 0 < fan["minPixels"] <= 250 * 250
     version = cluster.version()
     ext = alice_wps.extract_samples(scene=SCENE, reference=LABELS, class_names=CLASS_NAMES)
-    trained = alice_wps.train_model(samples=ext.dataset("samples"), epochs=2, device="cpu")
+    trained = alice_wps.train_model(samples=ext.dataset("samples"), family="cnn", epochs=2, device="cpu")
     job = alice_wps.classify_scene(model=trained.dataset("model"), scene=SCENE, tile_size=64, device="cpu", wait=False)
 
     jobs, pods, steps = {}, {}, set()
@@ -597,7 +597,7 @@ def test_helm_upgrade_rolls_the_hub_and_keeps_users_and_jobs(cluster, hub_url, a
 
 
 def test_a_job_past_its_deadline_fails_with_the_reason_and_keeps_its_log(cluster, alice_wps):
-    job = alice_wps.train_model(samples=EUROSAT, epochs=500, val_fraction=0.0, device="cpu", wait=False)
+    job = alice_wps.train_model(samples=EUROSAT, family="cnn", epochs=500, val_fraction=0.0, device="cpu", wait=False)
     k8s_job = cluster.wait(lambda: kubernetes_job(cluster, job.job_id), 120, f"the Job of WPS job {job.job_id}")
     assert k8s_job.spec.active_deadline_seconds == JOB_DEADLINE
     record = cluster.wait(lambda: (r := job.info())["status"] not in ("queued", "running") and r,

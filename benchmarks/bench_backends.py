@@ -11,7 +11,11 @@ Untrained networks (random weights, BatchNorm statistics set at random) — spee
 equality do not depend on training. Each backend: 2 warm-up calls, then ``--repeats``
 timed calls, median; the maximum absolute difference of its output to eager's is
 reported (adopt a backend only if faster *and* its classes are identical). ONNX Runtime and
-``onnx`` are optional (``pip install onnxruntime onnx``); missing ones are reported as such.
+``onnx`` are optional (``pip install 'geoml-hub[onnx]'``); missing ones are reported as such.
+
+* ``pixel_predict`` (``--pixels``, default 2.25 Mpx; 0 skips it): the path that ships,
+  :meth:`geoml_hub.dense.DensePixel.predict` (4,096-pixel batches over worker threads), with
+  its PyTorch backend against its ONNX Runtime backend, classes and probabilities compared.
 
     python benchmarks/bench_backends.py --out /tmp/geoml-bench/backends.json
 """
@@ -49,7 +53,7 @@ def networks():
         net.norm.mean.fill_(1000.0)
         net.norm.std.fill_(300.0)
         net.eval()
-        out[kind] = DensePatch(net, (size, size)) if size > 1 else DensePixel(net)
+        out[kind] = DensePatch(net, (size, size)) if size > 1 else DensePixel(net, backend="torch")
     return out
 
 
@@ -70,6 +74,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "geoml-bench" / "backends.json")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--pixels", type=int, default=2_250_000,
+                   help="pixels of the shipped-path comparison (DensePixel.predict vs ONNX Runtime); 0: skip")
+    p.add_argument("--only", default="patch,pixel", help="kernels of the eager/compile/ONNX table")
     args = p.parse_args(argv)
     nets = networks()
     rng = np.random.default_rng(0)
@@ -78,7 +85,7 @@ def main(argv=None):
               "pixel": torch.from_numpy(rng.normal(1000, 300, (16384, 13)).astype(np.float32))}
     fns = {"patch": nets["patch"].body, "pixel": nets["pixel"].logits}
     res = {"machine": C.machine_info(), "torch": torch.__version__, "threads": torch.get_num_threads(), "cases": {}}
-    for kind in ("patch", "pixel"):
+    for kind in [k for k in ("patch", "pixel") if k in args.only.split(",")]:
         x, fn = inputs[kind], fns[kind]
         row = {}
         with torch.inference_mode():
@@ -115,9 +122,46 @@ def main(argv=None):
         row["load_average_1min"] = os.getloadavg()[0]
         res["cases"][kind] = row
         print(kind, json.dumps(row, indent=1), flush=True)
+    if args.pixels:
+        res["cases"]["pixel_predict"] = pixel_predict(nets["pixel"], args.pixels, args.repeats)
     C.write_json(args.out, res)
     print(f"  results: {args.out}")
     return res
+
+
+def pixel_predict(dense, n_pixels, repeats):
+    """``DensePixel.predict`` (4,096-pixel batches over worker threads) with its two backends,
+    PyTorch single-threaded per worker and ONNX Runtime with one-thread sessions, on the same
+    ``(13, n_pixels)`` uint16 input: time, classes and softmax probabilities of ONNX Runtime
+    against PyTorch's."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    x = np.clip(rng.normal(1500, 400, (13, n_pixels)), 0, 65535).astype(np.uint16)
+    row = {"pixels": n_pixels, "threads": torch.get_num_threads(), "load_average_1min_before": os.getloadavg()[0]}
+    dense.backend, dense._session = "torch", None
+    t, cls = timed(lambda a: dense.predict(a), x, repeats)
+    prob = dense.predict(x, proba=True)
+    row["torch_s"], row["torch_mpx_per_s"] = t, n_pixels / t / 1e6
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        row["onnxruntime_error"] = str(exc)
+    else:
+        dense.backend, dense._session = "onnxruntime", None
+        t0 = time.perf_counter()
+        dense._onnx_session()
+        row["onnxruntime_export_and_session_s"] = time.perf_counter() - t0
+        t, cls_o = timed(lambda a: dense.predict(a), x, repeats)
+        row["onnxruntime_s"], row["onnxruntime_mpx_per_s"] = t, n_pixels / t / 1e6
+        row["onnxruntime_speedup"] = row["torch_s"] / t
+        row["onnxruntime_same_classes"] = bool(np.array_equal(cls_o, cls))
+        row["onnxruntime_max_abs_diff_proba"] = float(np.abs(dense.predict(x, proba=True) - prob).max())
+        row["onnxruntime"] = ort.__version__
+        dense.backend, dense._session = "torch", None
+    row["load_average_1min_after"] = os.getloadavg()[0]
+    print("pixel_predict", json.dumps(row, indent=1), flush=True)
+    return row
 
 
 class _Wrap:

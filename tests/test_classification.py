@@ -322,27 +322,8 @@ def test_dense_pixel_model_is_exact_on_the_real_scene(tmp_path, pixel_model, chi
     assert a.counts == b.counts and a.nodata_pixels == b.nodata_pixels
 
 
-def test_dense_pixel_onnxruntime_backend_equals_torch(pixel_model, chiapas_scene):
-    """The optional ONNX Runtime backend (the 'onnx' extra) gives PyTorch's classes on the real scene,
-    probabilities within 1e-5; 'auto' picks it when installed."""
-    pytest.importorskip("onnxruntime")
-    from geoml_hub.dense import DensePixel
-
-    model = load_model(pixel_model.model_path, device="cpu")
-    x = chiapas_scene.reshape(8, -1)
-    by_torch = DensePixel(model.network, backend="torch")
-    by_ort = DensePixel(model.network, backend="onnxruntime")
-    assert by_torch._onnx_session() is None and by_ort._onnx_session() is not None
-    assert DensePixel(model.network)._onnx_session() is not None
-    assert np.abs(by_ort.predict(x, proba=True) - by_torch.predict(x, proba=True)).max() < 1e-5
-    assert np.array_equal(by_ort.predict(x), by_torch.predict(x))
-    with pytest.raises(ValueError, match="backend"):
-        DensePixel(model.network, backend="tensorrt")
-
-
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 @pytest.mark.parametrize("log_input, band_statistics", [(True, False), (False, True)])
-def test_dense_pixel_folding_variants(log_input, band_statistics, backend):
+def test_dense_pixel_folding_variants(log_input, band_statistics):
     """log-input and band statistics (the head sees z and a zero std) fold too."""
     import torch
 
@@ -363,9 +344,7 @@ def test_dense_pixel_folding_variants(log_input, band_statistics, backend):
     x = np.random.default_rng(1).uniform(0, 200, (5, 3000)).astype(np.float32)
     with torch.inference_mode():
         ref = torch.softmax(net(torch.from_numpy(x.T.copy())[:, :, None, None]), 1).numpy()
-    if backend == "onnxruntime":
-        pytest.importorskip("onnxruntime")
-    got = DensePixel(net, backend=backend).predict(x, proba=True)
+    got = DensePixel(net).predict(x, proba=True)
     assert np.abs(got - ref).max() < 1e-5
 
 

@@ -37,9 +37,7 @@ Segmentation" (CVPR 2015).
 
 from __future__ import annotations
 
-import io
 import math
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Tuple
 
@@ -65,17 +63,6 @@ class DensePixel:
     ----------
     network : geoml_hub.networks.PatchCNN
         A pixel model (1×1 convolutions, no pooling), in evaluation mode.
-    backend : {'auto', 'torch', 'onnxruntime'}
-        What runs the chain on the CPU: ``'torch'`` (:meth:`logits`), ``'onnxruntime'``
-        (the chain exported to ONNX and run by an ONNX Runtime session with one thread per
-        worker; the optional ``onnx`` extra), or ``'auto'``: ONNX Runtime when it is
-        installed, else PyTorch. Same classes either way, probabilities within float32
-        rounding (tested); speed in ``docs/benchmarks.md`` §8.
-
-    Raises
-    ------
-    ValueError
-        An unknown ``backend``, or a network that is not a pixel model.
 
     Attributes
     ----------
@@ -88,43 +75,9 @@ class DensePixel:
         ``None`` without band statistics.
     """
 
-    def __init__(self, network, backend: str = "auto") -> None:
-        if backend not in ("auto", "torch", "onnxruntime"):
-            raise ValueError(f"backend: {backend!r} is not one of 'auto', 'torch', 'onnxruntime'")
+    def __init__(self, network) -> None:
         with torch.no_grad():
             self._fold(network)
-        self.backend = backend
-        self._session = None  # ONNX Runtime session, False once found unavailable
-
-    def _onnx_session(self):
-        """The ONNX Runtime session of :meth:`logits` (one intra-op thread), or ``None`` for PyTorch.
-
-        Raises
-        ------
-        ImportError
-            ``backend='onnxruntime'`` without ONNX Runtime installed.
-        """
-        if self.backend == "torch" or self.device.type != "cpu":
-            return None
-        if self._session is None:
-            try:
-                import onnxruntime as ort  # optional ('onnx' extra): the CPU backend of the chain when installed
-            except ImportError:
-                if self.backend == "onnxruntime":
-                    raise ImportError("backend='onnxruntime' needs ONNX Runtime: pip install 'geoml-hub[onnx]'")
-                self._session = False
-                return None
-            bands = self.layers[0][0].shape[1] if self.layers else self.head_x.shape[1]
-            buf = io.BytesIO()
-            with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
-                warnings.simplefilter("ignore")
-                torch.onnx.export(_Logits(self), (torch.zeros(PIXEL_BATCH, bands),), buf, dynamo=False,
-                                  input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "pixels"}})
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = 1  # batches run on worker threads, as PyTorch's do
-            opts.inter_op_num_threads = 1
-            self._session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
-        return self._session or None
 
     def _fold(self, network) -> None:
         norm = network.norm
@@ -217,15 +170,10 @@ class DensePixel:
         k = self.head_b.shape[0]
         out = np.empty((n, k), dtype=np.float32) if proba else np.empty(n, dtype=np.int64)
 
-        session = self._onnx_session()
-
         def run(s: int) -> None:
             with torch.inference_mode():
                 chunk = np.ascontiguousarray(x[:, s:s + batch].T, dtype=np.float32)  # (pixels, bands)
-                if session is not None:
-                    logits = torch.from_numpy(session.run(None, {"x": chunk})[0])
-                else:
-                    logits = self.logits(torch.from_numpy(chunk).to(self.device))
+                logits = self.logits(torch.from_numpy(chunk).to(self.device))
                 if proba:
                     out[s:s + len(chunk)] = torch.softmax(logits, dim=1).cpu().numpy()
                 else:
@@ -244,17 +192,6 @@ class DensePixel:
         finally:
             torch.set_num_threads(workers)
         return out
-
-
-class _Logits(nn.Module):
-    """:meth:`DensePixel.logits` as a module, for the ONNX export."""
-
-    def __init__(self, dense: DensePixel) -> None:
-        super().__init__()
-        self.dense = dense
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense.logits(x)
 
 
 class DensePatch:

@@ -14,8 +14,9 @@ the child (median), 1-minute load average before and after.
   methods; the agreement of the two rasters is reported (untrained nets disagree more
   than trained ones: real-data agreement is ``accuracy_dense.py``'s).
 * ``scene``: the dense paths end to end on ``--scene-sizes`` (pixel model, and patch model
-  at stride 32), Mpx/s and peak RSS for two sizes (flat memory); the time for one
-  10,980² Sentinel-2 tile is extrapolated from the Mpx/s of the larger size.
+  at stride 32; ``--scene-models``), Mpx/s and peak RSS for two sizes (flat memory); the
+  time for one 10,980² Sentinel-2 tile is extrapolated from each size's Mpx/s
+  (``--scene-sizes 4096,10980`` measures a whole tile: it generates a 3.1 GB scene).
 * ``features``: ``balancing.compute_features`` (integer sums) vs today's implementation
   (two-pass float64 ``mean``/``std`` on 256-sample chunks, copied here as the baseline) vs
   the floor (reading the samples alone) on ``--feature-samples`` synthetic 13×64×64 uint16
@@ -49,6 +50,7 @@ def add_args(p):
     p.add_argument("--patch-size", type=int, default=768, help="side of the patch-model scene")
     p.add_argument("--strides", default="32,16,8")
     p.add_argument("--scene-sizes", default="2048,4096", help="dense end to end, two sizes for memory flatness")
+    p.add_argument("--scene-models", default="pixel,patch", help="models of the end-to-end case (patch: stride 32)")
     p.add_argument("--feature-samples", type=int, default=3000)
     p.add_argument("--qc-side", type=int, default=6000)
     p.add_argument("--only", default="pixel,patch,scene,features,qc")
@@ -350,6 +352,8 @@ def run(args) -> dict:
     if "scene" in only:
         res["scene"] = {}
         for model, stride in (("pixel", 1), ("patch", 32)):
+            if model not in args.scene_models.split(","):
+                continue
             for side in C.parse_int_list(args.scene_sizes):
                 r = classify(model, "dense", side, stride)
                 r["s2_tile_minutes_extrapolated"] = S2_TILE ** 2 / (r["result"]["mpx_per_s"] * 1e6) / 60

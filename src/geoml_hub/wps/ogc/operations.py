@@ -47,7 +47,7 @@ from ...fileio import write_json
 from ...progress import ProgressCallback, report, scaled
 from ...samples import load_samples
 from ..settings import current_settings
-from . import inputs as ds
+import geoml_hub.wps.ogc.inputs as ds
 from .inputs import server_path_names
 
 #: The first four bytes of a classic (``*``) or BigTIFF (``+``) file, little- or big-endian.

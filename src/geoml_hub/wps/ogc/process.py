@@ -46,7 +46,7 @@ from pywps.response.status import WPS_STATUS
 from ... import __version__, params
 from ...errors import GeomlError
 from ...web.auth import STANDALONE_OWNER
-from . import inputs as ds
+import geoml_hub.wps.ogc.inputs as ds
 from .operations import TIFF_MAGIC, check_pixels
 from ..jobs.store import FAILED, RUNNING, SUCCEEDED, store_for, wake
 from ..settings import current_settings
